@@ -1,0 +1,181 @@
+//! RabbitMQ plumbing: connecting, declaring the topology, and confirmed publishing.
+//!
+//! Connections use lapin's automatic recovery (connection, channels, QoS, consumers and confirm
+//! mode are replayed after a network failure) with a jittered, unbounded backoff; the worker's
+//! supervisor still rebuilds everything if recovery ever gives up.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use crate::metrics::Metrics;
+
+/// Failures of a confirmed publish.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to RabbitMQ")]
+    NotConnected,
+    #[error("RabbitMQ error: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("RabbitMQ refused the message (nack)")]
+    Nacked,
+    #[error("RabbitMQ could not route the message to queue `{0}` (does it exist?)")]
+    Unroutable(String),
+    #[error("RabbitMQ did not confirm the publish within {0:?}")]
+    Timeout(Duration),
+}
+
+/// How long a publish may wait for the broker's confirm before it counts as failed.
+pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Opens a connection with automatic recovery. `name` shows in the management UI.
+pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
+    let props = ConnectionProperties::default()
+        .with_connection_name(name.into())
+        .enable_auto_recover()
+        .configure_backoff(|b| {
+            b.with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(10))
+                .with_jitter()
+                .without_max_times()
+        });
+    Connection::connect(url, props).await
+}
+
+/// Declares `queue` durable unless it already exists (with whatever arguments its owner gave it:
+/// redeclaring with different arguments would be refused with 406). Uses throwaway channels
+/// because a failed passive declare closes its channel.
+pub async fn ensure_queue(conn: &Connection, queue: &str) -> Result<(), lapin::Error> {
+    let ch = conn.create_channel().await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    if ch
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .is_ok()
+    {
+        let _ = ch.close(200, "ok".into()).await;
+        return Ok(());
+    }
+    let ch = conn.create_channel().await?;
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions::durable(),
+        FieldTable::default(),
+    )
+    .await?;
+    let _ = ch.close(200, "ok".into()).await;
+    Ok(())
+}
+
+/// Declares a provider's parking queue: durable, and its expired messages dead-letter back into
+/// the purge queue through the default exchange. Each parked message carries an `expiration` that
+/// ends at the provider's day reset; within one provider those instants never decrease in
+/// publish order, so head-of-queue expiry releases them on time.
+pub async fn ensure_parking_queue(
+    conn: &Connection,
+    parking: &str,
+    purge_queue: &str,
+) -> Result<(), lapin::Error> {
+    let mut args = FieldTable::default();
+    // LongString, never ShortString: RabbitMQ resets the connection on a ShortString argument.
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString(LongString::from("")),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(LongString::from(purge_queue.to_string())),
+    );
+    let ch = conn.create_channel().await?;
+    ch.queue_declare(parking.into(), QueueDeclareOptions::durable(), args)
+        .await?;
+    let _ = ch.close(200, "ok".into()).await;
+    Ok(())
+}
+
+/// A confirmed publisher to named queues (default exchange, `mandatory`), shared by the consumer
+/// and the dispatchers. The supervisor swaps the channel in after every (re)connect.
+#[derive(Clone)]
+pub struct Publisher {
+    channel: Arc<Mutex<Option<Channel>>>,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Publisher")
+    }
+}
+
+impl Publisher {
+    /// A publisher with no channel yet (publishes fail with `NotConnected` until `attach`).
+    pub fn new(metrics: Metrics) -> Publisher {
+        Publisher {
+            channel: Arc::new(Mutex::new(None)),
+            metrics,
+        }
+    }
+
+    /// Opens a confirm-mode channel on `conn` and publishes through it from now on.
+    pub async fn attach(&self, conn: &Connection) -> Result<(), lapin::Error> {
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        *self.channel.lock().unwrap_or_else(|p| p.into_inner()) = Some(ch);
+        Ok(())
+    }
+
+    /// Stops publishing (at shutdown or before a rebuild).
+    pub fn detach(&self) {
+        *self.channel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Publishes persistently to `queue` and waits for the broker's confirm; an unroutable
+    /// message (returned) or a nack is an error, so the caller keeps the source unacked.
+    pub async fn publish(
+        &self,
+        queue: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), PublishError> {
+        let ch = self
+            .channel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(PublishError::NotConnected)?;
+        let timer = self.metrics.publish_duration.start_timer();
+        let confirm = async {
+            let pending = ch
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    body,
+                    props.with_delivery_mode(2),
+                )
+                .await?;
+            Ok::<_, lapin::Error>(pending.await?)
+        };
+        let result = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+            .await
+            .map_err(|_| PublishError::Timeout(CONFIRM_TIMEOUT))??;
+        timer.observe_duration();
+        match result {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable(queue.to_string())),
+            Confirmation::Nack(_) => Err(PublishError::Nacked),
+            // Only without confirm mode, which `attach` always enables.
+            Confirmation::NotRequested => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Lanes, dedupe of pending keys, and batch formation (DESIGN "Flush policy").
+//!
+//! A lane holds the items of one provider that are interchangeable in a call (same kind and flush
+//! type). A key already pending in its lane is not added twice: the new delivery joins the waiters
+//! of the pending item. Once an item is taken into a batch it leaves `pending`, so an event for
+//! the same key arriving after the batch was sent is purged again — dedupe never swallows a newer
+//! change. Batches put back after a failure wait in `retry`, ahead of fresh items.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use tokio::time::{Duration, Instant};
+
+use crate::cache_key::CacheKey;
+use crate::ledger::DeliveryId;
+use crate::provider::{FlushType, Kind};
+
+/// The interchangeability class of items within one provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LaneKey {
+    pub kind: Kind,
+    pub flush: FlushType,
+}
+
+/// Where an item came from, for logs and dead-letter records.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    pub id: Option<String>,
+    pub source: Option<String>,
+}
+
+/// One pending cache key and every delivery waiting for it.
+#[derive(Debug, Clone)]
+pub struct PendingItem {
+    pub key: CacheKey,
+    /// The first waiting delivery (every item has one; kept inline to avoid an allocation).
+    pub first: DeliveryId,
+    /// Further deliveries that asked for the same key while it was pending.
+    pub more: Vec<DeliveryId>,
+    /// When the first request for this key was received (linger and latency are measured from it).
+    pub since: Instant,
+    /// The first request's event, for dead-letter records.
+    pub origin: Arc<Origin>,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+impl PendingItem {
+    /// Every waiting delivery (one entry per request, duplicates included).
+    pub fn waiters(&self) -> impl Iterator<Item = DeliveryId> + '_ {
+        std::iter::once(self.first).chain(self.more.iter().copied())
+    }
+}
+
+/// A batch put back for another attempt.
+#[derive(Debug, Clone)]
+pub struct RetryBatch {
+    pub items: Vec<PendingItem>,
+    /// Part of a split that isolates items the provider refused: a refused batch of one is
+    /// dead-lettered, a larger one is split again.
+    pub isolating: bool,
+}
+
+/// One lane's state.
+#[derive(Debug)]
+pub struct Lane {
+    pub key: LaneKey,
+    pending: IndexMap<CacheKey, PendingItem>,
+    retry: VecDeque<RetryBatch>,
+    /// Items per call; shrinks when the provider says a batch was too large.
+    pub cap: usize,
+    /// Daily quota of this kind.
+    pub daily_limit: u64,
+    /// Unix time until which the lane's quota is spent.
+    pub parked_until: Option<i64>,
+    /// Items in calls or publishes not yet answered (for the pending gauge).
+    pub in_flight: usize,
+    /// A parking publish for this lane is under way.
+    pub parking: bool,
+}
+
+impl Lane {
+    /// A new empty lane.
+    pub fn new(key: LaneKey, cap: usize, daily_limit: u64) -> Lane {
+        Lane {
+            key,
+            pending: IndexMap::new(),
+            retry: VecDeque::new(),
+            cap: cap.max(1),
+            daily_limit,
+            parked_until: None,
+            in_flight: 0,
+            parking: false,
+        }
+    }
+
+    /// Items waiting (not in flight).
+    pub fn waiting(&self) -> usize {
+        self.pending.len() + self.retry.iter().map(|b| b.items.len()).sum::<usize>()
+    }
+
+    /// Adds a request; returns `false` when it joined an item already pending (deduplicated).
+    pub fn add(
+        &mut self,
+        key: CacheKey,
+        delivery: DeliveryId,
+        origin: &Arc<Origin>,
+        now: Instant,
+    ) -> bool {
+        match self.pending.entry(key) {
+            indexmap::map::Entry::Occupied(mut e) => {
+                e.get_mut().more.push(delivery);
+                false
+            }
+            indexmap::map::Entry::Vacant(e) => {
+                let key = e.key().clone();
+                e.insert(PendingItem {
+                    key,
+                    first: delivery,
+                    more: Vec::new(),
+                    since: now,
+                    origin: origin.clone(),
+                    attempts: 0,
+                });
+                true
+            }
+        }
+    }
+
+    /// When the lane should flush: at once if a retry batch waits or a full batch is pending,
+    /// otherwise when the oldest pending item has lingered long enough. `None` when empty.
+    pub fn due_at(&self, linger: Duration) -> Option<Instant> {
+        if let Some(b) = self.retry.front() {
+            return Some(
+                b.items
+                    .first()
+                    .map(|i| i.since)
+                    .unwrap_or_else(Instant::now),
+            );
+        }
+        let (_, oldest) = self.pending.first()?;
+        if self.pending.len() >= self.cap {
+            Some(oldest.since)
+        } else {
+            Some(oldest.since + linger)
+        }
+    }
+
+    /// Takes the next batch: a retry batch first (trimmed to the cap), else up to `cap` of the
+    /// oldest pending items.
+    pub fn take(&mut self) -> Option<RetryBatch> {
+        if let Some(mut b) = self.retry.pop_front() {
+            if b.items.len() > self.cap {
+                let rest = b.items.split_off(self.cap);
+                self.retry.push_front(RetryBatch {
+                    items: rest,
+                    isolating: b.isolating,
+                });
+            }
+            return Some(b);
+        }
+        if self.pending.is_empty() {
+            return None;
+        }
+        let n = self.cap.min(self.pending.len());
+        let items = self.pending.drain(..n).map(|(_, v)| v).collect();
+        Some(RetryBatch {
+            items,
+            isolating: false,
+        })
+    }
+
+    /// Takes everything waiting (to park it or at shutdown).
+    pub fn take_all(&mut self) -> Vec<PendingItem> {
+        let mut all: Vec<PendingItem> = self.retry.drain(..).flat_map(|b| b.items).collect();
+        all.extend(self.pending.drain(..).map(|(_, v)| v));
+        all
+    }
+
+    /// Puts a batch back, ahead of fresh items.
+    pub fn put_back(&mut self, items: Vec<PendingItem>, isolating: bool) {
+        if !items.is_empty() {
+            self.retry.push_front(RetryBatch { items, isolating });
+        }
+    }
+
+    /// Puts back a batch as several retry batches of at most `size` items, in order.
+    pub fn put_back_split(&mut self, mut items: Vec<PendingItem>, size: usize, isolating: bool) {
+        let size = size.max(1);
+        let mut chunks = Vec::new();
+        while items.len() > size {
+            let rest = items.split_off(size);
+            chunks.push(std::mem::replace(&mut items, rest));
+        }
+        chunks.push(items);
+        for chunk in chunks.into_iter().rev() {
+            self.put_back(chunk, isolating);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache_key::CacheKey;
+
+    fn key(s: &str) -> CacheKey {
+        CacheKey::from_normalized(s)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dedupes_pending_keys_and_batches_by_cap_and_linger() {
+        let linger = Duration::from_millis(500);
+        let o = Arc::new(Origin::default());
+        let mut lane = Lane::new(
+            LaneKey {
+                kind: Kind::Url,
+                flush: FlushType::Flush,
+            },
+            3,
+            100,
+        );
+        let t0 = Instant::now();
+        assert!(lane.add(key("https://a/1"), 1, &o, t0));
+        assert!(
+            !lane.add(key("https://a/1"), 2, &o, t0),
+            "duplicate joins the pending item"
+        );
+        assert_eq!(lane.due_at(linger), Some(t0 + linger));
+        assert!(lane.add(key("https://a/2"), 3, &o, t0));
+        assert!(lane.add(key("https://a/3"), 4, &o, t0));
+        assert_eq!(lane.due_at(linger), Some(t0), "a full batch is due at once");
+        let b = lane.take().unwrap();
+        assert_eq!(b.items.len(), 3);
+        assert_eq!(b.items[0].waiters().collect::<Vec<_>>(), vec![1, 2]);
+        // After the batch left, the same key is pending again (purged again).
+        assert!(lane.add(key("https://a/1"), 5, &o, t0));
+        lane.put_back(b.items, false);
+        assert_eq!(lane.take().unwrap().items.len(), 3, "retries go first");
+        assert_eq!(lane.take().unwrap().items[0].first, 5);
+        assert!(lane.take().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn split_put_back_keeps_order_and_size() {
+        let o = Arc::new(Origin::default());
+        let mut lane = Lane::new(
+            LaneKey {
+                kind: Kind::Dir,
+                flush: FlushType::Delete,
+            },
+            10,
+            100,
+        );
+        let now = Instant::now();
+        for i in 0..7 {
+            lane.add(key(&format!("https://a/{i}/")), i, &o, now);
+        }
+        let b = lane.take().unwrap();
+        lane.put_back_split(b.items, 3, true);
+        let sizes: Vec<usize> = std::iter::from_fn(|| lane.take())
+            .map(|b| b.items.len())
+            .collect();
+        assert_eq!(sizes, vec![3, 3, 1]);
+    }
+}

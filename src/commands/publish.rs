@@ -1,0 +1,231 @@
+//! `purge-worker publish`: publish purge events (publisher confirms on).
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+
+use crate::cache_key::MAX_URL_LEN;
+use crate::config::ConfigError;
+use crate::event::Event;
+use crate::provider::FlushType;
+
+/// Confirms awaited at once while publishing a file.
+const CONFIRM_WINDOW: usize = 256;
+
+/// Publish one purge event from the given URLs, or a file of URLs (one per line) chunked into
+/// events. Each publish waits for the broker's confirm; what is printed was really enqueued.
+#[derive(clap::Args, Debug)]
+pub struct PublishArgs {
+    /// Config file (TOML); only [amqp] is used.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Purge the URLs as directories (prefix purges) instead of single files.
+    #[arg(long)]
+    pub dir: bool,
+    /// How directory purges treat cached objects: flush (only what changed) or delete (everything).
+    #[arg(long, value_name = "flush|delete", default_value = "flush", value_parser = ["flush", "delete"])]
+    pub flush_type: String,
+    /// Read URLs from a file, one per line ("-" for standard input); blank lines are skipped.
+    #[arg(long, value_name = "PATH|-", conflicts_with = "urls")]
+    pub file: Option<String>,
+    /// URLs per event when reading --file.
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub chunk_size: u32,
+    /// Event id, carried into the worker's logs and dead-letter records.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Event source, carried into the worker's logs and dead-letter records.
+    #[arg(long, default_value = "purge-worker-cli")]
+    pub source: String,
+    /// URLs to purge (absolute http:// or https://).
+    #[arg(value_name = "URL", required_unless_present = "file")]
+    pub urls: Vec<String>,
+}
+
+/// Looks like something the worker accepts (the worker still validates and routes it).
+fn check_url(u: &str) -> Result<(), String> {
+    if u.len() > MAX_URL_LEN {
+        return Err(format!(
+            "is {} bytes long; the limit is {MAX_URL_LEN}",
+            u.len()
+        ));
+    }
+    match url::Url::parse(u) {
+        Ok(p) if matches!(p.scheme(), "http" | "https") => Ok(()),
+        Ok(p) => Err(format!("scheme `{}` is not http or https", p.scheme())),
+        Err(e) => Err(format!("is not an absolute URL ({e})")),
+    }
+}
+
+struct Sink {
+    channel: lapin::Channel,
+    queue: String,
+    pending: Vec<lapin::PublisherConfirm>,
+}
+
+impl Sink {
+    async fn send(&mut self, event: &Event) -> anyhow::Result<()> {
+        let body = serde_json::to_vec(event)?;
+        let confirm = self
+            .channel
+            .basic_publish(
+                "".into(),
+                self.queue.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                &body,
+                BasicProperties::default()
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2),
+            )
+            .await?;
+        self.pending.push(confirm);
+        if self.pending.len() >= CONFIRM_WINDOW {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        for c in self.pending.drain(..) {
+            match c.await? {
+                Confirmation::Ack(None) | Confirmation::NotRequested => {}
+                Confirmation::Ack(Some(_)) => anyhow::bail!(
+                    "queue `{}` does not exist: the message was returned",
+                    self.queue
+                ),
+                Confirmation::Nack(_) => anyhow::bail!("RabbitMQ refused (nacked) a message"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the command.
+pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
+    let (_, cfg) = super::load_or_builtin(args.config.as_ref())?;
+    for u in &args.urls {
+        check_url(u).map_err(|r| ConfigError::Invalid {
+            key: format!("URL `{u}`"),
+            reason: r,
+        })?;
+    }
+    let conn = Connection::connect(cfg.amqp.url.expose(), ConnectionProperties::default())
+        .await
+        .context("cannot connect to RabbitMQ (amqp.url)")?;
+    crate::amqp::ensure_queue(&conn, &cfg.amqp.queue).await?;
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut sink = Sink {
+        channel,
+        queue: cfg.amqp.queue.clone(),
+        pending: Vec::new(),
+    };
+    let flush_type = FlushType::parse(&args.flush_type).unwrap_or_default();
+    let make = |items: Vec<String>, n: usize| Event {
+        urls: if args.dir { Vec::new() } else { items.clone() },
+        dirs: if args.dir { items } else { Vec::new() },
+        flush_type,
+        id: match (&args.id, n) {
+            (Some(id), 0) if args.file.is_none() => Some(id.clone()),
+            (Some(id), n) => Some(format!("{id}-{n}")),
+            (None, _) => None,
+        },
+        source: Some(args.source.clone()),
+    };
+
+    let Some(file) = &args.file else {
+        let event = make(args.urls.clone(), 0);
+        sink.send(&event).await?;
+        sink.flush().await?;
+        println!("{}", serde_json::to_string(&event)?);
+        println!(
+            "published 1 event ({} {}) to queue `{}`",
+            args.urls.len(),
+            if args.dir { "dirs" } else { "urls" },
+            cfg.amqp.queue
+        );
+        let _ = conn.close(200, "done".into()).await;
+        return Ok(());
+    };
+
+    let reader: Box<dyn BufRead> = if file == "-" {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(file).with_context(|| format!("cannot open --file {file}"))?,
+        ))
+    };
+    let total = std::fs::metadata(file)
+        .ok()
+        .filter(|_| file != "-")
+        .map(|m| m.len());
+    let bar = if std::io::stderr().is_terminal() {
+        let b = match total {
+            Some(t) => indicatif::ProgressBar::new(t),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let (mut chunk, mut events, mut urls, mut suspicious) = (Vec::new(), 0usize, 0usize, 0usize);
+    for (n, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading line {} of {file}", n + 1))?;
+        if let Some(b) = &bar {
+            b.inc(line.len() as u64 + 1);
+        }
+        let u = line.trim();
+        if u.is_empty() {
+            continue;
+        }
+        if let Err(r) = check_url(u) {
+            suspicious += 1;
+            eprintln!(
+                "warning: line {}: `{}` {r}; published anyway, the worker will dead-letter it",
+                n + 1,
+                &u[..u.len().min(100)]
+            );
+        }
+        chunk.push(u.to_string());
+        urls += 1;
+        if chunk.len() >= args.chunk_size as usize {
+            sink.send(&make(std::mem::take(&mut chunk), events)).await?;
+            events += 1;
+            if let Some(b) = &bar {
+                b.set_message(format!("{urls} urls in {events} events"));
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        sink.send(&make(chunk, events)).await?;
+        events += 1;
+    }
+    sink.flush().await?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    println!(
+        "published {events} events ({urls} {}) to queue `{}`",
+        if args.dir { "dirs" } else { "urls" },
+        cfg.amqp.queue
+    );
+    if suspicious > 0 {
+        eprintln!("{suspicious} lines did not look like http(s) URLs (see warnings above)");
+    }
+    let _ = conn.close(200, "done".into()).await;
+    Ok(())
+}

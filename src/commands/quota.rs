@@ -1,0 +1,67 @@
+//! `purge-worker quota`: today's quota use per provider and kind, from Redis.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::provider::Kind;
+use crate::quota::{QuotaStore, day_label, day_of, next_reset, unix_now};
+
+/// Show today's quota use and limit per provider and kind (provider-local day), read from the
+/// worker's counters in Redis.
+#[derive(clap::Args, Debug)]
+pub struct QuotaArgs {
+    /// Config file (TOML); [redis] and [[providers]] are used.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command.
+pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
+    let (_, cfg) = super::load_or_builtin(args.config.as_ref())?;
+    let store = QuotaStore::connect(cfg.redis.url.expose(), &cfg.redis.key_prefix)?;
+    let now = unix_now();
+    let mut rows = Vec::new();
+    for p in &cfg.providers {
+        for (kind, limit) in [(Kind::Url, p.urls_per_day), (Kind::Dir, p.dirs_per_day)] {
+            let used = store
+                .used(&p.name, kind, now, p.quota_utc_offset_secs)
+                .await
+                .context("cannot read quota counters from Redis (redis.url)")?;
+            let reset = next_reset(now, p.quota_utc_offset_secs);
+            rows.push(serde_json::json!({
+                "provider": p.name,
+                "kind": kind.as_str(),
+                "day": day_label(day_of(now, p.quota_utc_offset_secs)),
+                "used": used,
+                "limit": limit,
+                "left": limit.saturating_sub(used),
+                "resets_at": chrono::DateTime::from_timestamp(reset, 0).map(|d| d.to_rfc3339()),
+            }));
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:<4} {:<10} {:>9} {:>9} {:>9}  resets at (UTC)",
+        "provider", "kind", "day", "used", "limit", "left"
+    );
+    for r in rows {
+        println!(
+            "{:<24} {:<4} {:<10} {:>9} {:>9} {:>9}  {}",
+            r["provider"].as_str().unwrap_or(""),
+            r["kind"].as_str().unwrap_or(""),
+            r["day"].as_str().unwrap_or(""),
+            r["used"],
+            r["limit"],
+            r["left"],
+            r["resets_at"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! `purge-worker run`: the worker.
+
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::ConfigSource;
+use crate::emulator::{Emulator, EmulatorConfig};
+
+/// Consume purge events from RabbitMQ and purge them at the CDN until SIGINT/SIGTERM, then drain
+/// (finish or return in-flight work, ack what was purged) and exit 0.
+///
+/// Config lookup: --config, else $PURGE_WORKER_CONFIG, else ./purge-worker.toml. With no config at
+/// all, the worker uses RabbitMQ and Redis on their default local ports and starts the built-in CDN
+/// emulator in-process as the CDN for every host.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Config file (TOML). See README "Configuration".
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the built-in emulator listens when no config file is used (port 0 = any free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub emulator_listen: std::net::SocketAddr,
+}
+
+/// Runs the worker until `shutdown`.
+pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (source, cfg) = super::load(args.config.as_deref())?;
+    let mut emulator = None;
+    let config = match (source, cfg) {
+        (ConfigSource::File(path), Some(cfg)) => {
+            info!(config = %path.display(), providers = cfg.providers.len(), queue = %cfg.amqp.queue,
+                "purge-worker starting");
+            cfg
+        }
+        _ => {
+            let emu = Emulator::start(args.emulator_listen, EmulatorConfig::default()).await?;
+            let cfg = super::builtin(emu.endpoint());
+            info!(emulator = %emu.endpoint(), queue = %cfg.amqp.queue,
+                "purge-worker starting with no config file: local RabbitMQ and Redis on their default ports, and the built-in emulator as the CDN for every host (see {}_emulator/requests for what it purged)",
+                emu.endpoint());
+            emulator = Some(emu);
+            cfg
+        }
+    };
+    let worker = crate::worker::Worker::start(config, shutdown).await?;
+    info!(http = %worker.http_addr, "serving /metrics, /healthz and /readyz");
+    let result = worker.wait().await;
+    if let Some(emu) = emulator {
+        emu.shutdown().await;
+    }
+    result
+}

@@ -1,0 +1,393 @@
+//! Configuration in two stages: [`RawConfig`] mirrors the TOML file (CONTRACT §2) exactly, and
+//! [`Config::from_raw`] turns it into validated, typed values. Every validation error names the key
+//! and the problem (`check` and `run` exit 2 on it). Secrets live in [`Secret`], whose `Debug`
+//! never shows the value.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::routing::HostPattern;
+
+/// The environment variable naming a config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "PURGE_WORKER_CONFIG";
+/// The config file read from the working directory when neither `--config` nor the env is set.
+pub const DEFAULT_CONFIG_FILE: &str = "purge-worker.toml";
+
+/// Default broker: the local RabbitMQ with the guest account. `heartbeat=10` makes a dead TCP
+/// connection visible within ~20 s instead of the kernel's ~11 minutes.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10";
+/// Default purge queue.
+pub const DEFAULT_QUEUE: &str = "cdn.purge";
+/// Default dead-letter queue.
+pub const DEFAULT_DEAD_LETTER_QUEUE: &str = "cdn.purge.dead";
+/// Unacked deliveries held at once; bounds the worker's memory, not the backlog.
+pub const DEFAULT_PREFETCH: u16 = 1000;
+/// Default Redis.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+/// Every Redis key the worker writes starts with this.
+pub const DEFAULT_KEY_PREFIX: &str = "purge-worker";
+/// Metrics and probes.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+/// How long an item may wait for companions when the API is the bottleneck.
+pub const DEFAULT_MAX_LINGER_MS: u64 = 500;
+/// How long SIGTERM waits for in-flight work before leaving the rest for redelivery.
+pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 10_000;
+/// Largest event body accepted; larger ones are dead-lettered (`event_too_large`).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+/// First retry delay after a transient provider failure; doubles per attempt, with jitter.
+pub const DEFAULT_RETRY_BASE_MS: u64 = 200;
+/// Cap on the retry delay.
+pub const DEFAULT_RETRY_MAX_MS: u64 = 30_000;
+/// Connect timeout for provider calls.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Whole-request timeout for provider calls.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// Calls in flight per provider at once (the rate limiter still spaces them).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+
+/// Errors from loading or validating configuration. Each names the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML for purge-worker: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+// === raw (TOML) ===
+
+/// The TOML file as written. Unknown keys are errors: a typo must not silently fall back to a
+/// default.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub amqp: RawAmqp,
+    pub redis: RawRedis,
+    pub http: RawHttp,
+    pub batching: RawBatching,
+    pub providers: Vec<RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAmqp {
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    pub queue: Option<String>,
+    pub dead_letter_queue: Option<String>,
+    pub prefetch: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRedis {
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    pub key_prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawBatching {
+    pub max_linger_ms: Option<u64>,
+    pub drain_timeout_ms: Option<u64>,
+    pub max_event_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawProvider {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub endpoint: Option<String>,
+    pub secret_id: Option<String>,
+    pub secret_id_env: Option<String>,
+    pub secret_key: Option<String>,
+    pub secret_key_env: Option<String>,
+    pub requests_per_second: Option<u32>,
+    pub requests_per_minute: Option<u32>,
+    pub rate_limits: Vec<String>,
+    pub urls_per_call: Option<usize>,
+    pub dirs_per_call: Option<usize>,
+    pub urls_per_day: Option<u64>,
+    pub dirs_per_day: Option<u64>,
+    pub quota_utc_offset: Option<String>,
+    pub retry_base_ms: Option<u64>,
+    pub retry_max_ms: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub max_in_flight: Option<usize>,
+    pub domains: Vec<RawDomain>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDomain {
+    pub host: Option<String>,
+    pub ignore_query: bool,
+}
+
+// === validated ===
+
+/// A credential or a URL with credentials. `Debug` and `Display` never show the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The value, for signing or connecting only; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The validated configuration the worker runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub amqp: AmqpConfig,
+    pub redis: RedisConfig,
+    /// Address of `/metrics`, `/healthz`, `/readyz`.
+    pub listen: SocketAddr,
+    pub batching: BatchingConfig,
+    /// At least one provider (the built-in emulator when no file was given).
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// RabbitMQ settings.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    /// Connection URL (may carry the password, hence a [`Secret`]).
+    pub url: Secret,
+    /// The purge queue, declared durable if missing.
+    pub queue: String,
+    /// Where rejected events and items land with their reason.
+    pub dead_letter_queue: String,
+    /// Unacked deliveries held at once.
+    pub prefetch: u16,
+}
+
+impl AmqpConfig {
+    /// The queue where a provider's quota-parked items wait for the provider's day reset; its
+    /// messages expire back into [`AmqpConfig::queue`].
+    pub fn parking_queue(&self, provider: &str) -> String {
+        format!("{}.parked.{}", self.queue, provider)
+    }
+}
+
+/// Redis settings.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    pub url: Secret,
+    /// Prefix of every key the worker writes.
+    pub key_prefix: String,
+}
+
+/// Batching and lifecycle timing.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchingConfig {
+    /// The most an item waits for companions once the API has room.
+    pub max_linger: Duration,
+    /// How long shutdown waits for in-flight work.
+    pub drain_timeout: Duration,
+    /// Largest accepted event body in bytes.
+    pub max_event_bytes: usize,
+}
+
+/// Which API family a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// Tencent Cloud API 3.0 (PurgeUrlsCache, PurgePathCache), TC3-HMAC-SHA256.
+    TencentV3,
+}
+
+impl ProviderKind {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::TencentV3 => "tencent-v3",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tencent-v3" => Some(ProviderKind::TencentV3),
+            _ => None,
+        }
+    }
+
+    /// Published limits of this API family (providers/PROVIDERS.md), used for unset keys.
+    pub fn defaults(self) -> KindDefaults {
+        match self {
+            ProviderKind::TencentV3 => KindDefaults {
+                endpoint: "https://cdn.tencentcloudapi.com",
+                requests_per_second: 20,
+                requests_per_minute: 10_000,
+                urls_per_call: 1000,
+                dirs_per_call: 20,
+                urls_per_day: 10_000,
+                dirs_per_day: 100,
+                quota_utc_offset_secs: 8 * 3600,
+            },
+        }
+    }
+}
+
+/// Per-kind defaults; see [`ProviderKind::defaults`].
+#[derive(Debug, Clone, Copy)]
+pub struct KindDefaults {
+    pub endpoint: &'static str,
+    pub requests_per_second: u32,
+    pub requests_per_minute: u32,
+    pub urls_per_call: usize,
+    pub dirs_per_call: usize,
+    pub urls_per_day: u64,
+    pub dirs_per_day: u64,
+    pub quota_utc_offset_secs: i32,
+}
+
+/// "At most `limit` calls in any sliding window of `window`."
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub limit: u32,
+    pub window: Duration,
+}
+
+impl RateLimit {
+    /// Parses `"300/5m"`, `"20/s"`, `"1200/1m"`, `"100/10s"`, `"5000/1h"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (count, window) = s
+            .split_once('/')
+            .ok_or_else(|| format!("`{s}` is not of the form COUNT/WINDOW such as \"300/5m\""))?;
+        let limit: u32 = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{count}` in `{s}` is not a whole number"))?;
+        if limit == 0 {
+            return Err(format!("`{s}` allows no calls at all"));
+        }
+        let window = window.trim();
+        let unit_at = window
+            .find(|c: char| c.is_ascii_alphabetic())
+            .ok_or_else(|| format!("`{window}` in `{s}` has no unit (s, m or h)"))?;
+        let (n, unit) = window.split_at(unit_at);
+        let n: u64 = if n.is_empty() {
+            1
+        } else {
+            n.parse()
+                .map_err(|_| format!("`{n}` in `{s}` is not a whole number"))?
+        };
+        let secs = match unit {
+            "s" => n,
+            "m" => n * 60,
+            "h" => n * 3600,
+            _ => return Err(format!("unit `{unit}` in `{s}` is not s, m or h")),
+        };
+        if secs == 0 {
+            return Err(format!("`{s}` has an empty window"));
+        }
+        Ok(RateLimit {
+            limit,
+            window: Duration::from_secs(secs),
+        })
+    }
+}
+
+/// One `[[providers]]` entry, validated.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Used in metric labels, logs, Redis keys and the parking queue name.
+    pub name: String,
+    pub kind: ProviderKind,
+    /// API base URL, e.g. `https://cdn.tencentcloudapi.com` or an emulator.
+    pub endpoint: url::Url,
+    pub secret_id: Secret,
+    pub secret_key: Secret,
+    /// Every window that must hold, shortest first.
+    pub rate_limits: Vec<RateLimit>,
+    pub urls_per_call: usize,
+    pub dirs_per_call: usize,
+    pub urls_per_day: u64,
+    pub dirs_per_day: u64,
+    /// Seconds east of UTC of the provider's day boundary.
+    pub quota_utc_offset_secs: i32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_in_flight: usize,
+    pub domains: Vec<DomainRule>,
+}
+
+/// A host (or host pattern) routed to a provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRule {
+    pub host: HostPattern,
+    /// The CDN ignores the query string in its cache key for this host.
+    pub ignore_query: bool,
+}
+
+/// Where the configuration came from, for the first log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    /// No file: local services and the built-in emulator.
+    BuiltIn,
+}
+
+/// Finds the config file per CONTRACT §1: `--config`, `$PURGE_WORKER_CONFIG`, `./purge-worker.toml`.
+pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let local = PathBuf::from(DEFAULT_CONFIG_FILE);
+    local.exists().then_some(local)
+}
+
+/// Reads and parses a config file (first stage).
+pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+mod validate;
+pub use validate::parse_utc_offset;

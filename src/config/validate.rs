@@ -1,0 +1,432 @@
+//! Second stage: [`RawConfig`] → [`Config`], with a precise message per mistake.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::*;
+
+/// Reads an environment variable for a `*_env` key.
+fn from_env(key: &str, var: &str) -> Result<String, ConfigError> {
+    std::env::var(var).map_err(|_| {
+        invalid(
+            key,
+            format!("environment variable `{var}` is not set (or not UTF-8)"),
+        )
+    })
+}
+
+/// Exactly one of a literal key and its `_env` twin, or neither when `required` is false.
+fn literal_or_env(
+    key: &str,
+    literal: Option<String>,
+    env: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    match (literal, env) {
+        (Some(_), Some(_)) => Err(invalid(
+            key,
+            format!("set either `{key}` or `{key}_env`, not both"),
+        )),
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(var)) => from_env(&format!("{key}_env"), &var).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Parses `"+08:00"`, `"-05:30"`, `"Z"` or `"+00:00"` into seconds east of UTC.
+pub fn parse_utc_offset(s: &str) -> Result<i32, String> {
+    if s == "Z" || s == "z" {
+        return Ok(0);
+    }
+    let bad = || format!("`{s}` is not a UTC offset like \"+08:00\"");
+    let (sign, rest) = match s.as_bytes().first() {
+        Some(b'+') => (1, &s[1..]),
+        Some(b'-') => (-1, &s[1..]),
+        _ => return Err(bad()),
+    };
+    let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+    let (h, m): (i32, i32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 14 || m > 59 || h < 0 || m < 0 {
+        return Err(bad());
+    }
+    Ok(sign * (h * 3600 + m * 60))
+}
+
+fn nonzero_usize(key: &str, v: usize) -> Result<usize, ConfigError> {
+    if v == 0 {
+        Err(invalid(key, "must be at least 1"))
+    } else {
+        Ok(v)
+    }
+}
+
+impl Config {
+    /// Validates a parsed file. `providers` must not be empty.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let amqp_url = literal_or_env("amqp.url", raw.amqp.url, raw.amqp.url_env)?
+            .unwrap_or_else(|| DEFAULT_AMQP_URL.to_string());
+        if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
+            return Err(invalid("amqp.url", "must start with amqp:// or amqps://"));
+        }
+        let queue = raw.amqp.queue.unwrap_or_else(|| DEFAULT_QUEUE.into());
+        let dead_letter_queue = raw
+            .amqp
+            .dead_letter_queue
+            .unwrap_or_else(|| DEFAULT_DEAD_LETTER_QUEUE.into());
+        for (key, name) in [
+            ("amqp.queue", &queue),
+            ("amqp.dead_letter_queue", &dead_letter_queue),
+        ] {
+            if name.is_empty() || name.len() > 200 {
+                return Err(invalid(key, "must be a queue name of 1 to 200 bytes"));
+            }
+        }
+        if queue == dead_letter_queue {
+            return Err(invalid(
+                "amqp.dead_letter_queue",
+                "must differ from amqp.queue, or rejected events would be consumed again",
+            ));
+        }
+        let prefetch = raw.amqp.prefetch.unwrap_or(DEFAULT_PREFETCH as u32);
+        if !(1..=u16::MAX as u32).contains(&prefetch) {
+            return Err(invalid("amqp.prefetch", "must be between 1 and 65535"));
+        }
+
+        let redis_url = literal_or_env("redis.url", raw.redis.url, raw.redis.url_env)?
+            .unwrap_or_else(|| DEFAULT_REDIS_URL.to_string());
+        if !(redis_url.starts_with("redis://")
+            || redis_url.starts_with("rediss://")
+            || redis_url.starts_with("unix://"))
+        {
+            return Err(invalid(
+                "redis.url",
+                "must start with redis://, rediss:// or unix://",
+            ));
+        }
+        let key_prefix = raw
+            .redis
+            .key_prefix
+            .unwrap_or_else(|| DEFAULT_KEY_PREFIX.into());
+        if key_prefix.is_empty() {
+            return Err(invalid("redis.key_prefix", "must not be empty"));
+        }
+
+        let listen = raw.http.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let listen = listen.parse().map_err(|_| {
+            invalid(
+                "http.listen",
+                format!("`{listen}` is not an IP:port address such as 127.0.0.1:9464"),
+            )
+        })?;
+
+        let batching = BatchingConfig {
+            max_linger: Duration::from_millis(
+                raw.batching.max_linger_ms.unwrap_or(DEFAULT_MAX_LINGER_MS),
+            ),
+            drain_timeout: Duration::from_millis(
+                raw.batching
+                    .drain_timeout_ms
+                    .unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS),
+            ),
+            max_event_bytes: nonzero_usize(
+                "batching.max_event_bytes",
+                raw.batching
+                    .max_event_bytes
+                    .unwrap_or(DEFAULT_MAX_EVENT_BYTES),
+            )?,
+        };
+
+        if raw.providers.is_empty() {
+            return Err(invalid(
+                "providers",
+                "no [[providers]] configured: add at least one (or run without a config file to use the built-in emulator)",
+            ));
+        }
+        let mut names = HashSet::new();
+        let mut providers = Vec::with_capacity(raw.providers.len());
+        for (i, p) in raw.providers.into_iter().enumerate() {
+            let provider = provider_from_raw(i, p)?;
+            if !names.insert(provider.name.clone()) {
+                return Err(invalid(
+                    format!("providers[{i}].name"),
+                    format!("`{}` is used by two providers", provider.name),
+                ));
+            }
+            providers.push(provider);
+        }
+        check_domains_unique(&providers)?;
+
+        Ok(Config {
+            amqp: AmqpConfig {
+                url: Secret::new(amqp_url),
+                queue,
+                dead_letter_queue,
+                prefetch: prefetch as u16,
+            },
+            redis: RedisConfig {
+                url: Secret::new(redis_url),
+                key_prefix,
+            },
+            listen,
+            batching,
+            providers,
+        })
+    }
+
+    /// The configuration used when no file exists: local services on default ports and one
+    /// `tencent-v3` provider named `emulator` for every host, pointed at `emulator_endpoint`.
+    pub fn builtin(emulator_endpoint: url::Url, secret_id: &str, secret_key: &str) -> Config {
+        let mut config = Config::from_raw(RawConfig {
+            providers: vec![RawProvider {
+                name: Some("emulator".into()),
+                kind: Some("tencent-v3".into()),
+                endpoint: Some(emulator_endpoint.to_string()),
+                secret_id: Some(secret_id.into()),
+                secret_key: Some(secret_key.into()),
+                domains: vec![RawDomain {
+                    host: Some("*".into()),
+                    ignore_query: false,
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .expect("built-in configuration is valid"); // invariant: covered by a unit test
+        config.providers[0].endpoint = emulator_endpoint;
+        config
+    }
+}
+
+fn provider_from_raw(i: usize, p: RawProvider) -> Result<ProviderConfig, ConfigError> {
+    let at = |key: &str| format!("providers[{i}].{key}");
+    let name = p.name.ok_or_else(|| invalid(at("name"), "is required"))?;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(invalid(
+            at("name"),
+            format!(
+                "`{name}` must be non-empty and use only ASCII letters, digits, '-', '_' or '.'"
+            ),
+        ));
+    }
+    let kind_s = p
+        .kind
+        .ok_or_else(|| invalid(at("kind"), "is required (tencent-v3)"))?;
+    let kind = ProviderKind::parse(&kind_s).ok_or_else(|| {
+        invalid(
+            at("kind"),
+            format!("`{kind_s}` is not a supported provider kind (supported: tencent-v3)"),
+        )
+    })?;
+    let d = kind.defaults();
+    let endpoint_s = p.endpoint.unwrap_or_else(|| d.endpoint.to_string());
+    let endpoint = url::Url::parse(&endpoint_s)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| {
+            invalid(
+                at("endpoint"),
+                format!("`{endpoint_s}` is not an http(s) URL"),
+            )
+        })?;
+
+    let secret_id = literal_or_env(&at("secret_id"), p.secret_id, p.secret_id_env)?
+        .ok_or_else(|| invalid(at("secret_id"), "is required (or secret_id_env)"))?;
+    let secret_key = literal_or_env(&at("secret_key"), p.secret_key, p.secret_key_env)?
+        .ok_or_else(|| invalid(at("secret_key"), "is required (or secret_key_env)"))?;
+    if secret_id.is_empty() {
+        return Err(invalid(at("secret_id"), "must not be empty"));
+    }
+    if secret_key.is_empty() {
+        return Err(invalid(at("secret_key"), "must not be empty"));
+    }
+
+    let mut rate_limits = Vec::new();
+    let rps = p.requests_per_second.unwrap_or(d.requests_per_second);
+    let rpm = p.requests_per_minute.unwrap_or(d.requests_per_minute);
+    if rps == 0 {
+        return Err(invalid(at("requests_per_second"), "must be at least 1"));
+    }
+    if rpm == 0 {
+        return Err(invalid(at("requests_per_minute"), "must be at least 1"));
+    }
+    rate_limits.push(RateLimit {
+        limit: rps,
+        window: Duration::from_secs(1),
+    });
+    rate_limits.push(RateLimit {
+        limit: rpm,
+        window: Duration::from_secs(60),
+    });
+    for (j, s) in p.rate_limits.iter().enumerate() {
+        rate_limits
+            .push(RateLimit::parse(s).map_err(|r| invalid(at(&format!("rate_limits[{j}]")), r))?);
+    }
+    rate_limits.sort_by_key(|r| r.window);
+
+    let quota_utc_offset_secs = match p.quota_utc_offset {
+        Some(s) => parse_utc_offset(&s).map_err(|r| invalid(at("quota_utc_offset"), r))?,
+        None => d.quota_utc_offset_secs,
+    };
+
+    let ms = |v: Option<u64>, default: u64| Duration::from_millis(v.unwrap_or(default));
+    let retry_base = ms(p.retry_base_ms, DEFAULT_RETRY_BASE_MS);
+    let retry_max = ms(p.retry_max_ms, DEFAULT_RETRY_MAX_MS);
+    if retry_base.is_zero() || retry_max < retry_base {
+        return Err(invalid(
+            at("retry_max_ms"),
+            "retry_base_ms must be at least 1 and retry_max_ms at least retry_base_ms",
+        ));
+    }
+
+    if p.domains.is_empty() {
+        return Err(invalid(
+            at("domains"),
+            "no [[providers.domains]]: a provider must serve at least one host",
+        ));
+    }
+    let mut domains = Vec::with_capacity(p.domains.len());
+    for (j, dom) in p.domains.into_iter().enumerate() {
+        let key = at(&format!("domains[{j}].host"));
+        let host = dom.host.ok_or_else(|| invalid(&key, "is required"))?;
+        let host = HostPattern::parse(&host).map_err(|r| invalid(&key, r))?;
+        domains.push(DomainRule {
+            host,
+            ignore_query: dom.ignore_query,
+        });
+    }
+
+    Ok(ProviderConfig {
+        name,
+        kind,
+        endpoint,
+        secret_id: Secret::new(secret_id),
+        secret_key: Secret::new(secret_key),
+        rate_limits,
+        urls_per_call: nonzero_usize(
+            &at("urls_per_call"),
+            p.urls_per_call.unwrap_or(d.urls_per_call),
+        )?,
+        dirs_per_call: nonzero_usize(
+            &at("dirs_per_call"),
+            p.dirs_per_call.unwrap_or(d.dirs_per_call),
+        )?,
+        urls_per_day: p.urls_per_day.unwrap_or(d.urls_per_day),
+        dirs_per_day: p.dirs_per_day.unwrap_or(d.dirs_per_day),
+        quota_utc_offset_secs,
+        retry_base,
+        retry_max,
+        connect_timeout: ms(p.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS),
+        request_timeout: ms(p.request_timeout_ms, DEFAULT_REQUEST_TIMEOUT_MS),
+        max_in_flight: nonzero_usize(
+            &at("max_in_flight"),
+            p.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+        )?,
+        domains,
+    })
+}
+
+/// A host pattern may be claimed by one provider only, or routing would be ambiguous.
+fn check_domains_unique(providers: &[ProviderConfig]) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashMap::new();
+    for (i, p) in providers.iter().enumerate() {
+        for (j, d) in p.domains.iter().enumerate() {
+            if let Some(owner) = seen.insert(d.host.clone(), p.name.clone()) {
+                return Err(invalid(
+                    format!("providers[{i}].domains[{j}].host"),
+                    format!("`{}` is already routed to provider `{owner}`", d.host),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(toml_text: &str) -> RawConfig {
+        toml::from_str(toml_text).expect("test TOML parses")
+    }
+
+    const MINIMAL: &str = r#"
+        [[providers]]
+        name = "tencent-main"
+        kind = "tencent-v3"
+        secret_id = "AKIDtest"
+        secret_key = "hunter2"
+          [[providers.domains]]
+          host = "www.example.com"
+          ignore_query = true
+    "#;
+
+    #[test]
+    fn defaults_are_tencent_v3s_published_limits() {
+        let c = Config::from_raw(raw(MINIMAL)).unwrap();
+        let p = &c.providers[0];
+        assert_eq!(p.urls_per_call, 1000);
+        assert_eq!(p.dirs_per_call, 20);
+        assert_eq!(p.urls_per_day, 10_000);
+        assert_eq!(p.dirs_per_day, 100);
+        assert_eq!(p.quota_utc_offset_secs, 8 * 3600);
+        assert_eq!(p.rate_limits.len(), 2);
+        assert_eq!(c.amqp.queue, "cdn.purge");
+        assert_eq!(c.amqp.prefetch, 1000);
+        assert_eq!(c.batching.max_linger, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_raw(raw(&MINIMAL.replace("tencent-v3", "akamai"))).unwrap_err();
+        assert!(e.to_string().contains("providers[0].kind"), "{e}");
+        let e =
+            Config::from_raw(raw(&format!("{MINIMAL}\nrate_limits = [\"300/5x\"]"))).unwrap_err();
+        assert!(e.to_string().contains("providers[0].rate_limits[0]"), "{e}");
+        let e = toml::from_str::<RawConfig>("[amqp]\nprefetc = 5").unwrap_err();
+        assert!(e.to_string().contains("prefetc"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_errors() {
+        let c = Config::from_raw(raw(MINIMAL)).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let e = Config::from_raw(raw(&format!("{MINIMAL}\nsecret_key_env = \"X\""))).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn rate_limit_and_offset_parsing() {
+        assert_eq!(
+            RateLimit::parse("300/5m").unwrap(),
+            RateLimit {
+                limit: 300,
+                window: Duration::from_secs(300)
+            }
+        );
+        assert_eq!(
+            RateLimit::parse("20/s").unwrap().window,
+            Duration::from_secs(1)
+        );
+        assert!(RateLimit::parse("0/s").is_err());
+        assert!(RateLimit::parse("10").is_err());
+        assert_eq!(parse_utc_offset("+08:00").unwrap(), 28_800);
+        assert_eq!(parse_utc_offset("-05:30").unwrap(), -19_800);
+        assert!(parse_utc_offset("8").is_err());
+    }
+
+    #[test]
+    fn builtin_config_is_valid() {
+        let c = Config::builtin(url::Url::parse("http://127.0.0.1:1/").unwrap(), "AKID", "k");
+        assert_eq!(c.providers[0].name, "emulator");
+    }
+
+    #[test]
+    fn duplicate_hosts_across_providers_are_rejected() {
+        let two = format!("{MINIMAL}{}", MINIMAL.replace("tencent-main", "other"));
+        let e = Config::from_raw(raw(&two)).unwrap_err();
+        assert!(e.to_string().contains("already routed"), "{e}");
+    }
+}

@@ -1,0 +1,415 @@
+//! One task per provider: coalesce items into lanes, pace calls, reserve quota, submit, and decide
+//! what every provider answer means for the items (see `outcome`).
+//!
+//! Flush policy (DESIGN): a lane's batch leaves when it is full or its oldest item has lingered
+//! `max_linger`, and only when the rate limiter grants a call and the quota reservation succeeds.
+//! While the limiter is the bottleneck, batches fill up by themselves.
+
+mod outcome;
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::{Duration, Instant, sleep_until};
+use tracing::{info, warn};
+
+use crate::amqp::Publisher;
+use crate::cache_key::CacheKey;
+use crate::coalesce::{Lane, LaneKey, Origin, PendingItem};
+use crate::config::ProviderConfig;
+use crate::http::Readiness;
+use crate::ledger::{DeliveryId, LedgerHandle};
+use crate::metrics::Metrics;
+use crate::provider::{Batch, FlushType, Kind, Provider};
+use crate::quota::{QuotaStore, next_reset, unix_now};
+use crate::ratelimit::MultiWindow;
+
+use outcome::Outcome;
+
+/// How long calls stay stopped after an authentication failure before one probe call is tried.
+pub const AUTH_PROBE_INTERVAL: Duration = Duration::from_secs(60);
+/// Pause after Redis failed to answer a reservation (no call is made without one: fail closed).
+const QUOTA_RETRY: Duration = Duration::from_secs(1);
+
+/// One item handed from the consumer to a provider's dispatcher.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub delivery: DeliveryId,
+    pub kind: Kind,
+    pub flush: FlushType,
+    pub key: CacheKey,
+    pub received: Instant,
+    pub origin: Arc<Origin>,
+}
+
+/// Everything a dispatcher needs, injected.
+#[derive(Clone)]
+pub struct DispatcherParts {
+    pub config: ProviderConfig,
+    pub provider: Arc<dyn Provider>,
+    pub quota: QuotaStore,
+    pub ledger: LedgerHandle,
+    pub publisher: Publisher,
+    pub metrics: Metrics,
+    pub readiness: Arc<Readiness>,
+    pub linger: Duration,
+    pub drain_timeout: Duration,
+    /// Where quota-parked items wait for the reset.
+    pub parking_queue: String,
+    pub dead_letter_queue: String,
+}
+
+/// Starts a provider's dispatcher. It runs until `input` is closed (shutdown), then drains:
+/// flushes everything it can without waiting for the linger, within `drain_timeout`.
+pub fn spawn(
+    parts: DispatcherParts,
+    input: mpsc::Receiver<Vec<Incoming>>,
+) -> tokio::task::JoinHandle<()> {
+    let limiter = MultiWindow::new(&parts.config.rate_limits);
+    parts.metrics.init_provider(
+        &parts.config.name,
+        &[
+            parts.provider.action(Kind::Url),
+            parts.provider.action(Kind::Dir),
+        ],
+    );
+    for (kind, limit) in [
+        (Kind::Url, parts.config.urls_per_day),
+        (Kind::Dir, parts.config.dirs_per_day),
+    ] {
+        parts
+            .metrics
+            .quota_limit
+            .with_label_values(&[&parts.config.name, kind.as_str()])
+            .set(limit as i64);
+    }
+    let d = Dispatcher {
+        p: parts,
+        lanes: Vec::new(),
+        limiter,
+        tasks: JoinSet::new(),
+        calls_in_flight: 0,
+        backoff_until: None,
+        failures: 0,
+        stopped: false,
+        stopped_until: None,
+        wake_at: None,
+        rate_waiting_since: None,
+        draining: false,
+    };
+    tokio::spawn(d.run(input))
+}
+
+struct Dispatcher {
+    p: DispatcherParts,
+    lanes: Vec<Lane>,
+    limiter: MultiWindow,
+    /// Provider calls, parking publishes and dead-letter publishes under way.
+    tasks: JoinSet<Outcome>,
+    calls_in_flight: usize,
+    /// No calls before this (rate-limited or failing provider).
+    backoff_until: Option<Instant>,
+    /// Consecutive transient failures (the backoff exponent).
+    failures: u32,
+    /// Calls stopped after an authentication failure.
+    stopped: bool,
+    stopped_until: Option<Instant>,
+    wake_at: Option<Instant>,
+    rate_waiting_since: Option<Instant>,
+    draining: bool,
+}
+
+impl Dispatcher {
+    async fn run(mut self, mut input: mpsc::Receiver<Vec<Incoming>>) {
+        let mut input_open = true;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            self.pump(Instant::now()).await;
+            self.update_gauges();
+            if !input_open && self.is_idle() {
+                break;
+            }
+            let wake = self.wake_at;
+            tokio::select! {
+                Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => match joined {
+                    Ok(outcome) => self.handle(outcome).await,
+                    Err(e) => warn!(provider = %self.p.config.name, error = %e, "dispatcher task failed"),
+                },
+                msg = input.recv(), if input_open => match msg {
+                    Some(items) => self.add(items),
+                    None => {
+                        input_open = false;
+                        self.draining = true;
+                        deadline = Some(Instant::now() + self.p.drain_timeout);
+                    }
+                },
+                _ = sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {}
+                _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
+                    let left: usize = self.lanes.iter().map(|l| l.waiting() + l.in_flight).sum();
+                    warn!(provider = %self.p.config.name, items = left,
+                        "drain deadline reached; unfinished items stay unacked and will be redelivered");
+                    break;
+                }
+            }
+        }
+        self.update_gauges();
+    }
+
+    fn is_idle(&self) -> bool {
+        self.tasks.is_empty() && self.lanes.iter().all(|l| l.waiting() == 0)
+    }
+
+    fn wake(&mut self, at: Instant) {
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+    }
+
+    fn lane_index(&mut self, key: LaneKey) -> usize {
+        if let Some(i) = self.lanes.iter().position(|l| l.key == key) {
+            return i;
+        }
+        let c = &self.p.config;
+        let (cap, limit) = match key.kind {
+            Kind::Url => (c.urls_per_call, c.urls_per_day),
+            Kind::Dir => (c.dirs_per_call, c.dirs_per_day),
+        };
+        self.lanes.push(Lane::new(key, cap, limit));
+        self.lanes.len() - 1
+    }
+
+    fn add(&mut self, items: Vec<Incoming>) {
+        let url_flush = self.p.provider.capabilities().url_flush_type;
+        for it in items {
+            // A file purge ignores the flush type unless the provider honours it for files.
+            let flush = if it.kind == Kind::Url && !url_flush {
+                FlushType::Flush
+            } else {
+                it.flush
+            };
+            let i = self.lane_index(LaneKey {
+                kind: it.kind,
+                flush,
+            });
+            if !self.lanes[i].add(it.key, it.delivery, &it.origin, it.received) {
+                self.p
+                    .metrics
+                    .items
+                    .with_label_values(&[&self.p.config.name, it.kind.as_str(), "deduplicated"])
+                    .inc();
+            }
+        }
+    }
+
+    /// Forms and sends every batch that is due and allowed now; sets `wake_at` for the rest.
+    async fn pump(&mut self, now: Instant) {
+        self.wake_at = None;
+        let now_unix = unix_now();
+        for i in 0..self.lanes.len() {
+            if let Some(until) = self.lanes[i].parked_until {
+                if now_unix >= until {
+                    self.unpark(i);
+                } else {
+                    if !self.lanes[i].parking && self.lanes[i].waiting() > 0 {
+                        self.spawn_park(i, until, now_unix);
+                    }
+                    let left = Duration::from_secs((until - now_unix).max(1) as u64);
+                    self.wake(now + left);
+                }
+            }
+        }
+        if let Some(t) = self.stopped_until {
+            if now < t {
+                self.wake(t);
+                return;
+            }
+            // Probing after an auth failure: one call at a time.
+            if self.stopped && self.calls_in_flight > 0 {
+                return;
+            }
+        }
+        if let Some(t) = self.backoff_until {
+            if now < t {
+                self.wake(t);
+                return;
+            }
+            self.backoff_until = None;
+        }
+        loop {
+            if self.calls_in_flight >= self.p.config.max_in_flight
+                || (self.stopped && self.calls_in_flight > 0)
+            {
+                return;
+            }
+            let mut best: Option<(usize, Instant)> = None;
+            let mut next_due: Option<Instant> = None;
+            for (i, lane) in self.lanes.iter().enumerate() {
+                if lane.parked_until.is_some() {
+                    continue;
+                }
+                let Some(due) = lane.due_at(self.p.linger) else {
+                    continue;
+                };
+                if due <= now || self.draining {
+                    if best.is_none_or(|(_, d)| due < d) {
+                        best = Some((i, due));
+                    }
+                } else {
+                    next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                }
+            }
+            if let Some(due) = next_due {
+                self.wake(due);
+            }
+            let Some((i, _)) = best else { return };
+            if let Err(wait) = self.limiter.try_acquire() {
+                self.rate_waiting_since.get_or_insert(now);
+                self.wake(now + wait);
+                return;
+            }
+            if let Some(since) = self.rate_waiting_since.take() {
+                self.p
+                    .metrics
+                    .rate_limit_wait
+                    .with_label_values(&[&self.p.config.name])
+                    .inc_by(now.saturating_duration_since(since).as_secs_f64());
+            }
+            let Some(batch) = self.lanes[i].take() else {
+                continue;
+            };
+            let (kind, limit) = (self.lanes[i].key.kind, self.lanes[i].daily_limit);
+            let c = &self.p.config;
+            let want = batch.items.len() as u64;
+            let reserved = self
+                .p
+                .quota
+                .reserve(
+                    &c.name,
+                    kind,
+                    limit,
+                    want,
+                    now_unix,
+                    c.quota_utc_offset_secs,
+                )
+                .await;
+            match reserved {
+                Err(e) => {
+                    self.p.metrics.quota_errors.inc();
+                    warn!(provider = %c.name, error = %e, "cannot reserve quota in Redis; holding calls (fail closed)");
+                    self.lanes[i].put_back(batch.items, batch.isolating);
+                    self.backoff_until = Some(now + QUOTA_RETRY);
+                    self.wake(now + QUOTA_RETRY);
+                    return;
+                }
+                Ok(r) => {
+                    self.p
+                        .metrics
+                        .quota_used
+                        .with_label_values(&[&c.name, kind.as_str()])
+                        .set(r.used as i64);
+                    if r.granted == 0 {
+                        self.lanes[i].put_back(batch.items, batch.isolating);
+                        self.park(i, now_unix);
+                        continue;
+                    }
+                    let mut items = batch.items;
+                    if r.granted < want {
+                        let rest = items.split_off(r.granted as usize);
+                        self.lanes[i].put_back(rest, batch.isolating);
+                    }
+                    self.submit(i, items, batch.isolating, r, now);
+                }
+            }
+        }
+    }
+
+    fn submit(
+        &mut self,
+        lane: usize,
+        items: Vec<PendingItem>,
+        isolating: bool,
+        reservation: crate::quota::Reservation,
+        now: Instant,
+    ) {
+        let key = self.lanes[lane].key;
+        let name = &self.p.config.name;
+        let m = &self.p.metrics;
+        m.batch_size
+            .with_label_values(&[name, key.kind.as_str()])
+            .observe(items.len() as f64);
+        let latency = m
+            .event_to_submit
+            .with_label_values(&[name, key.kind.as_str()]);
+        for it in &items {
+            latency.observe(now.saturating_duration_since(it.since).as_secs_f64());
+        }
+        let batch = Batch {
+            kind: key.kind,
+            flush_type: key.flush,
+            items: items.iter().map(|it| it.key.as_str().to_string()).collect(),
+        };
+        self.lanes[lane].in_flight += items.len();
+        self.calls_in_flight += 1;
+        let provider = self.p.provider.clone();
+        self.tasks.spawn(async move {
+            let start = Instant::now();
+            let result = provider.purge(&batch).await;
+            Outcome::Call {
+                lane,
+                items,
+                isolating,
+                reservation,
+                result,
+                elapsed: start.elapsed(),
+            }
+        });
+    }
+
+    /// Marks a lane parked until its provider-local day ends.
+    fn park(&mut self, lane: usize, now_unix: i64) {
+        let until = next_reset(now_unix, self.p.config.quota_utc_offset_secs);
+        let l = &mut self.lanes[lane];
+        if l.parked_until != Some(until) {
+            l.parked_until = Some(until);
+            self.p
+                .metrics
+                .parked_until
+                .with_label_values(&[&self.p.config.name, l.key.kind.as_str()])
+                .set(until);
+            let at = chrono::DateTime::from_timestamp(until, 0).map(|d| d.to_rfc3339());
+            warn!(provider = %self.p.config.name, kind = %l.key.kind, flush = l.key.flush.as_str(),
+                until = at.as_deref().unwrap_or("?"),
+                "daily quota spent: lane parked until the provider's day resets; its items move to the parking queue");
+        }
+    }
+
+    fn unpark(&mut self, lane: usize) {
+        let l = &mut self.lanes[lane];
+        l.parked_until = None;
+        self.p
+            .metrics
+            .parked_until
+            .with_label_values(&[&self.p.config.name, l.key.kind.as_str()])
+            .set(0);
+        info!(provider = %self.p.config.name, kind = %l.key.kind, "quota day reset: lane resumes");
+    }
+
+    fn update_gauges(&self) {
+        for kind in [Kind::Url, Kind::Dir] {
+            let n: usize = self
+                .lanes
+                .iter()
+                .filter(|l| l.key.kind == kind)
+                .map(|l| l.waiting() + l.in_flight)
+                .sum();
+            self.p
+                .metrics
+                .pending
+                .with_label_values(&[&self.p.config.name, kind.as_str()])
+                .set(n as i64);
+        }
+    }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
+}

@@ -1,0 +1,286 @@
+//! The CDN API emulator: the server side of Tencent Cloud API 3.0 (TC3-signed `PurgeUrlsCache`,
+//! `PurgePathCache`, `DescribePurgeQuota`) on axum, for integration tests and demos.
+//!
+//! It enforces what the real API enforces — signature, clock skew, per-call caps, the per-account
+//! rate limit, daily quotas on the UTC+8 day — and can inject the failures a worker must survive
+//! ([`Faults`]). Every purge call is recorded, so tests assert on what reached the "CDN" instead
+//! of on log lines:
+//!
+//! - `GET /_emulator/requests` — accepted purge calls ([`RecordedCall`]), in arrival order;
+//! - `GET /_emulator/rejections` — refused calls ([`RejectedCall`]);
+//! - `POST /_emulator/faults` — replace the faults: `{"fail_first":N,"rate_limit_every":K,
+//!   "latency_ms":MS,"invalid_urls":[…]}` (missing fields mean "off");
+//! - `DELETE /_emulator/requests` — forget both record lists (quotas and rate windows stay).
+
+mod state;
+mod tencent_v3;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State as AxumState;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use state::State;
+
+/// The SecretId the emulator accepts by default; the built-in config signs with it.
+pub const EMULATOR_SECRET_ID: &str = "AKIDEMULATOR0000000000000000000000";
+/// The SecretKey paired with [`EMULATOR_SECRET_ID`]. A demo value, safe to print.
+pub const EMULATOR_SECRET_KEY: &str = "emulator-secret-key";
+
+/// How long [`Emulator::shutdown`] waits for open connections before aborting the server.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The emulated account(s) and limits. Defaults are Tencent's published limits (with the 2021
+/// seed's 20 directories per call, matching the worker's default `dirs_per_call`).
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// `(secret_id, secret_key)` pairs that may sign requests; quotas and rate windows are per
+    /// SecretId. Default: [`EMULATOR_SECRET_ID`] / [`EMULATOR_SECRET_KEY`].
+    pub accounts: Vec<(String, String)>,
+    /// Most URLs in one `PurgeUrlsCache` call (Tencent: 1000).
+    pub urls_per_call: usize,
+    /// Most paths in one `PurgePathCache` call.
+    pub paths_per_call: usize,
+    /// URL purges per account per UTC+8 day (Tencent: 10 000).
+    pub urls_per_day: u64,
+    /// Directory purges per account per UTC+8 day (Tencent: 100).
+    pub paths_per_day: u64,
+    /// Purge calls per account in any sliding second (Tencent: 20).
+    pub requests_per_second: u32,
+    /// Failures to inject from the start; replace later with [`Emulator::set_faults`].
+    pub faults: Faults,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            accounts: vec![(EMULATOR_SECRET_ID.into(), EMULATOR_SECRET_KEY.into())],
+            urls_per_call: 1000,
+            paths_per_call: 20,
+            urls_per_day: 10_000,
+            paths_per_day: 100,
+            requests_per_second: 20,
+            faults: Faults::default(),
+        }
+    }
+}
+
+/// Failures the emulator injects into purge calls, so reliability tests can provoke each error
+/// class on demand. The default injects nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// The first N purge calls (after the faults are set) answer `InternalError`.
+    pub fail_first: u32,
+    /// Every Kth purge call answers `RequestLimitExceeded`; 0 turns it off.
+    pub rate_limit_every: u32,
+    /// Added before every API answer (after the call was decided), to provoke client timeouts
+    /// on calls that did take effect.
+    pub latency: Duration,
+    /// A purge batch containing any of these exact strings is refused as a whole with
+    /// `InvalidParameter.CdnParamError`, like the real API, without saying which item it was.
+    pub invalid_urls: HashSet<String>,
+}
+
+/// One accepted purge call, as the CDN saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecordedCall {
+    /// `PurgeUrlsCache` or `PurgePathCache`.
+    pub action: String,
+    /// The account that signed it.
+    pub secret_id: String,
+    /// The URLs or paths, in request order.
+    pub items: Vec<String>,
+    /// `flush`/`delete` for path purges, `None` for URL purges.
+    pub flush_type: Option<String>,
+    /// Unix time in ms when the handler received the request (for rate assertions).
+    pub at_ms: f64,
+}
+
+/// One refused call with the error code it got.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RejectedCall {
+    /// The `X-TC-Action` as sent (empty if missing).
+    pub action: String,
+    /// The Tencent error code answered.
+    pub code: String,
+    /// The URLs or paths the call carried, as far as they could be read.
+    pub items: Vec<String>,
+    /// Unix time in ms when the handler received the request.
+    pub at_ms: f64,
+}
+
+/// State shared by the handlers.
+pub(crate) struct Shared {
+    pub(crate) config: EmulatorConfig,
+    state: Mutex<State>,
+}
+
+impl Shared {
+    /// The state lock. A panic while holding it cannot leave the records half-written in a way
+    /// that matters to a test double, so a poisoned lock is simply taken over.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A running emulator. Dropping it stops the server; [`Emulator::shutdown`] also waits for it.
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The body of `POST /_emulator/faults`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+struct FaultsBody {
+    fail_first: u32,
+    rate_limit_every: u32,
+    latency_ms: u64,
+    invalid_urls: Vec<String>,
+}
+
+impl From<FaultsBody> for Faults {
+    fn from(b: FaultsBody) -> Self {
+        Faults {
+            fail_first: b.fail_first,
+            rate_limit_every: b.rate_limit_every,
+            latency: Duration::from_millis(b.latency_ms),
+            invalid_urls: b.invalid_urls.into_iter().collect(),
+        }
+    }
+}
+
+async fn list_requests(AxumState(shared): AxumState<Arc<Shared>>) -> Json<Vec<RecordedCall>> {
+    Json(shared.lock().accepted())
+}
+
+async fn list_rejections(AxumState(shared): AxumState<Arc<Shared>>) -> Json<Vec<RejectedCall>> {
+    Json(shared.lock().rejected())
+}
+
+async fn clear_requests(AxumState(shared): AxumState<Arc<Shared>>) -> StatusCode {
+    shared.lock().clear_records();
+    StatusCode::NO_CONTENT
+}
+
+/// Parses the body itself (not `Json<…>`) so `curl -d '{…}'` works without a Content-Type.
+async fn replace_faults(AxumState(shared): AxumState<Arc<Shared>>, body: Bytes) -> Response {
+    match serde_json::from_slice::<FaultsBody>(&body) {
+        Ok(faults) => {
+            shared.lock().set_faults(faults.clone().into());
+            Json(faults).into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, format!("bad faults body: {e}\n")).into_response(),
+    }
+}
+
+impl Emulator {
+    /// Binds `listen` (port 0 picks a free port) and serves in a spawned task; returns at once.
+    pub async fn start(listen: SocketAddr, config: EmulatorConfig) -> std::io::Result<Emulator> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(config.faults.clone())),
+            config,
+        });
+        let router = Router::new()
+            .route("/", post(tencent_v3::api))
+            .route(
+                "/_emulator/requests",
+                get(list_requests).delete(clear_requests),
+            )
+            .route("/_emulator/rejections", get(list_rejections))
+            .route("/_emulator/faults", post(replace_faults))
+            .with_state(shared.clone());
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, %addr, "emulator server stopped with an error");
+            }
+        });
+        Ok(Emulator {
+            addr,
+            shared,
+            cancel,
+            task: Some(task),
+        })
+    }
+
+    /// The bound address (the real port when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to configure as a provider `endpoint`: `http://addr/`.
+    pub fn endpoint(&self) -> url::Url {
+        let text = format!("http://{}/", self.addr);
+        // Invariant: a SocketAddr always forms a valid http URL authority.
+        #[allow(clippy::expect_used)]
+        url::Url::parse(&text).expect("http://<socket addr>/ is a valid URL")
+    }
+
+    /// Accepted purge calls, in arrival order.
+    pub fn accepted(&self) -> Vec<RecordedCall> {
+        self.shared.lock().accepted()
+    }
+
+    /// Refused calls with their error codes, in arrival order.
+    pub fn rejected(&self) -> Vec<RejectedCall> {
+        self.shared.lock().rejected()
+    }
+
+    /// Replaces the injected faults; counting for `fail_first`/`rate_limit_every` restarts.
+    pub fn set_faults(&self, faults: Faults) {
+        self.shared.lock().set_faults(faults);
+    }
+
+    /// Stops accepting connections and waits (up to a few seconds) for open ones to finish.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}

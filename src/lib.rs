@@ -1,0 +1,47 @@
+//! purge-worker: turns a noisy, duplicated, bursty stream of "this content changed" events from
+//! RabbitMQ into the fewest, fullest CDN purge calls that still purge every changed cache key.
+//!
+//! # Layout (the data flow of DESIGN.md)
+//!
+//! ```text
+//! RabbitMQ ─► amqp (consumer) ─► event (decode, validate) ─► cache_key + routing ─► dispatch
+//!                 │                    │ bad                                     (per provider:
+//!                 │                    ▼                                          coalesce lanes,
+//!                 │              dead_letter queue                                rate, quota, call)
+//!                 ◄──────────── ledger: ack when every item of a delivery is done ◄──────┘
+//! ```
+//!
+//! - [`config`]: TOML → validated typed config.
+//! - [`event`], [`cache_key`], [`routing`]: the wire format, normalization and host routing.
+//! - [`coalesce`]: lanes, dedupe of pending keys and batch formation.
+//! - [`ledger`]: which deliveries wait on what; acks exactly when all their items are done.
+//! - [`dispatch`]: one task per provider: rate limits, quota, submit, classify, retry, park.
+//! - [`ratelimit`]: governor quotas derived so no sliding window is ever exceeded.
+//! - [`quota`]: the daily quota in Redis (atomic Lua reserve and refund).
+//! - [`amqp`]: connection supervision, topology, consumer, dead-letter and parking publishes.
+//! - [`provider`]: the provider boundary and one module per API family.
+//! - [`emulator`]: the server side of every provider API, for tests and demos.
+//! - [`metrics`], [`http`]: Prometheus registry and `/metrics` `/healthz` `/readyz`.
+//! - [`worker`]: wires the stages together: `run(config, shutdown)`.
+//! - [`commands`]: the CLI subcommands.
+
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used)]
+
+pub mod amqp;
+pub mod cache_key;
+pub mod coalesce;
+pub mod commands;
+pub mod config;
+pub mod dead_letter;
+pub mod dispatch;
+pub mod emulator;
+pub mod event;
+pub mod http;
+pub mod ledger;
+pub mod metrics;
+pub mod provider;
+pub mod quota;
+pub mod ratelimit;
+pub mod routing;
+pub mod worker;

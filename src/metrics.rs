@@ -1,0 +1,351 @@
+//! Every metric the worker exports, declared in one place (CONTRACT §5 plus operational extras).
+//!
+//! A [`Metrics`] owns its own `Registry` (never the process-global one), so tests run several
+//! workers in one process without clashes. Label values are bounded sets: provider names from the
+//! config, kinds, actions, result classes and our own error codes — never a URL, host or event id.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Provider calls: 5 ms (emulator on loopback) to 60 s (a slow API near its timeout).
+const API_DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Items per call: 1 (one change) to 1000 (a full PurgeUrlsCache call).
+const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0];
+/// Event → submit: the linger (default 0.5 s) dominates when idle; minutes under a backlog.
+const EVENT_TO_SUBMIT_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+
+/// Handles to every metric; cheap to clone (the handles are `Arc`s inside).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `purge_events_total{outcome}`: deliveries decoded (accepted) or dead-lettered whole.
+    pub events: IntCounterVec,
+    /// `purge_items_total{provider,kind,outcome}`: submitted | deduplicated | rejected | failed.
+    pub items: IntCounterVec,
+    /// `purge_api_requests_total{provider,action,result}`.
+    pub api_requests: IntCounterVec,
+    /// `purge_api_request_duration_seconds{provider,action}`.
+    pub api_duration: HistogramVec,
+    /// `purge_batch_size{provider,kind}`: items per provider call.
+    pub batch_size: HistogramVec,
+    /// `purge_event_to_submit_seconds{provider,kind}`: from delivery receipt to the call.
+    pub event_to_submit: HistogramVec,
+    /// `purge_pending_items{provider,kind}`: items waiting (incl. in flight) per provider.
+    pub pending: IntGaugeVec,
+    /// `purge_quota_used{provider,kind}` today, as reserved in Redis.
+    pub quota_used: IntGaugeVec,
+    /// `purge_quota_limit{provider,kind}` per day.
+    pub quota_limit: IntGaugeVec,
+    /// `purge_dead_letters_total{error}`: items and events published to the dead-letter queue.
+    pub dead_letters: IntCounterVec,
+    /// `purge_parked_items_total{provider,kind}`: items moved to the parking queue.
+    pub parked_items: IntCounterVec,
+    /// `purge_lane_parked_until_seconds{provider,kind}`: Unix time the lane's quota resets, 0
+    /// while not parked.
+    pub parked_until: IntGaugeVec,
+    /// `purge_retries_total{provider,reason}`: batches put back for another attempt.
+    pub retries: IntCounterVec,
+    /// `purge_auth_failures_total{provider}`.
+    pub auth_failures: IntCounterVec,
+    /// `purge_provider_stopped{provider}`: 1 while calls are stopped after an auth failure.
+    pub provider_stopped: IntGaugeVec,
+    /// `purge_rate_limit_wait_seconds_total{provider}`: time batches waited for the limiter.
+    pub rate_limit_wait: prometheus::CounterVec,
+    /// `purge_acks_total{result}`: ok | lost (lapin returned false: the channel died; the broker
+    /// redelivers) | error.
+    pub acks: IntCounterVec,
+    /// `purge_unacked_deliveries`: deliveries held (bounded by prefetch).
+    pub unacked: IntGauge,
+    /// `purge_amqp_reconnects_total`.
+    pub reconnects: IntCounter,
+    /// `purge_quota_errors_total`: Redis failures while reserving (calls withheld: fail closed).
+    pub quota_errors: IntCounter,
+    /// `purge_build_info{version}` = 1.
+    pub build_info: IntGaugeVec,
+    /// `purge_amqp_publish_seconds`: dead-letter and parking publishes, confirm included.
+    pub publish_duration: Histogram,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    reg.register(Box::new(c.clone()))
+        .expect("metric registered once in a fresh registry");
+    c
+}
+
+fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    reg.register(Box::new(g.clone()))
+        .expect("metric registered once in a fresh registry");
+    g
+}
+
+fn histogram(reg: &Registry, name: &str, help: &str, labels: &[&str], b: &[f64]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(b.to_vec()), labels)
+        .expect("valid metric definition");
+    reg.register(Box::new(h.clone()))
+        .expect("metric registered once in a fresh registry");
+    h
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    // The `expect`s above only fire on a programming error in the definitions (a bad name or a
+    // duplicate), which the unit test below catches.
+    #[allow(clippy::missing_panics_doc)]
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let pk = &["provider", "kind"];
+        let rate_limit_wait = prometheus::CounterVec::new(
+            Opts::new(
+                "purge_rate_limit_wait_seconds_total",
+                "Seconds ready batches waited for the provider's rate limiter.",
+            ),
+            &["provider"],
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(rate_limit_wait.clone()))
+            .expect("metric registered once");
+        let unacked = IntGauge::new(
+            "purge_unacked_deliveries",
+            "Deliveries received and not yet acked (bounded by amqp.prefetch).",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(unacked.clone()))
+            .expect("metric registered once");
+        let reconnects = IntCounter::new(
+            "purge_amqp_reconnects_total",
+            "Times the RabbitMQ connection was rebuilt after being lost.",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(reconnects.clone()))
+            .expect("metric registered once");
+        let quota_errors = IntCounter::new(
+            "purge_quota_errors_total",
+            "Redis failures while reserving quota; no call is made without a reservation.",
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(quota_errors.clone()))
+            .expect("metric registered once");
+        let publish_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "purge_amqp_publish_seconds",
+                "Dead-letter and parking publishes, until the broker confirmed them.",
+            )
+            .buckets(API_DURATION_BUCKETS.to_vec()),
+        )
+        .expect("valid metric definition");
+        r.register(Box::new(publish_duration.clone()))
+            .expect("metric registered once");
+
+        let m = Metrics {
+            events: counter(
+                &r,
+                "purge_events_total",
+                "Purge events received, by outcome.",
+                &["outcome"],
+            ),
+            items: counter(
+                &r,
+                "purge_items_total",
+                "Purge items by provider, kind and outcome.",
+                &["provider", "kind", "outcome"],
+            ),
+            api_requests: counter(
+                &r,
+                "purge_api_requests_total",
+                "Provider API calls by action and result class.",
+                &["provider", "action", "result"],
+            ),
+            api_duration: histogram(
+                &r,
+                "purge_api_request_duration_seconds",
+                "Provider API call latency.",
+                &["provider", "action"],
+                API_DURATION_BUCKETS,
+            ),
+            batch_size: histogram(
+                &r,
+                "purge_batch_size",
+                "Items per provider call.",
+                pk,
+                BATCH_SIZE_BUCKETS,
+            ),
+            event_to_submit: histogram(
+                &r,
+                "purge_event_to_submit_seconds",
+                "Time from receiving an item's event to submitting it to the provider.",
+                pk,
+                EVENT_TO_SUBMIT_BUCKETS,
+            ),
+            pending: gauge(
+                &r,
+                "purge_pending_items",
+                "Items waiting for a provider call, in flight included.",
+                pk,
+            ),
+            quota_used: gauge(
+                &r,
+                "purge_quota_used",
+                "Daily quota reserved today (provider-local day).",
+                pk,
+            ),
+            quota_limit: gauge(
+                &r,
+                "purge_quota_limit",
+                "Daily quota per provider and kind.",
+                pk,
+            ),
+            dead_letters: counter(
+                &r,
+                "purge_dead_letters_total",
+                "Dead-letter records published, by error code.",
+                &["error"],
+            ),
+            parked_items: counter(
+                &r,
+                "purge_parked_items_total",
+                "Items moved to the parking queue to wait for the provider's quota reset.",
+                pk,
+            ),
+            parked_until: gauge(
+                &r,
+                "purge_lane_parked_until_seconds",
+                "Unix time at which a quota-parked lane resumes; 0 while not parked.",
+                pk,
+            ),
+            retries: counter(
+                &r,
+                "purge_retries_total",
+                "Batches put back for another attempt, by reason.",
+                &["provider", "reason"],
+            ),
+            auth_failures: counter(
+                &r,
+                "purge_auth_failures_total",
+                "Provider calls refused for credentials, permissions or clock skew.",
+                &["provider"],
+            ),
+            provider_stopped: gauge(
+                &r,
+                "purge_provider_stopped",
+                "1 while calls to a provider are stopped after an authentication failure.",
+                &["provider"],
+            ),
+            rate_limit_wait,
+            acks: counter(
+                &r,
+                "purge_acks_total",
+                "Delivery acks by result.",
+                &["result"],
+            ),
+            unacked,
+            reconnects,
+            quota_errors,
+            build_info: gauge(
+                &r,
+                "purge_build_info",
+                "Build information; always 1.",
+                &["version"],
+            ),
+            publish_duration,
+            registry: r,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for outcome in ["accepted", "rejected"] {
+            m.events.with_label_values(&[outcome]);
+        }
+        m
+    }
+
+    /// Creates the labelled series for a provider up front, so dashboards show zeros rather than
+    /// gaps before the first event.
+    pub fn init_provider(&self, provider: &str, actions: &[&str]) {
+        for kind in ["url", "dir"] {
+            for outcome in ["submitted", "deduplicated", "rejected", "failed"] {
+                self.items.with_label_values(&[provider, kind, outcome]);
+            }
+            self.pending.with_label_values(&[provider, kind]);
+            self.parked_until.with_label_values(&[provider, kind]);
+            self.parked_items.with_label_values(&[provider, kind]);
+        }
+        for action in actions {
+            for result in [
+                "ok",
+                "rate_limited",
+                "quota_exceeded",
+                "retryable_error",
+                "permanent_error",
+            ] {
+                self.api_requests
+                    .with_label_values(&[provider, action, result]);
+            }
+        }
+        self.auth_failures.with_label_values(&[provider]);
+        self.provider_stopped.with_label_values(&[provider]);
+        self.rate_limit_wait.with_label_values(&[provider]);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for the text format except on invalid metric families,
+        // which `new` never registers.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_contract_metric_is_exported() {
+        let m = Metrics::new();
+        m.init_provider("p", &["PurgeUrlsCache"]);
+        m.batch_size.with_label_values(&["p", "url"]).observe(3.0);
+        m.event_to_submit
+            .with_label_values(&["p", "url"])
+            .observe(0.1);
+        m.api_duration
+            .with_label_values(&["p", "PurgeUrlsCache"])
+            .observe(0.1);
+        m.quota_used.with_label_values(&["p", "url"]).set(1);
+        m.quota_limit.with_label_values(&["p", "url"]).set(1);
+        let text = m.render();
+        for name in [
+            "purge_events_total",
+            "purge_items_total",
+            "purge_api_requests_total",
+            "purge_api_request_duration_seconds_bucket",
+            "purge_batch_size_bucket",
+            "purge_event_to_submit_seconds_bucket",
+            "purge_pending_items",
+            "purge_quota_used",
+            "purge_quota_limit",
+        ] {
+            assert!(text.contains(name), "missing {name}");
+        }
+    }
+}

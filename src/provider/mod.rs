@@ -1,0 +1,175 @@
+//! The provider boundary: what the dispatcher needs from a CDN purge API.
+//!
+//! A provider only *classifies*: it turns one [`Batch`] into one API call and maps the answer onto
+//! [`ProviderError`], the taxonomy of providers/PROVIDERS.md. What an error means for the items
+//! (retry, back off, park, split, dead-letter, stop) is decided in `dispatch`, in one place.
+
+pub mod tc3;
+pub mod tencent_v3;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// Whether an item purges one URL or everything under a directory prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// A single cache key (`urls` in an event).
+    Url,
+    /// A directory prefix (`dirs` in an event).
+    Dir,
+}
+
+impl Kind {
+    /// The metric label and Redis key segment for this kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Url => "url",
+            Kind::Dir => "dir",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a directory purge treats cached objects (Tencent `FlushType`, Wangsu `action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
+pub enum FlushType {
+    /// Expire only what changed at the origin (Tencent `flush`, Wangsu `invalidate`).
+    #[default]
+    Flush,
+    /// Drop everything under the path (Tencent `delete`, Wangsu `delete`).
+    Delete,
+}
+
+impl FlushType {
+    /// The wire and event spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlushType::Flush => "flush",
+            FlushType::Delete => "delete",
+        }
+    }
+
+    /// Parses the event spelling; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "flush" => Some(FlushType::Flush),
+            "delete" => Some(FlushType::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// One provider call's worth of interchangeable items from one lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Files or directories: a call never mixes them.
+    pub kind: Kind,
+    /// Applies to directory purges (and to file purges where the provider supports it).
+    pub flush_type: FlushType,
+    /// Normalized cache keys (absolute URLs), unique within the batch.
+    pub items: Vec<String>,
+}
+
+/// What a provider returns for an accepted call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Receipt {
+    /// The provider's task id for the call (shared by every item of the batch).
+    pub task_id: String,
+    /// The provider's request id, for support tickets.
+    pub request_id: Option<String>,
+}
+
+/// The failure taxonomy of providers/PROVIDERS.md. Every variant carries the provider's own error
+/// code (bounded by the provider's documented list) for logs and dead-letter records.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider throttled us; wait `retry_after` if it said how long, else back off.
+    #[error("rate limited by the provider ({code})")]
+    RateLimited {
+        code: String,
+        retry_after: Option<Duration>,
+    },
+    /// The provider's daily allowance for this kind is spent: park the lane until the reset.
+    #[error("daily purge quota exhausted at the provider ({code})")]
+    QuotaExhausted { code: String },
+    /// Too many items in one call: split and resubmit.
+    #[error("batch too large for the provider ({code})")]
+    BatchTooLarge { code: String },
+    /// A transient failure (5xx, gateway, transport). `maybe_applied` is true when the request may
+    /// have reached the provider (a timeout after sending), so the quota must not be refunded.
+    #[error("transient provider failure ({code}): {message}")]
+    Transient {
+        code: String,
+        message: String,
+        maybe_applied: bool,
+    },
+    /// The provider rejected items permanently. `items` names the offending ones when the
+    /// provider says which; `None` means the whole batch was refused and the culprit must be
+    /// isolated by splitting.
+    #[error("provider rejected the request ({code}): {message}")]
+    InvalidItems {
+        code: String,
+        message: String,
+        items: Option<Vec<String>>,
+    },
+    /// Credentials, permissions, account state or clock skew: stop calling this provider.
+    #[error("provider refused our credentials ({code}): {message}")]
+    Auth { code: String, message: String },
+}
+
+impl ProviderError {
+    /// The `result` label of `purge_api_requests_total` for this failure.
+    pub fn result_label(&self) -> &'static str {
+        match self {
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::QuotaExhausted { .. } => "quota_exceeded",
+            ProviderError::Transient { .. } => "retryable_error",
+            ProviderError::BatchTooLarge { .. }
+            | ProviderError::InvalidItems { .. }
+            | ProviderError::Auth { .. } => "permanent_error",
+        }
+    }
+
+    /// The provider's error code.
+    pub fn code(&self) -> &str {
+        match self {
+            ProviderError::RateLimited { code, .. }
+            | ProviderError::QuotaExhausted { code }
+            | ProviderError::BatchTooLarge { code }
+            | ProviderError::Transient { code, .. }
+            | ProviderError::InvalidItems { code, .. }
+            | ProviderError::Auth { code, .. } => code,
+        }
+    }
+}
+
+/// What a provider declares about itself; the dispatcher forms batches within these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Whether file purges honour the flush type (Wangsu `action`); if not, URL lanes ignore it.
+    pub url_flush_type: bool,
+    /// Whether directory URLs may carry wildcards (`*`, `**`).
+    pub wildcards: bool,
+}
+
+/// The boxed future a provider call returns (object-safe trait).
+pub type PurgeFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Receipt, ProviderError>> + Send + 'a>>;
+
+/// One CDN purge API. Implementations are cheap to share (`Arc<dyn Provider>`) and make exactly
+/// one HTTP request per `purge` call, signed afresh, with connect and request timeouts.
+pub trait Provider: Send + Sync + fmt::Debug {
+    /// What this API supports.
+    fn capabilities(&self) -> Capabilities;
+    /// The API action name used for a batch of this kind (the `action` metric label).
+    fn action(&self, kind: Kind) -> &'static str;
+    /// Submits one batch. Never retries by itself: the dispatcher owns retries.
+    fn purge<'a>(&'a self, batch: &'a Batch) -> PurgeFuture<'a>;
+}

@@ -1,0 +1,700 @@
+//! Tencent Cloud API 3.0 client: PurgeUrlsCache / PurgePathCache with TC3-HMAC-SHA256.
+//!
+//! One [`Provider::purge`] is one signed POST (PROVIDERS.md §1). The answer is classified by
+//! [`classify`] into the taxonomy of [`ProviderError`]; what to do about it is `dispatch`'s job.
+//! Decisions worth knowing:
+//!
+//! - The body is serialized once and exactly those bytes are signed and sent (re-serialising
+//!   after signing is a classic `SignatureFailure`).
+//! - The body is parsed regardless of HTTP status and Content-Type: Tencent signals errors inside
+//!   a 200 JSON body, and gateways may answer anything.
+//! - `maybe_applied` is true whenever the request may have reached the API (timeouts after
+//!   sending, a 200 we cannot read), so the dispatcher does not refund quota that may be spent.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+use tracing::Instrument;
+
+use super::tc3;
+use super::{Batch, Capabilities, Kind, Provider, ProviderError, PurgeFuture, Receipt};
+use crate::config::{ProviderConfig, Secret};
+
+/// The CDN API version every request names (`X-TC-Version`).
+pub const API_VERSION: &str = "2018-06-06";
+/// The service name in the credential scope; stays `cdn` on the international endpoint too.
+pub const SERVICE: &str = "cdn";
+/// The POST content type, exactly as the SDK sends it: a `; charset=utf-8` suffix would have to be
+/// signed too, and is a common cause of `SignatureFailure` when a client adds it on its own.
+pub const CONTENT_TYPE: &str = "application/json";
+/// Error messages in English; the worker logs `Error.Code`, the message is for humans.
+pub const LANGUAGE: &str = "en-US";
+/// Action for file purges.
+pub const ACTION_URLS: &str = "PurgeUrlsCache";
+/// Action for directory purges.
+pub const ACTION_PATHS: &str = "PurgePathCache";
+
+/// A Tencent Cloud API 3.0 CDN account. Cheap to share; holds a pooled HTTP client.
+pub struct TencentV3 {
+    name: String,
+    client: reqwest::Client,
+    url: url::Url,
+    host: String,
+    secret_id: Secret,
+    secret_key: Secret,
+}
+
+impl fmt::Debug for TencentV3 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TencentV3")
+            .field("name", &self.name)
+            .field("url", &self.url.as_str())
+            .field("secret_id", &self.secret_id)
+            .field("secret_key", &self.secret_key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One request, ready to send: the body bytes and the headers that sign them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Prepared {
+    action: &'static str,
+    body: Vec<u8>,
+    headers: Vec<(&'static str, String)>,
+}
+
+#[derive(Serialize)]
+struct PurgeUrlsBody<'a> {
+    #[serde(rename = "Urls")]
+    urls: &'a [String],
+}
+
+#[derive(Serialize)]
+struct PurgePathsBody<'a> {
+    #[serde(rename = "Paths")]
+    paths: &'a [String],
+    #[serde(rename = "FlushType")]
+    flush_type: &'a str,
+}
+
+/// The `Host` header reqwest (hyper) sends for `url`: the host, plus the port only when it is not
+/// the scheme's default. It is signed, so it must be computed exactly as the client sends it.
+fn host_header(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+impl TencentV3 {
+    /// Builds the client from a validated provider config: connect and whole-request timeouts
+    /// from the config, so a hung API cannot hold a dispatch slot forever.
+    pub fn new(cfg: &ProviderConfig) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.request_timeout)
+            .user_agent(concat!("purge-worker/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let url = cfg.endpoint.clone();
+        let host = host_header(&url);
+        Ok(TencentV3 {
+            name: cfg.name.clone(),
+            client,
+            url,
+            host,
+            secret_id: cfg.secret_id.clone(),
+            secret_key: cfg.secret_key.clone(),
+        })
+    }
+
+    /// Serializes and signs `batch` for `timestamp` (Unix seconds).
+    fn prepare(&self, batch: &Batch, timestamp: i64) -> Result<Prepared, serde_json::Error> {
+        let action = action_for(batch.kind);
+        let body = match batch.kind {
+            Kind::Url => serde_json::to_vec(&PurgeUrlsBody { urls: &batch.items })?,
+            Kind::Dir => serde_json::to_vec(&PurgePathsBody {
+                paths: &batch.items,
+                flush_type: batch.flush_type.as_str(),
+            })?,
+        };
+        let signed = tc3::sign(&tc3::SignInput {
+            method: "POST",
+            host: &self.host,
+            path: self.url.path(),
+            query: self.url.query().unwrap_or(""),
+            content_type: CONTENT_TYPE,
+            extra_headers: &[],
+            payload: &body,
+            timestamp,
+            service: SERVICE,
+            secret_id: self.secret_id.expose(),
+            secret_key: self.secret_key.expose(),
+        });
+        let headers = vec![
+            ("Content-Type", CONTENT_TYPE.to_string()),
+            ("X-TC-Action", action.to_string()),
+            ("X-TC-Version", API_VERSION.to_string()),
+            ("X-TC-Timestamp", timestamp.to_string()),
+            ("X-TC-Language", LANGUAGE.to_string()),
+            ("Authorization", signed.authorization),
+        ];
+        Ok(Prepared {
+            action,
+            body,
+            headers,
+        })
+    }
+
+    async fn call(&self, batch: &Batch) -> Result<Receipt, ProviderError> {
+        let prepared = self
+            .prepare(batch, chrono::Utc::now().timestamp())
+            .map_err(|e| ProviderError::Transient {
+                code: "RequestBuildError".into(),
+                message: e.to_string(),
+                maybe_applied: false,
+            })?;
+        let mut request = self.client.post(self.url.clone());
+        for (name, value) in prepared.headers {
+            request = request.header(name, value);
+        }
+        let response = request
+            .body(prepared.body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        // The request reached the API: a failure reading the answer leaves the outcome unknown.
+        let body = response.bytes().await.map_err(|e| {
+            let mut err = transport_error(e);
+            if let ProviderError::Transient { maybe_applied, .. } = &mut err {
+                *maybe_applied = true;
+            }
+            err
+        })?;
+        let result = interpret(status, &body, retry_after);
+        match &result {
+            Ok(receipt) => tracing::debug!(
+                action = prepared.action,
+                items = batch.items.len(),
+                task_id = %receipt.task_id,
+                request_id = receipt.request_id.as_deref().unwrap_or(""),
+                "purge accepted"
+            ),
+            Err(e) => tracing::debug!(
+                action = prepared.action,
+                items = batch.items.len(),
+                status,
+                code = e.code(),
+                "purge refused"
+            ),
+        }
+        result
+    }
+}
+
+/// The action name for a kind; also the `action` metric label.
+fn action_for(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Url => ACTION_URLS,
+        Kind::Dir => ACTION_PATHS,
+    }
+}
+
+impl Provider for TencentV3 {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            url_flush_type: false,
+            wildcards: false,
+        }
+    }
+
+    fn action(&self, kind: Kind) -> &'static str {
+        action_for(kind)
+    }
+
+    fn purge<'a>(&'a self, batch: &'a Batch) -> PurgeFuture<'a> {
+        let span = tracing::debug_span!(
+            "tencent_v3.purge",
+            provider = %self.name,
+            kind = %batch.kind,
+        );
+        Box::pin(self.call(batch).instrument(span))
+    }
+}
+
+/// Text of an error and its sources, for the `message` of a transport failure.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+/// Maps a reqwest failure. Connect failures never reached the API; anything after sending
+/// (timeouts included) may have been applied.
+fn transport_error(e: reqwest::Error) -> ProviderError {
+    let message = error_chain(&e);
+    let (code, maybe_applied) = if e.is_connect() {
+        ("ConnectError", false)
+    } else if e.is_builder() {
+        ("RequestBuildError", false)
+    } else if e.is_timeout() {
+        ("Timeout", true)
+    } else {
+        ("TransportError", true)
+    };
+    ProviderError::Transient {
+        code: code.into(),
+        message,
+        maybe_applied,
+    }
+}
+
+/// Turns an HTTP answer into a receipt or a classified error. `Response.Error` wins whatever the
+/// status; a body without the API envelope is a gateway or network problem.
+fn interpret(
+    status: u16,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> Result<Receipt, ProviderError> {
+    let envelope = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|mut v| v.get_mut("Response").map(serde_json::Value::take))
+        .filter(serde_json::Value::is_object);
+    let Some(response) = envelope else {
+        return Err(non_api_answer(status, retry_after));
+    };
+    if let Some(error) = response.get("Error") {
+        let code = error
+            .get("Code")
+            .and_then(|c| c.as_str())
+            .unwrap_or("UnknownError");
+        let message = error.get("Message").and_then(|m| m.as_str()).unwrap_or("");
+        return Err(classify(code, message));
+    }
+    if status != 200 {
+        return Err(non_api_answer(status, retry_after));
+    }
+    let request_id = response
+        .get("RequestId")
+        .and_then(|r| r.as_str())
+        .map(str::to_string);
+    match response.get("TaskId").and_then(|t| t.as_str()) {
+        Some(task_id) => Ok(Receipt {
+            task_id: task_id.to_string(),
+            request_id,
+        }),
+        None => Err(ProviderError::Transient {
+            code: "MalformedResponse".into(),
+            message: "success response without Response.TaskId".into(),
+            maybe_applied: true,
+        }),
+    }
+}
+
+/// A non-API answer (no `Response` envelope, or a bare non-200). A 200 we cannot read may mean
+/// the purge happened. A 4xx (but 408) or a 502/503 is a gateway refusing before the API saw the
+/// request; anything else might have been forwarded.
+fn non_api_answer(status: u16, retry_after: Option<Duration>) -> ProviderError {
+    if status == 200 {
+        return ProviderError::Transient {
+            code: "MalformedResponse".into(),
+            message: "HTTP 200 without a Response envelope".into(),
+            maybe_applied: true,
+        };
+    }
+    let code = format!("HttpStatus.{status}");
+    if status == 429 {
+        return ProviderError::RateLimited { code, retry_after };
+    }
+    let refused_early = matches!(status, 400..=499 if status != 408) || matches!(status, 502 | 503);
+    ProviderError::Transient {
+        code,
+        message: format!("HTTP {status} without an API response body"),
+        maybe_applied: !refused_early,
+    }
+}
+
+/// Whether `code` is `family` itself or one of its dotted sub-codes (`InternalError.ProxyServer`).
+fn in_family(code: &str, family: &str) -> bool {
+    code.strip_prefix(family)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// The one place Tencent error codes become [`ProviderError`] classes (PROVIDERS.md §1.5).
+///
+/// Families are matched by prefix where Tencent adds sub-codes over time (`AuthFailure.*`,
+/// `UnauthorizedOperation.*`, `InternalError.*`, `RequestLimitExceeded.*`, `InvalidParameter.*`);
+/// `LimitExceeded.*` is matched exactly because its members mean different things (day limit vs
+/// batch limit). Unknown codes are transient: retrying with backoff is safe, and a persistent
+/// unknown code surfaces through the retry cap.
+pub fn classify(code: &str, message: &str) -> ProviderError {
+    let code_s = code.to_string();
+    let message_s = message.to_string();
+    if in_family(code, "RequestLimitExceeded") || code == "UnauthorizedOperation.OperationTooOften"
+    {
+        return ProviderError::RateLimited {
+            code: code_s,
+            retry_after: None,
+        };
+    }
+    match code {
+        "LimitExceeded.CdnPurgeUrlExceedDayLimit"
+        | "LimitExceeded.CdnPurgePathExceedDayLimit"
+        | "LimitExceeded.CdnPurgeExceedDayLimit" => {
+            return ProviderError::QuotaExhausted { code: code_s };
+        }
+        "LimitExceeded.CdnPurgeUrlExceedBatchLimit"
+        | "LimitExceeded.CdnPurgePathExceedBatchLimit"
+        | "LimitExceeded.CdnPurgeExceedBatchLimit"
+        | "RequestSizeLimitExceeded" => return ProviderError::BatchTooLarge { code: code_s },
+        _ => {}
+    }
+    if in_family(code, "InternalError")
+        || in_family(code, "ServiceUnavailable")
+        || in_family(code, "ResourceInUse")
+    {
+        return ProviderError::Transient {
+            code: code_s,
+            message: message_s,
+            maybe_applied: false,
+        };
+    }
+    if in_family(code, "AuthFailure")
+        || in_family(code, "UnauthorizedOperation")
+        || matches!(
+            code,
+            "ResourceNotFound.CdnUserNotExists" | "IpInBlacklist" | "IpNotInWhitelist"
+        )
+    {
+        return ProviderError::Auth {
+            code: code_s,
+            message: message_s,
+        };
+    }
+    if in_family(code, "InvalidParameter")
+        || in_family(code, "InvalidParameterValue")
+        || in_family(code, "UnsupportedOperation")
+        || matches!(
+            code,
+            "ResourceNotFound.CdnHostNotExists"
+                | "ResourceUnavailable.CdnHostIsNotOnline"
+                | "MissingParameter"
+                | "UnknownParameter"
+                | "InvalidAction"
+                | "NoSuchVersion"
+                | "UnsupportedProtocol"
+                | "ActionOffline"
+        )
+    {
+        // Tencent refuses the whole batch without naming the culprit.
+        return ProviderError::InvalidItems {
+            code: code_s,
+            message: message_s,
+            items: None,
+        };
+    }
+    ProviderError::Transient {
+        code: code_s,
+        message: message_s,
+        maybe_applied: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::FlushType;
+
+    fn class(e: &ProviderError) -> &'static str {
+        match e {
+            ProviderError::RateLimited {
+                retry_after: None, ..
+            } => "rate",
+            ProviderError::RateLimited { .. } => "rate+after",
+            ProviderError::QuotaExhausted { .. } => "quota",
+            ProviderError::BatchTooLarge { .. } => "batch",
+            ProviderError::Transient {
+                maybe_applied: false,
+                ..
+            } => "transient",
+            ProviderError::Transient { .. } => "transient+applied",
+            ProviderError::InvalidItems { items: None, .. } => "invalid",
+            ProviderError::InvalidItems { .. } => "invalid+items",
+            ProviderError::Auth { .. } => "auth",
+        }
+    }
+
+    #[test]
+    fn every_documented_code_lands_in_its_class() {
+        let table: &[(&str, &[&str])] = &[
+            (
+                "rate",
+                &[
+                    "RequestLimitExceeded",
+                    "RequestLimitExceeded.IPLimitExceeded",
+                    "RequestLimitExceeded.UinLimitExceeded",
+                    "RequestLimitExceeded.GlobalRegionUinLimitExceeded",
+                    "UnauthorizedOperation.OperationTooOften",
+                ],
+            ),
+            (
+                "quota",
+                &[
+                    "LimitExceeded.CdnPurgeUrlExceedDayLimit",
+                    "LimitExceeded.CdnPurgePathExceedDayLimit",
+                    "LimitExceeded.CdnPurgeExceedDayLimit",
+                ],
+            ),
+            (
+                "batch",
+                &[
+                    "LimitExceeded.CdnPurgeUrlExceedBatchLimit",
+                    "LimitExceeded.CdnPurgePathExceedBatchLimit",
+                    "LimitExceeded.CdnPurgeExceedBatchLimit",
+                    "RequestSizeLimitExceeded",
+                ],
+            ),
+            (
+                "transient",
+                &[
+                    "InternalError",
+                    "InternalError.CdnSystemError",
+                    "InternalError.CdnDbError",
+                    "InternalError.CdnConfigError",
+                    "InternalError.CdnQuerySystemError",
+                    "InternalError.CdnQueryParamError",
+                    "InternalError.CamSystemError",
+                    "InternalError.ProxyServer",
+                    "InternalError.RouteError",
+                    "InternalError.UnknownError",
+                    "InternalError.Error",
+                    "ServiceUnavailable",
+                    "ResourceInUse",
+                    "SomethingNew.NeverDocumented",
+                    "LimitExceeded.SomethingElse",
+                ],
+            ),
+            (
+                "auth",
+                &[
+                    "AuthFailure.SignatureFailure",
+                    "AuthFailure.SignatureExpire",
+                    "AuthFailure.SecretIdNotFound",
+                    "AuthFailure.InvalidSecretId",
+                    "AuthFailure.TokenFailure",
+                    "AuthFailure.InvalidAuthorization",
+                    "AuthFailure.UnauthorizedOperation",
+                    "AuthFailure.MFAFailure",
+                    "UnauthorizedOperation.CdnCamUnauthorized",
+                    "UnauthorizedOperation.CdnHostUnauthorized",
+                    "UnauthorizedOperation.CdnUserAuthFail",
+                    "UnauthorizedOperation.CdnUserAuthWait",
+                    "UnauthorizedOperation.CdnUserIsSuspended",
+                    "UnauthorizedOperation.OpNoAuth",
+                    "UnauthorizedOperation.EcdnMigratedCdn",
+                    "ResourceNotFound.CdnUserNotExists",
+                    "IpInBlacklist",
+                    "IpNotInWhitelist",
+                ],
+            ),
+            (
+                "invalid",
+                &[
+                    "InvalidParameter.CdnParamError",
+                    "InvalidParameter.CdnUrlExceedLength",
+                    "InvalidParameter.CdnPurgeWildcardNotAllowed",
+                    "InvalidParameter.CdnStatInvalidDate",
+                    "InvalidParameter.CdnInterfaceError",
+                    "InvalidParameter.CdnHostInvalidStatus",
+                    "ResourceNotFound.CdnHostNotExists",
+                    "ResourceUnavailable.CdnHostIsNotOnline",
+                    "MissingParameter",
+                    "InvalidParameterValue",
+                    "UnknownParameter",
+                    "InvalidAction",
+                    "NoSuchVersion",
+                    "UnsupportedProtocol",
+                    "UnsupportedOperation",
+                    "ActionOffline",
+                ],
+            ),
+        ];
+        for (want, codes) in table {
+            for code in *codes {
+                let e = classify(code, "msg");
+                assert_eq!(class(&e), *want, "{code} classified as {e:?}");
+                assert_eq!(e.code(), *code);
+            }
+        }
+        // Prefix matching respects the dot: a longer word is not a sub-code.
+        assert_eq!(class(&classify("InternalErrorX", "")), "transient");
+        assert_eq!(class(&classify("AuthFailureish", "")), "transient");
+    }
+
+    fn provider(endpoint: &str) -> TencentV3 {
+        let text = format!(
+            r#"
+            [[providers]]
+            name = "t"
+            kind = "tencent-v3"
+            endpoint = "{endpoint}"
+            secret_id = "AKIDtest"
+            secret_key = "hunter2-key"
+              [[providers.domains]]
+              host = "www.example.com"
+            "#
+        );
+        let raw = toml::from_str(&text).expect("test TOML parses");
+        let config = crate::config::Config::from_raw(raw).expect("test config is valid");
+        TencentV3::new(&config.providers[0]).expect("client builds")
+    }
+
+    fn header<'a>(p: &'a Prepared, name: &str) -> &'a str {
+        p.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no {name} header"))
+    }
+
+    #[test]
+    fn url_batch_becomes_a_signed_purge_urls_cache_call() {
+        let p = provider("http://127.0.0.1:8089");
+        assert_eq!(p.host, "127.0.0.1:8089");
+        let batch = Batch {
+            kind: Kind::Url,
+            flush_type: FlushType::Delete,
+            items: vec![
+                "https://a.example/x".into(),
+                "https://a.example/y?z=1".into(),
+            ],
+        };
+        let prepared = p.prepare(&batch, 1_700_000_000).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&prepared.body).unwrap(),
+            r#"{"Urls":["https://a.example/x","https://a.example/y?z=1"]}"#
+        );
+        assert_eq!(header(&prepared, "Content-Type"), "application/json");
+        assert_eq!(header(&prepared, "X-TC-Action"), "PurgeUrlsCache");
+        assert_eq!(header(&prepared, "X-TC-Version"), "2018-06-06");
+        assert_eq!(header(&prepared, "X-TC-Timestamp"), "1700000000");
+        assert_eq!(header(&prepared, "X-TC-Language"), "en-US");
+
+        // The signature covers exactly the body and headers that are sent.
+        let auth = tc3::parse_authorization(header(&prepared, "Authorization")).unwrap();
+        assert_eq!(auth.secret_id, "AKIDtest");
+        assert_eq!(auth.service, "cdn");
+        assert_eq!(auth.signed_headers, "content-type;host");
+        let mut headers: Vec<(&str, &str)> = prepared
+            .headers
+            .iter()
+            .map(|(n, v)| (*n, v.as_str()))
+            .collect();
+        headers.push(("host", "127.0.0.1:8089"));
+        let received = tc3::Received {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            payload: &prepared.body,
+            timestamp: "1700000000",
+        };
+        assert_eq!(tc3::verify(&auth, &received, "hunter2-key"), Ok(()));
+    }
+
+    #[test]
+    fn dir_batch_carries_paths_and_flush_type() {
+        let p = provider("https://cdn.tencentcloudapi.com");
+        assert_eq!(p.host, "cdn.tencentcloudapi.com");
+        assert_eq!(p.url.path(), "/");
+        for (flush, word) in [(FlushType::Flush, "flush"), (FlushType::Delete, "delete")] {
+            let batch = Batch {
+                kind: Kind::Dir,
+                flush_type: flush,
+                items: vec!["https://a.example/d/".into()],
+            };
+            let prepared = p.prepare(&batch, 1_700_000_000).unwrap();
+            assert_eq!(
+                String::from_utf8(prepared.body.clone()).unwrap(),
+                format!(r#"{{"Paths":["https://a.example/d/"],"FlushType":"{word}"}}"#)
+            );
+            assert_eq!(header(&prepared, "X-TC-Action"), "PurgePathCache");
+        }
+        assert_eq!(p.action(Kind::Url), "PurgeUrlsCache");
+        assert_eq!(p.action(Kind::Dir), "PurgePathCache");
+        assert!(!p.capabilities().url_flush_type && !p.capabilities().wildcards);
+    }
+
+    #[test]
+    fn host_header_matches_what_reqwest_sends() {
+        for (endpoint, host) in [
+            (
+                "https://cdn.tencentcloudapi.com/",
+                "cdn.tencentcloudapi.com",
+            ),
+            (
+                "https://cdn.tencentcloudapi.com:443/",
+                "cdn.tencentcloudapi.com",
+            ),
+            ("http://127.0.0.1:80/", "127.0.0.1"),
+            ("http://127.0.0.1:8089/", "127.0.0.1:8089"),
+            ("https://example.com:8443/", "example.com:8443"),
+            ("http://[::1]:9000/", "[::1]:9000"),
+        ] {
+            assert_eq!(host_header(&url::Url::parse(endpoint).unwrap()), host);
+        }
+    }
+
+    #[test]
+    fn answers_are_interpreted_whatever_the_status() {
+        let ok = br#"{"Response":{"TaskId":"1533045796-i60rfmzm","RequestId":"r-1"}}"#;
+        assert_eq!(
+            interpret(200, ok, None),
+            Ok(Receipt {
+                task_id: "1533045796-i60rfmzm".into(),
+                request_id: Some("r-1".into())
+            })
+        );
+        let err = br#"{"Response":{"Error":{"Code":"LimitExceeded.CdnPurgeUrlExceedDayLimit","Message":"m"},"RequestId":"r"}}"#;
+        assert_eq!(class(&interpret(200, err, None).unwrap_err()), "quota");
+        assert_eq!(class(&interpret(500, err, None).unwrap_err()), "quota");
+        let e = interpret(502, b"<html>Bad Gateway</html>", None).unwrap_err();
+        assert_eq!((class(&e), e.code()), ("transient", "HttpStatus.502"));
+        assert_eq!(
+            class(&interpret(504, b"", None).unwrap_err()),
+            "transient+applied"
+        );
+        assert_eq!(
+            class(&interpret(200, b"not json", None).unwrap_err()),
+            "transient+applied"
+        );
+        assert_eq!(
+            class(&interpret(200, br#"{"Response":{}}"#, None).unwrap_err()),
+            "transient+applied"
+        );
+        assert_eq!(
+            class(&interpret(429, b"slow down", Some(Duration::from_secs(2))).unwrap_err()),
+            "rate+after"
+        );
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret_key() {
+        let p = provider("https://cdn.tencentcloudapi.com");
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}

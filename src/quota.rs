@@ -1,0 +1,238 @@
+//! The daily quota in Redis: reserve before a call, refund when the call certainly did not happen.
+//!
+//! One counter per provider × kind × provider-local day:
+//! `{key_prefix}:quota:{provider}:{kind}:{YYYY-MM-DD}`. Reserving is one Lua script (read, cap,
+//! increment, set expiry) so concurrent workers can never together exceed the limit. A partial
+//! grant is normal: the caller submits what fits and parks the rest. Keys expire a day after their
+//! day ends, so they never vanish while still counting.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+
+use crate::provider::Kind;
+
+const SECS_PER_DAY: i64 = 86_400;
+
+/// Atomic reserve: grant min(want, limit - used), never below zero. Returns {granted, used}.
+const RESERVE_LUA: &str = r#"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local limit = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local grant = math.min(want, limit - used)
+if grant < 0 then grant = 0 end
+if grant > 0 then
+  used = redis.call('INCRBY', KEYS[1], grant)
+  redis.call('EXPIREAT', KEYS[1], ARGV[3])
+end
+return {grant, used}
+"#;
+
+/// Refund: give back up to n, never below zero. Returns the new count.
+const REFUND_LUA: &str = r#"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local n = math.min(tonumber(ARGV[1]), used)
+if n > 0 then used = redis.call('DECRBY', KEYS[1], n) end
+return used
+"#;
+
+/// Raise the counter to the limit (the provider said the day's quota is gone, whatever we counted).
+const EXHAUST_LUA: &str = r#"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local limit = tonumber(ARGV[1])
+if used < limit then
+  redis.call('SET', KEYS[1], limit)
+  redis.call('EXPIREAT', KEYS[1], ARGV[2])
+  used = limit
+end
+return used
+"#;
+
+/// Failures talking to Redis. The dispatcher fails closed on them: no reservation, no call.
+#[derive(Debug, thiserror::Error)]
+#[error("Redis quota operation failed: {0}")]
+pub struct QuotaError(#[from] redis::RedisError);
+
+/// The provider-local day number (days since 1970-01-01 in that offset) of a Unix time.
+pub fn day_of(now_unix: i64, utc_offset_secs: i32) -> i64 {
+    (now_unix + utc_offset_secs as i64).div_euclid(SECS_PER_DAY)
+}
+
+/// The Unix time at which the provider-local day containing `now_unix` ends.
+pub fn next_reset(now_unix: i64, utc_offset_secs: i32) -> i64 {
+    (day_of(now_unix, utc_offset_secs) + 1) * SECS_PER_DAY - utc_offset_secs as i64
+}
+
+/// `YYYY-MM-DD` of a day number.
+pub fn day_label(day: i64) -> String {
+    chrono::DateTime::from_timestamp(day * SECS_PER_DAY, 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| format!("day{day}"))
+}
+
+/// Seconds since the Unix epoch from the system clock.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A successful reservation: how much was granted and the counter it lives in (so a refund after
+/// midnight goes back to the right day).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// Items granted (≤ asked).
+    pub granted: u64,
+    /// The day's count after this reservation.
+    pub used: u64,
+    key: String,
+}
+
+/// Handle to the quota counters; cheap to clone.
+#[derive(Clone)]
+pub struct QuotaStore {
+    conn: ConnectionManager,
+    prefix: String,
+    reserve: Script,
+    refund: Script,
+    exhaust: Script,
+}
+
+impl std::fmt::Debug for QuotaStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QuotaStore")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl QuotaStore {
+    /// Connects lazily: Redis being down at start-up is a readiness problem, not a crash. The
+    /// connection manager reconnects by itself; each command fails fast (2 s) while Redis is away.
+    pub fn connect(url: &str, key_prefix: &str) -> Result<QuotaStore, QuotaError> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = client.get_connection_manager_lazy(config)?;
+        Ok(QuotaStore {
+            conn,
+            prefix: key_prefix.to_string(),
+            reserve: Script::new(RESERVE_LUA),
+            refund: Script::new(REFUND_LUA),
+            exhaust: Script::new(EXHAUST_LUA),
+        })
+    }
+
+    /// The counter key for a provider, kind and day.
+    pub fn key(&self, provider: &str, kind: Kind, day: i64) -> String {
+        format!(
+            "{}:quota:{}:{}:{}",
+            self.prefix,
+            provider,
+            kind,
+            day_label(day)
+        )
+    }
+
+    /// Reserves up to `want` items of today's `limit`.
+    pub async fn reserve(
+        &self,
+        provider: &str,
+        kind: Kind,
+        limit: u64,
+        want: u64,
+        now_unix: i64,
+        utc_offset_secs: i32,
+    ) -> Result<Reservation, QuotaError> {
+        let key = self.key(provider, kind, day_of(now_unix, utc_offset_secs));
+        let expire_at = next_reset(now_unix, utc_offset_secs) + SECS_PER_DAY;
+        let (granted, used): (u64, u64) = self
+            .reserve
+            .key(&key)
+            .arg(limit)
+            .arg(want)
+            .arg(expire_at)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(Reservation { granted, used, key })
+    }
+
+    /// Gives back `n` items of a reservation whose call certainly did not happen.
+    pub async fn refund(&self, reservation: &Reservation, n: u64) -> Result<u64, QuotaError> {
+        Ok(self
+            .refund
+            .key(&reservation.key)
+            .arg(n)
+            .invoke_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    /// Marks today's quota as spent after the provider said so.
+    pub async fn exhaust(
+        &self,
+        provider: &str,
+        kind: Kind,
+        limit: u64,
+        now_unix: i64,
+        utc_offset_secs: i32,
+    ) -> Result<u64, QuotaError> {
+        let key = self.key(provider, kind, day_of(now_unix, utc_offset_secs));
+        let expire_at = next_reset(now_unix, utc_offset_secs) + SECS_PER_DAY;
+        Ok(self
+            .exhaust
+            .key(&key)
+            .arg(limit)
+            .arg(expire_at)
+            .invoke_async(&mut self.conn.clone())
+            .await?)
+    }
+
+    /// Today's count (0 when nothing was reserved yet).
+    pub async fn used(
+        &self,
+        provider: &str,
+        kind: Kind,
+        now_unix: i64,
+        utc_offset_secs: i32,
+    ) -> Result<u64, QuotaError> {
+        let key = self.key(provider, kind, day_of(now_unix, utc_offset_secs));
+        let v: Option<u64> = self.conn.clone().get(&key).await?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// `PING` with a short timeout, for `/readyz`.
+    pub async fn ping(&self) -> bool {
+        let mut conn = self.conn.clone();
+        let ping = async move { redis::cmd("PING").query_async::<String>(&mut conn).await };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), ping).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn day_boundaries_follow_the_offset() {
+        // 2023-11-14T17:00:00Z is 01:00 on the 15th in UTC+8.
+        let t = 1_699_981_200;
+        assert_eq!(day_label(day_of(t, 8 * 3600)), "2023-11-15");
+        assert_eq!(day_label(day_of(t, 0)), "2023-11-14");
+        // The UTC+8 day ends at 16:00Z.
+        assert_eq!(next_reset(t, 8 * 3600), 1_700_064_000);
+        // 15:59:59Z is still the 14th in UTC+8; the reset is one second later.
+        assert_eq!(next_reset(t - 3601, 8 * 3600), 1_699_977_600);
+        assert_eq!(next_reset(t - 3600, 8 * 3600), 1_700_064_000);
+        // Negative offsets and times just before a boundary.
+        assert_eq!(day_of(-1, 0), -1);
+        assert_eq!(next_reset(86_399, 0), 86_400);
+    }
+}

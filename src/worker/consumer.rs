@@ -1,0 +1,248 @@
+//! The consumer: receives deliveries, decodes and validates them, dead-letters what is bad, and
+//! hands the valid items to the dispatchers — plus the supervisor that (re)builds the connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Connection, Event};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::amqp::{self, Publisher};
+use crate::coalesce::Origin;
+use crate::config::Config;
+use crate::dead_letter::DeadLetter;
+use crate::dispatch::Incoming;
+use crate::event;
+use crate::http::Readiness;
+use crate::ledger::{self, DeliveryId, LedgerHandle};
+use crate::metrics::Metrics;
+use crate::routing::Router;
+
+/// Pause before a delivery is returned to the queue after its dead letter could not be published.
+const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+/// Longest pause between reconnect attempts.
+const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(30);
+
+/// The consumer's state; owned by the supervisor task.
+pub(super) struct Consumer {
+    pub router: Router,
+    pub provider_names: Vec<String>,
+    pub config: Config,
+    pub senders: Vec<mpsc::Sender<Vec<Incoming>>>,
+    pub ledger: LedgerHandle,
+    pub publisher: Publisher,
+    pub metrics: Metrics,
+    pub readiness: Arc<Readiness>,
+    pub next_id: DeliveryId,
+}
+
+/// Keeps a consuming session alive until `shutdown`, rebuilding connection, topology and consumer
+/// whenever lapin's own recovery gives up. Returns the last connection (still open) so the ledger
+/// can finish acking before it is closed.
+pub(super) async fn supervise(mut c: Consumer, shutdown: CancellationToken) -> Option<Connection> {
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match session(&mut c, &shutdown).await {
+            Ok(conn) => return Some(conn),
+            Err(e) => {
+                c.readiness.set_amqp(false);
+                c.publisher.detach();
+                if shutdown.is_cancelled() {
+                    return None;
+                }
+                warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "RabbitMQ session ended; reconnecting");
+                c.metrics.reconnects.inc();
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+                pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
+            }
+        }
+    }
+}
+
+/// One connection's life: topology, consumer, deliveries until shutdown (Ok) or failure (Err).
+async fn session(c: &mut Consumer, shutdown: &CancellationToken) -> anyhow::Result<Connection> {
+    let a = c.config.amqp.clone();
+    let conn = tokio::select! {
+        r = amqp::connect(a.url.expose(), "purge-worker") => r?,
+        _ = shutdown.cancelled() => anyhow::bail!("shutdown before RabbitMQ was reached"),
+    };
+    amqp::ensure_queue(&conn, &a.queue).await?;
+    amqp::ensure_queue(&conn, &a.dead_letter_queue).await?;
+    for name in &c.provider_names {
+        amqp::ensure_parking_queue(&conn, &a.parking_queue(name), &a.queue).await?;
+    }
+    c.publisher.attach(&conn).await?;
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(a.prefetch, BasicQosOptions { global: false })
+        .await?;
+    let mut consumer = ch
+        .basic_consume(
+            a.queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    c.readiness.set_amqp(true);
+    info!(queue = %a.queue, prefetch = a.prefetch, "consuming");
+
+    let readiness = c.readiness.clone();
+    let mut events = conn.events_listener();
+    let watch = tokio::spawn(async move {
+        while let Some(ev) = events.next().await {
+            match ev {
+                Event::Connected => readiness.set_amqp(true),
+                Event::Error(e) => {
+                    readiness.set_amqp(false);
+                    warn!(error = %e, "RabbitMQ connection error; recovering");
+                }
+                _ => {}
+            }
+        }
+    });
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                if let Err(e) = ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await {
+                    warn!(error = %e, "cancelling the consumer failed");
+                }
+                break Ok(());
+            }
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => c.handle(delivery).await,
+                Some(Err(e)) => {
+                    warn!(error = %e, "consumer error; waiting for recovery");
+                    if let Err(e) = ch.wait_for_recovery(e).await {
+                        break Err(anyhow::Error::new(e).context("RabbitMQ recovery failed"));
+                    }
+                }
+                None => break Err(anyhow::anyhow!("the broker cancelled the consumer (was queue `{}` deleted?)", a.queue)),
+            }
+        }
+    };
+    watch.abort();
+    result.map(|()| conn)
+}
+
+impl Consumer {
+    async fn handle(&mut self, delivery: Delivery) {
+        self.metrics.unacked.inc();
+        let received = Instant::now();
+        let id = self.next_id;
+        self.next_id += 1;
+        let ct = delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|s| s.as_str().to_string());
+        let max = self.config.batching.max_event_bytes;
+        let ev = match event::decode(&delivery.data, ct.as_deref(), max) {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.metrics.events.with_label_values(&["rejected"]).inc();
+                warn!(error = e.code(), reason = %e, bytes = delivery.data.len(), "event refused; dead-lettering it");
+                let dl = DeadLetter::for_event(&e, &delivery.data);
+                if self.publish_dead_letters(&[dl], &delivery).await {
+                    ledger::ack(&delivery.acker, &self.metrics).await;
+                }
+                return;
+            }
+        };
+        let (items, rejected) = event::validate(&ev, &self.router);
+        let (eid, src) = (
+            ev.id.as_deref().unwrap_or(""),
+            ev.source.as_deref().unwrap_or(""),
+        );
+        if !rejected.is_empty() {
+            for r in &rejected {
+                self.metrics
+                    .items
+                    .with_label_values(&["none", r.kind.as_str(), "rejected"])
+                    .inc();
+            }
+            warn!(event_id = eid, source = src, refused = rejected.len(), first = rejected[0].error.code(),
+                reason = %rejected[0].error, "items refused; dead-lettering them");
+            if !self
+                .publish_dead_letters(&DeadLetter::for_rejected(&ev, &rejected), &delivery)
+                .await
+            {
+                return;
+            }
+        }
+        let outcome = if items.is_empty() {
+            "rejected"
+        } else {
+            "accepted"
+        };
+        self.metrics.events.with_label_values(&[outcome]).inc();
+        if items.is_empty() {
+            ledger::ack(&delivery.acker, &self.metrics).await;
+            return;
+        }
+        tracing::debug!(
+            event_id = eid,
+            source = src,
+            items = items.len(),
+            "event accepted"
+        );
+        self.ledger
+            .register(id, items.len() as u32, delivery.acker)
+            .await;
+        let origin = Arc::new(Origin {
+            id: ev.id,
+            source: ev.source,
+        });
+        let mut per_provider: Vec<Vec<Incoming>> = vec![Vec::new(); self.senders.len()];
+        for it in items {
+            per_provider[it.provider].push(Incoming {
+                delivery: id,
+                kind: it.kind,
+                flush: ev.flush_type,
+                key: it.key,
+                received,
+                origin: origin.clone(),
+            });
+        }
+        for (p, batch) in per_provider.into_iter().enumerate() {
+            if !batch.is_empty() {
+                let _ = self.senders[p].send(batch).await;
+            }
+        }
+    }
+
+    /// Publishes dead letters with confirms. On failure the delivery goes back to the queue (after
+    /// a pause, so a broken dead-letter path does not spin) and `false` is returned.
+    async fn publish_dead_letters(&self, records: &[DeadLetter], delivery: &Delivery) -> bool {
+        let dlq = &self.config.amqp.dead_letter_queue;
+        for dl in records {
+            let (body, props) = dl.to_message();
+            if let Err(e) = self.publisher.publish(dlq, &body, props).await {
+                warn!(error = %e, queue = %dlq, "dead-letter publish failed; returning the event to the queue");
+                tokio::time::sleep(REQUEUE_PAUSE).await;
+                self.metrics.unacked.dec();
+                let _ = delivery
+                    .acker
+                    .reject(BasicRejectOptions { requeue: true })
+                    .await;
+                return false;
+            }
+            self.metrics
+                .dead_letters
+                .with_label_values(&[&dl.error])
+                .inc();
+        }
+        true
+    }
+}
