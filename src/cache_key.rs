@@ -163,6 +163,7 @@ fn parse_error(raw: &str, e: url::ParseError) -> ItemError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
 mod tests {
     use super::*;
     use crate::config::Config;

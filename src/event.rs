@@ -522,6 +522,7 @@ impl<'de> Visitor<'de> for OptText {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
 mod tests {
     use super::*;
     use crate::config::{Config, DEFAULT_MAX_EVENT_BYTES};

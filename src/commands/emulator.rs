@@ -62,14 +62,13 @@ pub struct EmulatorArgs {
     #[arg(long, value_name = "ID", requires = "secret_key")]
     pub secret_id: Option<String>,
 
-    /// SecretKey of the emulated account (needs --secret-id). Prefer the environment variable:
-    /// command lines are visible to other local users.
+    /// SecretKey of the account named by --secret-id (ignored without it). Prefer the
+    /// environment variable: command lines are visible to other local users.
     #[arg(
         long,
         value_name = "KEY",
         env = "PURGE_WORKER_EMULATOR_SECRET_KEY",
-        hide_env_values = true,
-        requires = "secret_id"
+        hide_env_values = true
     )]
     pub secret_key: Option<String>,
 }
@@ -119,6 +118,7 @@ pub async fn run(args: EmulatorArgs, shutdown: CancellationToken) -> anyhow::Res
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
 mod tests {
     use super::*;
     use clap::Parser;

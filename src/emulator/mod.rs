@@ -15,6 +15,7 @@
 mod state;
 mod tencent_v3;
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
 mod tests;
 
 use std::collections::HashSet;
@@ -268,13 +269,12 @@ impl Emulator {
     /// Stops accepting connections and waits (up to a few seconds) for open ones to finish.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
-        if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
                 .await
                 .is_err()
-            {
-                task.abort();
-            }
+        {
+            task.abort();
         }
     }
 }

@@ -17,7 +17,10 @@ const RATE_WINDOW_MS: i64 = 1000;
 /// Why a call is refused: a real Tencent error code and an English message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Refusal {
+    /// A code from Tencent's documented list, so the client classifies it as it would the real
+    /// answer.
     pub code: &'static str,
+    /// Human-readable detail; clients must not depend on it.
     pub message: String,
 }
 
@@ -113,7 +116,7 @@ impl State {
             ));
         }
         let every = u64::from(self.faults.rate_limit_every);
-        if every > 0 && n % every == 0 {
+        if every > 0 && n.is_multiple_of(every) {
             return Err(Refusal::new(
                 "RequestLimitExceeded",
                 format!("injected fault: every {every}th call is rate limited"),
@@ -204,6 +207,7 @@ impl State {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
 mod tests {
     use super::*;
 

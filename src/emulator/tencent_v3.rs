@@ -325,6 +325,7 @@ fn handle(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
 mod tests {
     use super::*;
 

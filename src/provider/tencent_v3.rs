@@ -414,6 +414,7 @@ pub fn classify(code: &str, message: &str) -> ProviderError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
 mod tests {
     use super::*;
     use crate::provider::FlushType;
