@@ -309,6 +309,9 @@ impl Dispatcher {
                     if r.granted == 0 {
                         self.lanes[i].put_back(batch.items, batch.isolating);
                         self.park(i, now_unix);
+                        if let Some(until) = self.lanes[i].parked_until {
+                            self.spawn_park(i, until, now_unix);
+                        }
                         continue;
                     }
                     let mut items = batch.items;
