@@ -95,7 +95,10 @@ fn fresh_url(rng: &mut StdRng, i: usize) -> String {
         // Static assets on the ignore_query host, usually with tracking or cache-busting queries.
         40..=64 => {
             let q = TRACKING[rng.random_range(0..TRACKING.len())];
-            format!("https://static.example.com/assets/{i}/app.{}.js?{q}", i % 97)
+            format!(
+                "https://static.example.com/assets/{i}/app.{}.js?{q}",
+                i % 97
+            )
         }
         // Chinese paths (percent-encoded by normalize).
         65..=79 => {
@@ -179,7 +182,12 @@ fn drain(lanes: &mut [Lane]) -> (usize, usize) {
 }
 
 /// The full CPU path over `urls`; returns (batches, items batched).
-fn pipeline(urls: &[String], router: &Router, providers: usize, origin: &Arc<Origin>) -> (usize, usize) {
+fn pipeline(
+    urls: &[String],
+    router: &Router,
+    providers: usize,
+    origin: &Arc<Origin>,
+) -> (usize, usize) {
     let mut lanes = lanes(providers);
     let now = Instant::now();
     for (id, raw) in urls.iter().enumerate() {

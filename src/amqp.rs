@@ -164,7 +164,7 @@ impl Publisher {
                     props.with_delivery_mode(2),
                 )
                 .await?;
-            Ok::<_, lapin::Error>(pending.await?)
+            pending.await
         };
         let result = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
             .await

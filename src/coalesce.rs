@@ -201,6 +201,7 @@ impl Lane {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::cache_key::CacheKey;

@@ -205,6 +205,7 @@ fn summarize(errors: &[&ItemError]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -166,6 +166,7 @@ pub fn spawn(metrics: Metrics, capacity: usize) -> (LedgerHandle, tokio::task::J
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -80,6 +80,7 @@ impl<C: Clock + Clone> MultiWindow<C> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;

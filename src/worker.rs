@@ -131,10 +131,10 @@ impl Worker {
             }
             let _ = ledger_task.await;
             publisher.detach();
-            if let Some(conn) = conn {
-                if let Err(e) = conn.close(200, "purge-worker shutting down".into()).await {
-                    warn!(error = %e, "closing the RabbitMQ connection failed");
-                }
+            if let Some(conn) = conn
+                && let Err(e) = conn.close(200, "purge-worker shutting down".into()).await
+            {
+                warn!(error = %e, "closing the RabbitMQ connection failed");
             }
             http_shutdown.cancel();
             let _ = pinger.await;

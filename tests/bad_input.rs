@@ -33,19 +33,59 @@ async fn bad_input_corpus_is_dead_lettered_with_codes_and_reasons() {
     let long = format!("https://www.example.com/{}", "x".repeat(2100));
     let big = vec![b'a'; 5 * 1024 * 1024];
     let corpus: Vec<(Vec<u8>, Option<&str>, &str)> = vec![
-        (b"{\"urls\": [".to_vec(), Some("application/json"), "invalid_json"),
-        (br#"{"urls": "https://www.example.com/a"}"#.to_vec(), None, "invalid_event"),
-        (br#"{"urls": [1, 2]}"#.to_vec(), Some("application/json"), "invalid_event"),
+        (
+            b"{\"urls\": [".to_vec(),
+            Some("application/json"),
+            "invalid_json",
+        ),
+        (
+            br#"{"urls": "https://www.example.com/a"}"#.to_vec(),
+            None,
+            "invalid_event",
+        ),
+        (
+            br#"{"urls": [1, 2]}"#.to_vec(),
+            Some("application/json"),
+            "invalid_event",
+        ),
         (br#"[]"#.to_vec(), Some("application/json"), "invalid_event"),
         (br#"{}"#.to_vec(), Some("application/json"), "empty_event"),
-        (br#"{"urls": [], "dirs": []}"#.to_vec(), Some("application/json"), "empty_event"),
-        (br#"{"urls": ["https://www.example.com/a"], "flush_type": "purge"}"#.to_vec(), None, "invalid_flush_type"),
-        (br#"{"urls": ["ftp://www.example.com/a"]}"#.to_vec(), None, "unsupported_scheme"),
-        (serde_json::to_vec(&json!({"urls": [long]})).unwrap(), None, "url_too_long"),
-        (br#"{"urls": ["https://unknown.example.org/a"]}"#.to_vec(), None, "unknown_host"),
-        (b"{\"urls\": [\"https://www.example.com/\xff\xfe\"]}".to_vec(), None, "invalid_utf8"),
+        (
+            br#"{"urls": [], "dirs": []}"#.to_vec(),
+            Some("application/json"),
+            "empty_event",
+        ),
+        (
+            br#"{"urls": ["https://www.example.com/a"], "flush_type": "purge"}"#.to_vec(),
+            None,
+            "invalid_flush_type",
+        ),
+        (
+            br#"{"urls": ["ftp://www.example.com/a"]}"#.to_vec(),
+            None,
+            "unsupported_scheme",
+        ),
+        (
+            serde_json::to_vec(&json!({"urls": [long]})).unwrap(),
+            None,
+            "url_too_long",
+        ),
+        (
+            br#"{"urls": ["https://unknown.example.org/a"]}"#.to_vec(),
+            None,
+            "unknown_host",
+        ),
+        (
+            b"{\"urls\": [\"https://www.example.com/\xff\xfe\"]}".to_vec(),
+            None,
+            "invalid_utf8",
+        ),
         (big, None, "event_too_large"),
-        (b"<xml/>".to_vec(), Some("application/xml"), "unsupported_content_type"),
+        (
+            b"<xml/>".to_vec(),
+            Some("application/xml"),
+            "unsupported_content_type",
+        ),
     ];
     for (body, ct, _) in &corpus {
         env.publish_raw(body, *ct).await;
@@ -59,14 +99,24 @@ async fn bad_input_corpus_is_dead_lettered_with_codes_and_reasons() {
     let published = corpus.len() as u64 + 1;
 
     let w = Running::start(config).await;
-    wait_until("every message acked", TIMEOUT, || async { w.acked() == published }).await;
-    assert_eq!(purged(&emu), vec!["https://www.example.com/good.html".to_string()]);
+    wait_until("every message acked", TIMEOUT, || async {
+        w.acked() == published
+    })
+    .await;
+    assert_eq!(
+        purged(&emu),
+        vec!["https://www.example.com/good.html".to_string()]
+    );
 
     let dead = env.drain(&env.dlq).await;
     let mut codes: BTreeMap<String, usize> = BTreeMap::new();
     for (body, header) in &dead {
         let code = body["error"].as_str().expect("error field").to_string();
-        assert_eq!(header.as_deref(), Some(code.as_str()), "x-purge-error header matches");
+        assert_eq!(
+            header.as_deref(),
+            Some(code.as_str()),
+            "x-purge-error header matches"
+        );
         let reason = body["reason"].as_str().expect("reason field");
         assert!(reason.len() > 10, "a human reason: {reason}");
         assert!(body.get("event").is_some(), "the event is kept: {body}");
@@ -80,16 +130,23 @@ async fn bad_input_corpus_is_dead_lettered_with_codes_and_reasons() {
     *expected.entry("unknown_host".into()).or_default() += 1;
     assert_eq!(codes, expected);
     // The partly bad event's records keep its id and only its bad items.
-    let partial: Vec<_> = dead.iter().filter(|(b, _)| b["event"]["id"] == "partial-1").collect();
+    let partial: Vec<_> = dead
+        .iter()
+        .filter(|(b, _)| b["event"]["id"] == "partial-1")
+        .collect();
     assert_eq!(partial.len(), 2);
     for (b, _) in partial {
         assert_eq!(b["event"]["urls"].as_array().map(|a| a.len()), Some(1));
     }
     // The invalid UTF-8 body survives byte for byte.
-    assert!(dead.iter().any(|(b, _)| b["error"] == "invalid_utf8" && b["event_base64"].is_string()));
+    assert!(
+        dead.iter()
+            .any(|(b, _)| b["error"] == "invalid_utf8" && b["event_base64"].is_string())
+    );
 
     // Still running: a good event is purged afterwards.
-    env.publish_json(&json!({"urls": ["https://www.example.com/after.html"]})).await;
+    env.publish_json(&json!({"urls": ["https://www.example.com/after.html"]}))
+        .await;
     wait_until("the next good event is purged", TIMEOUT, || async {
         purged(&emu).contains(&"https://www.example.com/after.html".to_string())
     })
@@ -113,15 +170,22 @@ async fn a_url_the_provider_rejects_is_isolated_and_dead_lettered_alone() {
     .await;
     let mut env = TestEnv::new("isolate").await;
     let config = env.config(&[spec(&emu)], "max_linger_ms = 200");
-    let good: Vec<String> = (0..7).map(|i| format!("https://www.example.com/ok/{i}.html")).collect();
+    let good: Vec<String> = (0..7)
+        .map(|i| format!("https://www.example.com/ok/{i}.html"))
+        .collect();
     let mut all = good.clone();
     all.insert(3, bad.to_string());
-    env.publish_json(&json!({"urls": all, "id": "with-bad-url"})).await;
+    env.publish_json(&json!({"urls": all, "id": "with-bad-url"}))
+        .await;
 
     let w = Running::start(config).await;
     wait_until("the message is acked", TIMEOUT, || async { w.acked() == 1 }).await;
     let got: BTreeSet<String> = purged(&emu).into_iter().collect();
-    assert_eq!(got, good.iter().cloned().collect::<BTreeSet<_>>(), "the rest is purged");
+    assert_eq!(
+        got,
+        good.iter().cloned().collect::<BTreeSet<_>>(),
+        "the rest is purged"
+    );
     let dead = env.drain(&env.dlq).await;
     assert_eq!(dead.len(), 1, "only the bad URL: {dead:?}");
     let (body, code) = &dead[0];

@@ -44,15 +44,25 @@ async fn cms_burst_is_deduplicated_into_the_fewest_calls() {
     for e in &events {
         env.publish_json(e).await;
     }
-    env.publish_raw(b"https://a.news.example.com/x\n\nhttps://A.NEWS.example.com/x#frag\r\n", Some("text/plain"))
-        .await;
+    env.publish_raw(
+        b"https://a.news.example.com/x\n\nhttps://A.NEWS.example.com/x#frag\r\n",
+        Some("text/plain"),
+    )
+    .await;
     let published = events.len() as u64 + 1;
 
     let w = Running::start(config).await;
-    wait_until("every message acked", TIMEOUT, || async { w.acked() == published }).await;
+    wait_until("every message acked", TIMEOUT, || async {
+        w.acked() == published
+    })
+    .await;
 
     let calls = emu.accepted();
-    assert_eq!(calls.len(), 3, "minimum is 1 URL call + 2 path calls (delete, flush): {calls:#?}");
+    assert_eq!(
+        calls.len(),
+        3,
+        "minimum is 1 URL call + 2 path calls (delete, flush): {calls:#?}"
+    );
     let urls: BTreeSet<String> = calls
         .iter()
         .filter(|c| c.action == "PurgeUrlsCache")
@@ -76,19 +86,32 @@ async fn cms_burst_is_deduplicated_into_the_fewest_calls() {
     assert_eq!(
         paths,
         vec![
-            (Some("delete".into()), vec!["https://www.example.com/news/".to_string()]),
-            (Some("flush".into()), vec!["https://www.example.com/news/".to_string()]),
+            (
+                Some("delete".into()),
+                vec!["https://www.example.com/news/".to_string()]
+            ),
+            (
+                Some("flush".into()),
+                vec!["https://www.example.com/news/".to_string()]
+            ),
         ]
     );
     let total_items: usize = calls.iter().map(|c| c.items.len()).sum();
     assert_eq!(total_items, 6, "no key was sent twice");
 
     // Requested again after its purge was sent: purged again, not swallowed by the first one.
-    env.publish_json(&json!({"urls": ["https://www.example.com/a.html?utm_source=z"]})).await;
-    wait_until("the repeat is acked", TIMEOUT, || async { w.acked() == published + 1 }).await;
+    env.publish_json(&json!({"urls": ["https://www.example.com/a.html?utm_source=z"]}))
+        .await;
+    wait_until("the repeat is acked", TIMEOUT, || async {
+        w.acked() == published + 1
+    })
+    .await;
     let calls = emu.accepted();
     assert_eq!(calls.len(), 4);
-    assert_eq!(calls[3].items, vec!["https://www.example.com/a.html".to_string()]);
+    assert_eq!(
+        calls[3].items,
+        vec!["https://www.example.com/a.html".to_string()]
+    );
 
     let metrics = w.metrics().await;
     // URL duplicates: a.html twice more in e1/e2, app.js?v=2 once, the text event's second line.

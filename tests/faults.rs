@@ -33,7 +33,9 @@ async fn transient_failures_and_rate_limits_are_retried_until_everything_is_purg
         }],
         "max_linger_ms = 50",
     );
-    let urls: Vec<String> = (0..60).map(|i| format!("https://www.example.com/f/{i}")).collect();
+    let urls: Vec<String> = (0..60)
+        .map(|i| format!("https://www.example.com/f/{i}"))
+        .collect();
     for chunk in urls.chunks(6) {
         env.publish_json(&json!({ "urls": chunk })).await;
     }
@@ -41,16 +43,31 @@ async fn transient_failures_and_rate_limits_are_retried_until_everything_is_purg
     wait_until("every message acked", TIMEOUT, || async { w.acked() == 10 }).await;
 
     let got: BTreeSet<String> = purged(&emu).into_iter().collect();
-    assert_eq!(got, urls.iter().cloned().collect::<BTreeSet<_>>(), "every key purged");
+    assert_eq!(
+        got,
+        urls.iter().cloned().collect::<BTreeSet<_>>(),
+        "every key purged"
+    );
     let accepted = emu.accepted().len();
     let refused = emu.rejected();
     assert!(refused.iter().any(|r| r.code == "InternalError"));
-    assert!(refused.iter().any(|r| r.code.starts_with("RequestLimitExceeded")));
+    assert!(
+        refused
+            .iter()
+            .any(|r| r.code.starts_with("RequestLimitExceeded"))
+    );
     // 6 batches of 10 need 6 accepted calls; 5 failures plus roughly every 3rd call refused.
     assert!(accepted <= 8, "few extra accepted calls: {accepted}");
-    assert!(refused.len() <= 5 + (5 + accepted + 3) / 2, "bounded retries: {} refused", refused.len());
+    assert!(
+        refused.len() <= 5 + (5 + accepted + 3) / 2,
+        "bounded retries: {} refused",
+        refused.len()
+    );
     let m = w.metrics().await;
-    assert!(m.contains("purge_retries_total{provider=\"cdn\",reason=\"transient\"} 5"), "{m}");
+    assert!(
+        m.contains("purge_retries_total{provider=\"cdn\",reason=\"transient\"} 5"),
+        "{m}"
+    );
     w.stop().await;
     assert_eq!(env.ready(&env.dlq).await, 0, "nothing dead-lettered");
     assert_eq!(env.ready(&env.queue).await, 0);

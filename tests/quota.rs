@@ -44,21 +44,39 @@ async fn quota_exhaustion_parks_the_lane_and_other_providers_keep_flowing() {
         "max_linger_ms = 200",
     );
     let w = Running::start(config).await;
-    let a_urls: Vec<String> = (0..300).map(|i| format!("https://a.example.com/p/{i}")).collect();
+    let a_urls: Vec<String> = (0..300)
+        .map(|i| format!("https://a.example.com/p/{i}"))
+        .collect();
     for chunk in a_urls.chunks(100) {
-        env.publish_json(&json!({ "urls": chunk, "source": "reindex" })).await;
+        env.publish_json(&json!({ "urls": chunk, "source": "reindex" }))
+            .await;
     }
-    let b_urls: Vec<String> = (0..10).map(|i| format!("https://b.example.com/p/{i}")).collect();
+    let b_urls: Vec<String> = (0..10)
+        .map(|i| format!("https://b.example.com/p/{i}"))
+        .collect();
     for u in &b_urls {
         env.publish_json(&json!({ "urls": [u] })).await;
     }
-    wait_until("all 13 messages acked", TIMEOUT, || async { w.acked() == 13 }).await;
+    wait_until("all 13 messages acked", TIMEOUT, || async {
+        w.acked() == 13
+    })
+    .await;
 
     let a_done = purged(&emu_a);
     assert_eq!(a_done.len(), 100, "exactly the quota was purged");
-    assert!(emu_a.rejected().iter().all(|r| !r.code.contains("DayLimit")), "nothing sent past the quota");
+    assert!(
+        emu_a
+            .rejected()
+            .iter()
+            .all(|r| !r.code.contains("DayLimit")),
+        "nothing sent past the quota"
+    );
     let b_done: BTreeSet<String> = purged(&emu_b).into_iter().collect();
-    assert_eq!(b_done, b_urls.iter().cloned().collect::<BTreeSet<_>>(), "provider b kept flowing");
+    assert_eq!(
+        b_done,
+        b_urls.iter().cloned().collect::<BTreeSet<_>>(),
+        "provider b kept flowing"
+    );
 
     // The other 200 wait durably in the parking queue, each message expiring at the reset.
     let parking = env.parking("a");
@@ -66,7 +84,11 @@ async fn quota_exhaustion_parks_the_lane_and_other_providers_keep_flowing() {
     let mut parked = BTreeSet::new();
     let now_ms = unix_now() * 1000;
     let reset_ms = next_reset(unix_now(), 8 * 3600) * 1000;
-    while let Some(msg) = ch.basic_get(parking.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap() {
+    while let Some(msg) = ch
+        .basic_get(parking.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
         let ttl: i64 = msg
             .delivery
             .properties
@@ -74,7 +96,10 @@ async fn quota_exhaustion_parks_the_lane_and_other_providers_keep_flowing() {
             .as_ref()
             .map(|e| e.as_str().parse().unwrap())
             .expect("parked messages expire");
-        assert!((now_ms + ttl - reset_ms).abs() < 5_000, "expires at the UTC+8 day reset");
+        assert!(
+            (now_ms + ttl - reset_ms).abs() < 5_000,
+            "expires at the UTC+8 day reset"
+        );
         let ev: serde_json::Value = serde_json::from_slice(&msg.delivery.data).unwrap();
         for u in ev["urls"].as_array().unwrap() {
             parked.insert(u.as_str().unwrap().to_string());
@@ -85,12 +110,25 @@ async fn quota_exhaustion_parks_the_lane_and_other_providers_keep_flowing() {
     assert_eq!(all, a_urls.iter().cloned().collect::<BTreeSet<_>>());
 
     let m = w.metrics().await;
-    assert!(m.contains("purge_parked_items_total{kind=\"url\",provider=\"a\"} 200"), "{m}");
-    assert!(m.contains("purge_quota_used{kind=\"url\",provider=\"a\"} 100"), "{m}");
-    let parked_until = format!("purge_lane_parked_until_seconds{{kind=\"url\",provider=\"a\"}} {}", reset_ms / 1000);
+    assert!(
+        m.contains("purge_parked_items_total{kind=\"url\",provider=\"a\"} 200"),
+        "{m}"
+    );
+    assert!(
+        m.contains("purge_quota_used{kind=\"url\",provider=\"a\"} 100"),
+        "{m}"
+    );
+    let parked_until = format!(
+        "purge_lane_parked_until_seconds{{kind=\"url\",provider=\"a\"}} {}",
+        reset_ms / 1000
+    );
     assert!(m.contains(&parked_until), "{m}");
     w.stop().await;
-    assert_eq!(env.ready(&env.queue).await, 0, "nothing left unacked or unconsumed");
+    assert_eq!(
+        env.ready(&env.queue).await,
+        0,
+        "nothing left unacked or unconsumed"
+    );
     env.cleanup().await;
     emu_a.shutdown().await;
     emu_b.shutdown().await;

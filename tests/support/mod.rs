@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lapin::options::{
-    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -40,7 +40,11 @@ pub fn unique(name: &str) -> String {
 
 /// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.
 #[track_caller]
-pub fn wait_until<'a, F, Fut>(what: &'a str, timeout: Duration, mut cond: F) -> impl Future<Output = ()> + 'a
+pub fn wait_until<'a, F, Fut>(
+    what: &'a str,
+    timeout: Duration,
+    mut cond: F,
+) -> impl Future<Output = ()> + 'a
 where
     F: FnMut() -> Fut + 'a,
     Fut: Future<Output = bool> + 'a,
@@ -109,7 +113,9 @@ impl TestEnv {
                 p.name, p.endpoint, p.extra
             ));
             for (host, iq) in &p.domains {
-                t.push_str(&format!("[[providers.domains]]\nhost = \"{host}\"\nignore_query = {iq}\n"));
+                t.push_str(&format!(
+                    "[[providers.domains]]\nhost = \"{host}\"\nignore_query = {iq}\n"
+                ));
             }
         }
         let raw: RawConfig = toml::from_str(&t).unwrap_or_else(|e| panic!("test config: {e}\n{t}"));
@@ -118,23 +124,38 @@ impl TestEnv {
 
     /// Publishes a JSON event (confirmed).
     pub async fn publish_json(&self, event: &serde_json::Value) {
-        self.publish_raw(&serde_json::to_vec(event).expect("json"), Some("application/json"))
-            .await;
+        self.publish_raw(
+            &serde_json::to_vec(event).expect("json"),
+            Some("application/json"),
+        )
+        .await;
     }
 
     /// Publishes raw bytes with a content type (confirmed), declaring the queue first.
     pub async fn publish_raw(&self, body: &[u8], content_type: Option<&str>) {
         let ch = self.conn.create_channel().await.expect("channel");
-        ch.queue_declare(self.queue.as_str().into(), QueueDeclareOptions::durable(), FieldTable::default())
+        ch.queue_declare(
+            self.queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare purge queue");
+        ch.confirm_select(ConfirmSelectOptions::default())
             .await
-            .expect("declare purge queue");
-        ch.confirm_select(ConfirmSelectOptions::default()).await.expect("confirms");
+            .expect("confirms");
         let mut props = BasicProperties::default().with_delivery_mode(2);
         if let Some(ct) = content_type {
             props = props.with_content_type(ct.into());
         }
         let confirm = ch
-            .basic_publish("".into(), self.queue.as_str().into(), BasicPublishOptions::default(), body, props)
+            .basic_publish(
+                "".into(),
+                self.queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
             .await
             .expect("publish")
             .await
@@ -146,8 +167,14 @@ impl TestEnv {
     /// Ready messages in a queue (0 if it does not exist).
     pub async fn ready(&self, queue: &str) -> u32 {
         let ch = self.conn.create_channel().await.expect("channel");
-        let opts = QueueDeclareOptions { passive: true, ..Default::default() };
-        match ch.queue_declare(queue.into(), opts, FieldTable::default()).await {
+        let opts = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        match ch
+            .queue_declare(queue.into(), opts, FieldTable::default())
+            .await
+        {
             Ok(q) => {
                 let _ = ch.close(200, "ok".into()).await;
                 q.message_count()
@@ -161,7 +188,8 @@ impl TestEnv {
         let ch = self.conn.create_channel().await.expect("channel");
         let mut out = Vec::new();
         while let Ok(Some(msg)) = ch.basic_get(queue.into(), BasicGetOptions::default()).await {
-            let body: serde_json::Value = serde_json::from_slice(&msg.delivery.data).unwrap_or(serde_json::Value::Null);
+            let body: serde_json::Value =
+                serde_json::from_slice(&msg.delivery.data).unwrap_or(serde_json::Value::Null);
             let code = msg
                 .delivery
                 .properties
@@ -169,10 +197,15 @@ impl TestEnv {
                 .as_ref()
                 .and_then(|h| h.inner().get("x-purge-error").cloned())
                 .and_then(|v| match v {
-                    lapin::types::AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+                    lapin::types::AMQPValue::LongString(s) => {
+                        Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                    }
                     _ => None,
                 });
-            msg.delivery.ack(BasicAckOptions::default()).await.expect("ack");
+            msg.delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .expect("ack");
             out.push((body, code));
         }
         let _ = ch.close(200, "ok".into()).await;
@@ -188,20 +221,33 @@ impl TestEnv {
     pub async fn cleanup(self) {
         let ch = self.conn.create_channel().await.expect("channel");
         let mut queues = vec![self.queue.clone(), self.dlq.clone()];
-        queues.extend(self.providers.iter().map(|p| format!("{}.parked.{p}", self.queue)));
+        queues.extend(
+            self.providers
+                .iter()
+                .map(|p| format!("{}.parked.{p}", self.queue)),
+        );
         for q in queues {
-            let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+            let _ = ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
         }
         let _ = self.conn.close(200, "bye".into()).await;
         let client = redis::Client::open(REDIS_URL).expect("redis url");
-        let mut c = client.get_multiplexed_async_connection().await.expect("redis");
+        let mut c = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:*", self.prefix))
             .query_async(&mut c)
             .await
             .unwrap_or_default();
         if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(keys).query_async(&mut c).await.unwrap_or(());
+            let _: () = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut c)
+                .await
+                .unwrap_or(());
         }
     }
 }
@@ -223,13 +269,13 @@ impl Running {
     /// Starts the worker and waits until `/readyz` is 200 (RabbitMQ and Redis connected).
     pub async fn start(config: Config) -> Running {
         let shutdown = CancellationToken::new();
-        let worker = Worker::start(config, shutdown.clone()).await.expect("worker starts");
+        let worker = Worker::start(config, shutdown.clone())
+            .await
+            .expect("worker starts");
         let url = format!("http://{}/readyz", worker.http_addr);
         wait_until("worker ready", TIMEOUT, || {
             let url = url.clone();
-            async move {
-                matches!(reqwest::get(&url).await, Ok(r) if r.status().is_success())
-            }
+            async move { matches!(reqwest::get(&url).await, Ok(r) if r.status().is_success()) }
         })
         .await;
         Running { worker, shutdown }
