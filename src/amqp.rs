@@ -46,30 +46,26 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> 
     Connection::connect(url, props).await
 }
 
-/// Declares `queue` durable unless it already exists (with whatever arguments its owner gave it:
-/// redeclaring with different arguments would be refused with 406). Uses throwaway channels
-/// because a failed passive declare closes its channel.
+/// Declares `queue` durable, or accepts it as it is when it already exists with arguments of its
+/// owner's (a quorum queue, a DLX policy...): redeclaring with different arguments is refused with
+/// 406 and closes the channel, so a refused declare falls back to a passive check on a fresh
+/// channel instead of failing the worker.
 pub async fn ensure_queue(conn: &Connection, queue: &str) -> Result<(), lapin::Error> {
+    let ch = conn.create_channel().await?;
+    let declared = ch
+        .queue_declare(queue.into(), QueueDeclareOptions::durable(), FieldTable::default())
+        .await;
+    if declared.is_ok() {
+        let _ = ch.close(200, "ok".into()).await;
+        return Ok(());
+    }
     let ch = conn.create_channel().await?;
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()
     };
-    if ch
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-        .is_ok()
-    {
-        let _ = ch.close(200, "ok".into()).await;
-        return Ok(());
-    }
-    let ch = conn.create_channel().await?;
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions::durable(),
-        FieldTable::default(),
-    )
-    .await?;
+    ch.queue_declare(queue.into(), passive, FieldTable::default())
+        .await?;
     let _ = ch.close(200, "ok".into()).await;
     Ok(())
 }

@@ -52,14 +52,15 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
         "provider", "kind", "day", "used", "limit", "left"
     );
     for r in rows {
+        let num = |k: &str| r[k].as_u64().map(|v| v.to_string()).unwrap_or_default();
         println!(
             "{:<24} {:<4} {:<10} {:>9} {:>9} {:>9}  {}",
             r["provider"].as_str().unwrap_or(""),
             r["kind"].as_str().unwrap_or(""),
             r["day"].as_str().unwrap_or(""),
-            r["used"],
-            r["limit"],
-            r["left"],
+            num("used"),
+            num("limit"),
+            num("left"),
             r["resets_at"].as_str().unwrap_or("")
         );
     }
