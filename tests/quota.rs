@@ -5,7 +5,8 @@
 //! emulator, never more; the other 200 are moved durably to `a`'s parking queue (with an expiry
 //! that returns them to the purge queue at the provider's day reset) and every message is acked
 //! (none left unacked waiting for the reset); `b`'s lane keeps flowing; metrics show the lane
-//! parked until the reset.
+//! parked until the reset; and a parked message that expires is routed back into the purge queue
+//! and purged (the reset path, with a 50 ms expiry instead of midnight).
 
 mod support;
 
@@ -108,6 +109,27 @@ async fn quota_exhaustion_parks_the_lane_and_other_providers_keep_flowing() {
     assert_eq!(parked.len(), 200, "the rest is parked, not lost");
     let all: BTreeSet<String> = a_done.into_iter().chain(parked).collect();
     assert_eq!(all, a_urls.iter().cloned().collect::<BTreeSet<_>>());
+
+    // The parking queue's expiry route really returns messages to the purge queue: a parked
+    // message that expires now (here after 50 ms instead of at midnight) is purged by the worker.
+    let back = "https://b.example.com/returned-from-parking";
+    let body = serde_json::to_vec(&json!({ "urls": [back], "source": "purge-worker:parked" })).unwrap();
+    ch.confirm_select(Default::default()).await.unwrap();
+    ch.basic_publish(
+        "".into(),
+        parking.as_str().into(),
+        Default::default(),
+        &body,
+        lapin::BasicProperties::default().with_expiration("50".into()).with_delivery_mode(2),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    wait_until("the expired parked message is purged", TIMEOUT, || async {
+        purged(&emu_b).iter().any(|u| u == back)
+    })
+    .await;
 
     let m = w.metrics().await;
     assert!(

@@ -3,6 +3,7 @@
 //! and Redis key prefix ([`TestEnv::new`]) and removes them when done ([`TestEnv::cleanup`]), so
 //! tests run in parallel.
 #![allow(dead_code)]
+pub mod relay;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

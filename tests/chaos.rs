@@ -1,0 +1,421 @@
+//! Infrastructure faults under load: the worker's RabbitMQ connection is cut mid-stream, and its
+//! Redis is killed and restarted. Both tests run the real worker in-process against the local
+//! broker and an in-process emulator; each fault is injected from outside the worker (a TCP relay,
+//! a private `redis-server` child), never through its code.
+//!
+//! - `broker_connection_cut_mid_stream_loses_nothing` — property: at-least-once delivery across
+//!   connection loss. Fault: the worker reaches RabbitMQ only through a [`Relay`]; mid-stream the
+//!   relay refuses new connections and cuts the open one, three times. Pass: `/readyz` turns
+//!   non-200 within 10 s of each cut and back to 200 within 15 s of the broker being reachable
+//!   again; every published key is purged (the emulator's items ⊇ the published set); nothing is
+//!   dead-lettered; the worker still drains and stops after the reconnects; the purge queue is
+//!   empty afterwards. Duplicates, lost acks and reconnects are reported, not bounded.
+//! - `redis_restart_fails_closed_and_recovers` — property: no provider call without a quota
+//!   reservation, and automatic recovery. Fault: the worker's private Redis is SIGKILLed while a
+//!   batch waits, then restarted empty on the same port. Pass: while Redis is down the worker
+//!   tries to reserve (`purge_quota_errors_total` rises) yet the emulator receives no call, and
+//!   `/readyz` is non-200; after the restart the batch is purged, `/readyz` is 200 again, the new
+//!   Redis counter equals the URLs purged after the restart, every message is acked and the
+//!   queue is empty after the stop.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use purge_worker::config::Secret;
+use purge_worker::emulator::{EmulatorConfig, RecordedCall};
+use purge_worker::quota::{day_label, day_of, unix_now};
+use serde_json::json;
+use support::relay::Relay;
+use support::*;
+use tokio::time::Instant;
+
+/// The bound on a fault becoming visible on `/readyz`.
+const DETECT: Duration = Duration::from_secs(10);
+/// The bound on recovering once the fault has ended.
+const RECOVER: Duration = Duration::from_secs(15);
+/// The bound on a stop (the drain timeout is 10 s).
+const STOP: Duration = Duration::from_secs(25);
+
+/// The status of the worker's `/readyz` (`None` when it does not answer within 2 s).
+async fn readyz(w: &Running) -> Option<u16> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("http client");
+    let url = format!("http://{}/readyz", w.worker.http_addr);
+    client
+        .get(url)
+        .send()
+        .await
+        .ok()
+        .map(|r| r.status().as_u16())
+}
+
+/// The value of one series (`name` or `name{labels}`, exactly as rendered) in the Prometheus
+/// text; 0 when the series was never touched.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Items of the accepted calls from index `from` on.
+fn items_from(calls: &[RecordedCall], from: usize) -> Vec<String> {
+    calls
+        .iter()
+        .skip(from)
+        .flat_map(|c| c.items.iter().cloned())
+        .collect()
+}
+
+#[track_caller]
+fn assert_superset(purged: &[String], published: &[String], what: &str) {
+    let got: BTreeSet<&String> = purged.iter().collect();
+    let missing: Vec<&String> = published.iter().filter(|u| !got.contains(u)).collect();
+    assert!(
+        missing.is_empty(),
+        "{what}: {} published keys never purged, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
+/// Stops the worker within [`STOP`]: the drain must work after the faults.
+async fn stop(w: Running) {
+    tokio::time::timeout(STOP, w.stop())
+        .await
+        .expect("the worker stops within the bound after the faults");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_connection_cut_mid_stream_loses_nothing() {
+    const CUTS: usize = 3;
+    let emu = emulator(EmulatorConfig::default()).await;
+    let broker: SocketAddr = "127.0.0.1:5672".parse().expect("addr");
+    let relay = Relay::start(broker).await.expect("relay binds");
+    let mut env = TestEnv::new("chaos-amqp").await;
+    let mut config = env.config(
+        &[ProviderSpec {
+            name: "cdn".into(),
+            endpoint: emu.endpoint(),
+            // 30 calls at 5/s: the stream lasts several seconds, so every cut lands mid-stream.
+            extra: "requests_per_second = 5\nurls_per_call = 20".into(),
+            domains: vec![("www.example.com".into(), false)],
+        }],
+        "max_linger_ms = 100",
+    );
+    config.amqp.url = Secret::new(format!(
+        "amqp://guest:guest@{}/%2f?heartbeat=10",
+        relay.addr()
+    ));
+    let urls: Vec<String> = (0..600)
+        .map(|i| format!("https://www.example.com/chaos/{i}"))
+        .collect();
+    // Published directly to the broker (not through the relay), before the worker starts.
+    for chunk in urls.chunks(5) {
+        env.publish_json(&json!({ "urls": chunk })).await;
+    }
+    let w = Running::start(config).await;
+    assert_eq!(relay.open_connections(), 1, "the worker connects through the relay");
+
+    let mut progress_at = 1;
+    for cut in 1..=CUTS {
+        wait_until("purge calls before the cut", TIMEOUT, || async {
+            emu.accepted().len() >= progress_at
+        })
+        .await;
+        let done: BTreeSet<String> = purged(&emu).into_iter().collect();
+        assert!(
+            done.len() < urls.len(),
+            "cut {cut} lands mid-stream ({} of {} purged)",
+            done.len(),
+            urls.len()
+        );
+        relay.set_refuse(true);
+        let cut_at = Instant::now();
+        let n = relay.cut();
+        assert!(n >= 1, "cut {cut}: an open connection to cut");
+        wait_until("/readyz non-200 after the cut", DETECT, || async {
+            readyz(&w).await != Some(200)
+        })
+        .await;
+        let detected = cut_at.elapsed();
+        relay.set_refuse(false);
+        let open_at = Instant::now();
+        wait_until("/readyz 200 after the broker is back", RECOVER, || async {
+            readyz(&w).await == Some(200)
+        })
+        .await;
+        eprintln!(
+            "cut {cut}: detected after {detected:?}, ready again {:?} after the relay reopened \
+             ({} connections refused meanwhile)",
+            open_at.elapsed(),
+            relay.refused()
+        );
+        // The next cut waits for two more accepted calls: consumption made progress.
+        progress_at = emu.accepted().len() + 2;
+    }
+
+    let start = Instant::now();
+    wait_until("every published key purged", TIMEOUT, || async {
+        let got: BTreeSet<String> = purged(&emu).into_iter().collect();
+        urls.iter().all(|u| got.contains(u))
+    })
+    .await;
+    wait_until("every delivery settled and none waiting", TIMEOUT, || async {
+        let m = w.metrics().await;
+        metric(&m, "purge_unacked_deliveries") == 0.0
+            && env.ready(&env.queue).await == 0
+            && metric(&m, "purge_pending_items{kind=\"url\",provider=\"cdn\"}") == 0.0
+    })
+    .await;
+    eprintln!("settled {:?} after the last reconnect", start.elapsed());
+    assert_eq!(readyz(&w).await, Some(200), "ready after the faults");
+
+    let all = purged(&emu);
+    assert_superset(&all, &urls, "after three cuts");
+    let unique: BTreeSet<&String> = all.iter().collect();
+    let published: BTreeSet<&String> = urls.iter().collect();
+    assert!(unique.is_subset(&published), "nothing unexpected purged");
+    let m = w.metrics().await;
+    eprintln!(
+        "purged {} items for {} keys: {} duplicates; acks ok={} lost={} error={}; \
+         purge_amqp_reconnects_total={}; relay connections forwarded={}",
+        all.len(),
+        unique.len(),
+        all.len() - unique.len(),
+        metric(&m, "purge_acks_total{result=\"ok\"}"),
+        metric(&m, "purge_acks_total{result=\"lost\"}"),
+        metric(&m, "purge_acks_total{result=\"error\"}"),
+        metric(&m, "purge_amqp_reconnects_total"),
+        relay.forwarded()
+    );
+    assert!(
+        relay.forwarded() > CUTS as u64,
+        "the worker reconnected after every cut"
+    );
+
+    stop(w).await;
+    assert_eq!(env.ready(&env.dlq).await, 0, "nothing dead-lettered");
+    assert_eq!(
+        env.ready(&env.queue).await,
+        0,
+        "the purge queue is empty after the stop (nothing left unacked)"
+    );
+    env.cleanup().await;
+    emu.shutdown().await;
+}
+
+/// A private `redis-server` child on a fixed port; SIGKILLed on drop so it never outlives the
+/// test.
+struct PrivateRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// Starts redis-server on a free port and waits until it answers.
+    async fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut r = PrivateRedis {
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        r.restart().await;
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// (Re)starts the server on the same port, empty, and waits until it answers PING.
+    async fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server is already running");
+        let child = Command::new("/usr/bin/redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn /usr/bin/redis-server");
+        self.child = Some(child);
+        let url = self.url();
+        wait_until("the private redis-server answers", DETECT, || {
+            let url = url.clone();
+            async move { get(&url, "PING").await.is_some() }
+        })
+        .await;
+    }
+
+    /// SIGKILL, no shutdown: clients see the connection reset mid-command.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One Redis command with one optional argument, with a short timeout; `None` on any failure.
+async fn get(url: &str, cmd: &str) -> Option<redis::Value> {
+    let q = async {
+        let client = redis::Client::open(url).ok()?;
+        let mut c = client.get_multiplexed_async_connection().await.ok()?;
+        let mut parts = cmd.split(' ');
+        let mut command = redis::cmd(parts.next()?);
+        for a in parts {
+            command.arg(a);
+        }
+        command.query_async::<redis::Value>(&mut c).await.ok()
+    };
+    tokio::time::timeout(Duration::from_secs(1), q)
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_fails_closed_and_recovers() {
+    let mut redis = PrivateRedis::start().await;
+    let emu = emulator(EmulatorConfig::default()).await;
+    let mut env = TestEnv::new("chaos-redis").await;
+    let mut config = env.config(
+        &[ProviderSpec {
+            name: "cdn".into(),
+            endpoint: emu.endpoint(),
+            extra: String::new(),
+            domains: vec![("www.example.com".into(), false)],
+        }],
+        "max_linger_ms = 50",
+    );
+    config.redis.url = Secret::new(redis.url());
+    let w = Running::start(config).await;
+
+    let first: Vec<String> = (0..50)
+        .map(|i| format!("https://www.example.com/before/{i}"))
+        .collect();
+    for chunk in first.chunks(10) {
+        env.publish_json(&json!({ "urls": chunk })).await;
+    }
+    wait_until("the first batch is purged and acked", TIMEOUT, || async {
+        w.acked() == 5
+    })
+    .await;
+    assert_superset(&purged(&emu), &first, "first batch");
+
+    redis.kill();
+    let calls_before = emu.accepted().len();
+    let second: Vec<String> = (0..50)
+        .map(|i| format!("https://www.example.com/after/{i}"))
+        .collect();
+    for chunk in second.chunks(10) {
+        env.publish_json(&json!({ "urls": chunk })).await;
+    }
+    // Fail closed: the worker keeps trying to reserve (two failed attempts, so at least one retry
+    // after the 1 s hold) and never calls the provider meanwhile.
+    let down_at = Instant::now();
+    wait_until(
+        "two failed quota reservations while Redis is down",
+        RECOVER,
+        || async {
+            let calls = emu.accepted().len();
+            assert_eq!(
+                calls, calls_before,
+                "a purge call was made without a quota reservation (fail open)"
+            );
+            metric(&w.metrics().await, "purge_quota_errors_total") >= 2.0
+        },
+    )
+    .await;
+    eprintln!(
+        "two reservation failures {:?} after the kill",
+        down_at.elapsed()
+    );
+    wait_until("/readyz non-200 while Redis is down", DETECT, || async {
+        readyz(&w).await != Some(200)
+    })
+    .await;
+    assert_eq!(
+        emu.accepted().len(),
+        calls_before,
+        "no purge call while Redis is down"
+    );
+    assert_eq!(w.acked(), 5, "nothing of the second batch acked while held");
+    let m = w.metrics().await;
+    let errors = metric(&m, "purge_quota_errors_total");
+    eprintln!(
+        "held for {:?} with Redis down: {errors} quota errors, {} pending",
+        down_at.elapsed(),
+        metric(&m, "purge_pending_items{kind=\"url\",provider=\"cdn\"}")
+    );
+
+    redis.restart().await;
+    let up_at = Instant::now();
+    wait_until("the second batch is purged and acked", RECOVER, || async {
+        w.acked() == 10
+    })
+    .await;
+    let resumed = up_at.elapsed();
+    wait_until("/readyz 200 after the restart", RECOVER, || async {
+        readyz(&w).await == Some(200)
+    })
+    .await;
+    eprintln!(
+        "purged {resumed:?} and ready {:?} after the restart",
+        up_at.elapsed()
+    );
+    let calls = emu.accepted();
+    let after = items_from(&calls, calls_before);
+    assert_superset(&after, &second, "second batch after the restart");
+
+    // The new Redis started empty: its counter holds exactly what was reserved since, which must
+    // equal what reached the provider (no reservation lost or counted twice).
+    let key = format!(
+        "{}:quota:cdn:url:{}",
+        env.prefix,
+        day_label(day_of(unix_now(), 8 * 3600))
+    );
+    let counted = match get(&redis.url(), &format!("GET {key}")).await {
+        Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(&b).parse::<usize>().ok(),
+        other => panic!("quota counter {key} unreadable: {other:?}"),
+    };
+    assert_eq!(
+        counted,
+        Some(after.len()),
+        "the restarted Redis counts exactly the URLs purged since"
+    );
+    eprintln!(
+        "counter {key} = {} after the restart; {} errors in total",
+        after.len(),
+        metric(&w.metrics().await, "purge_quota_errors_total")
+    );
+
+    stop(w).await;
+    assert_eq!(env.ready(&env.dlq).await, 0, "nothing dead-lettered");
+    assert_eq!(env.ready(&env.queue).await, 0, "queue empty after the stop");
+    env.cleanup().await;
+    emu.shutdown().await;
+    drop(redis);
+}
