@@ -98,7 +98,8 @@ pub fn spawn(
         rate_waiting_since: None,
         draining: false,
     };
-    tokio::spawn(d.run(input))
+    let span = tracing::info_span!("dispatcher", provider = %d.p.config.name, kind = d.p.config.kind.as_str());
+    tokio::spawn(tracing::Instrument::instrument(d.run(input), span))
 }
 
 struct Dispatcher {
