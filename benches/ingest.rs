@@ -3,15 +3,18 @@
 //!
 //! a. raw: publish N single-URL events into a fresh queue (confirmed, pipelined), then consume them
 //!    with a bare lapin consumer (same prefetch as the worker, manual ack, one ack per delivery)
-//!    and time first delivery → N-th ack sent;
+//!    and time first delivery → N-th ack sent. Twice: acking inline in the consume loop
+//!    (`rate_raw`, the reference of the ratio), and from a separate ack task, the way the worker
+//!    splits consumer and ledger (a stricter reference, printed alongside);
 //! b. worker: publish the same N events into another fresh queue, start an in-process emulator
 //!    with its limits lifted and a `Worker` pointed at it, and time `Worker::start` → N acks;
 //! c. print both rates, their ratio (goal ≥ 0.9), provider calls, mean batch size and memory.
 //!
 //! Needs RabbitMQ on 127.0.0.1:5672 (guest/guest) and Redis on 127.0.0.1:6379. Knobs (env):
 //! `INGEST_MESSAGES` (default 100000; 2000 for a smoke test), `INGEST_PREFETCH` (1000),
-//! `INGEST_LINGER_MS` (50), `INGEST_MAX_IN_FLIGHT` (8), `INGEST_CONFIRM_WINDOW` (1000),
-//! `INGEST_SKIP_RAW=1` (worker only, for profiling), `RUST_LOG` (worker logs; default warn).
+//! `INGEST_LINGER_MS` (50), `INGEST_MAX_IN_FLIGHT` (8), `INGEST_URLS_PER_CALL` (1000),
+//! `INGEST_CONFIRM_WINDOW` (1000), `INGEST_SKIP_RAW=1` (worker only, for profiling), `RUST_LOG`
+//! (worker logs; default warn).
 //!
 //! Run: `cargo bench --bench ingest`.
 
@@ -21,16 +24,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail, ensure};
 use futures_lite::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use purge_worker::config::Config;
 use purge_worker::emulator::{
     EMULATOR_SECRET_ID, EMULATOR_SECRET_KEY, Emulator, EmulatorConfig, RecordedCall,
 };
 use purge_worker::worker::Worker;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +65,7 @@ struct Settings {
     prefetch: u16,
     linger_ms: u64,
     max_in_flight: usize,
+    urls_per_call: usize,
     confirm_window: usize,
     skip_raw: bool,
 }
@@ -72,6 +77,7 @@ impl Settings {
             prefetch: env_or("INGEST_PREFETCH", 1000)?,
             linger_ms: env_or("INGEST_LINGER_MS", 50)?,
             max_in_flight: env_or("INGEST_MAX_IN_FLIGHT", 8)?,
+            urls_per_call: env_or("INGEST_URLS_PER_CALL", 1000)?,
             confirm_window: env_or("INGEST_CONFIRM_WINDOW", 1000)?,
             skip_raw: env_or("INGEST_SKIP_RAW", 0u8)? != 0,
         };
@@ -87,7 +93,9 @@ impl Settings {
 
 /// Names unique to this run, so concurrent runs and leftovers never collide.
 struct Names {
+    /// One fresh queue per raw ack mode.
     raw_queue: String,
+    raw_task_queue: String,
     worker_queue: String,
     dead_letter_queue: String,
     parking_queue: String,
@@ -103,6 +111,7 @@ impl Names {
         let worker_queue = format!("bench.ingest.{id}.worker");
         Names {
             raw_queue: format!("bench.ingest.{id}.raw"),
+            raw_task_queue: format!("bench.ingest.{id}.raw-task"),
             dead_letter_queue: format!("{worker_queue}.dead"),
             parking_queue: format!("{worker_queue}.parked.{PROVIDER}"),
             worker_queue,
@@ -120,6 +129,64 @@ fn proc_status_kib(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time (user + system) this process has used so far, from `/proc/self/stat`.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the `(comm)`, which may contain spaces: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Context switches (voluntary + involuntary) of every thread of this process so far. Threads
+/// that ended are not counted, which is fine between two readings of a long-lived runtime.
+fn context_switches() -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+        for line in status.lines() {
+            if line.starts_with("voluntary_ctxt_switches:")
+                || line.starts_with("nonvoluntary_ctxt_switches:")
+            {
+                total += line.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+            }
+        }
+    }
+    Some(total)
+}
+
+/// CPU time and context switches at one instant.
+type Usage = (Option<Duration>, Option<u64>);
+
+fn usage() -> Usage {
+    (cpu_time(), context_switches())
+}
+
+/// `"<ms> ms CPU, <µs>/msg, <n> context switches/msg"` between `before` and now.
+fn usage_since(before: Usage, n: usize) -> String {
+    let (cpu, switches) = usage();
+    let cpu = match (before.0, cpu) {
+        (Some(b), Some(a)) => {
+            let d = a.saturating_sub(b);
+            format!(
+                "{} ms CPU in this process, {:.1} us/msg",
+                d.as_millis(),
+                d.as_secs_f64() * 1e6 / n as f64
+            )
+        }
+        _ => "CPU n/a".into(),
+    };
+    match (before.1, switches) {
+        (Some(b), Some(a)) => format!(
+            "{cpu}, {:.2} context switches/msg",
+            a.saturating_sub(b) as f64 / n as f64
+        ),
+        _ => cpu,
+    }
 }
 
 fn mib(kib: Option<u64>) -> String {
@@ -194,12 +261,24 @@ async fn publish(conn: &Connection, queue: &str, n: usize, window: usize) -> any
     Ok(n as f64 / secs)
 }
 
-/// The physical limit: a bare consumer acking every delivery individually.
+/// How the bare consumer acks. Either way every delivery gets its own `basic.ack`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckMode {
+    /// `delivery.ack(..).await` in the consume loop: receiving waits for every ack.
+    Inline,
+    /// The consume loop hands each acker to one ack task (the worker's consumer/ledger split), so
+    /// receiving and acking overlap.
+    Task,
+}
+
+/// The physical limit: a bare consumer acking every delivery individually; time from the first
+/// delivery until the `n`-th ack was sent.
 async fn consume_raw(
     conn: &Connection,
     queue: &str,
     n: usize,
     prefetch: u16,
+    mode: AckMode,
 ) -> anyhow::Result<Duration> {
     let ch = conn.create_channel().await?;
     ch.basic_qos(prefetch, BasicQosOptions { global: false })
@@ -212,23 +291,45 @@ async fn consume_raw(
             FieldTable::default(),
         )
         .await?;
+    let (tx, mut rx) = mpsc::channel::<Acker>(usize::from(prefetch));
+    let acks = tokio::spawn(async move {
+        let mut acked = 0usize;
+        while let Some(acker) = rx.recv().await {
+            ensure!(
+                acker.ack(BasicAckOptions::default()).await?,
+                "raw consumer: ack not sent"
+            );
+            acked += 1;
+        }
+        Ok::<_, anyhow::Error>(acked)
+    });
     let mut first: Option<Instant> = None;
-    let mut acked = 0usize;
     let deadline = Instant::now() + GIVE_UP;
-    while acked < n {
+    for received in 0..n {
         let delivery = match tokio::time::timeout_at(deadline, consumer.next()).await {
-            Err(_) => bail!("raw consumer: only {acked} of {n} acked after {GIVE_UP:?}"),
+            Err(_) => bail!("raw consumer: only {received} of {n} received after {GIVE_UP:?}"),
             Ok(None) => bail!("raw consumer: the broker cancelled the consumer"),
             Ok(Some(d)) => d?,
         };
         first.get_or_insert_with(Instant::now);
-        ensure!(
-            delivery.ack(BasicAckOptions::default()).await?,
-            "raw consumer: ack not sent"
-        );
-        acked += 1;
+        match mode {
+            AckMode::Inline => ensure!(
+                delivery.ack(BasicAckOptions::default()).await?,
+                "raw consumer: ack not sent"
+            ),
+            AckMode::Task => tx
+                .send(delivery.acker)
+                .await
+                .map_err(|_| anyhow::anyhow!("raw consumer: the ack task ended early"))?,
+        }
     }
+    drop(tx);
+    let acked = acks.await??;
     let elapsed = first.map_or(Duration::ZERO, |t| t.elapsed());
+    ensure!(
+        acked == if mode == AckMode::Task { n } else { 0 },
+        "raw consumer: {acked} acks from the ack task"
+    );
     ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())
         .await?;
     let _ = ch.close(200, "ok".into()).await;
@@ -262,7 +363,7 @@ secret_id = "{EMULATOR_SECRET_ID}"
 secret_key = "{EMULATOR_SECRET_KEY}"
 requests_per_second = 1000000
 requests_per_minute = 60000000
-urls_per_call = 1000
+urls_per_call = {urls_per_call}
 urls_per_day = {HUGE_QUOTA}
 dirs_per_day = {HUGE_QUOTA}
 max_in_flight = {max_in_flight}
@@ -276,6 +377,7 @@ max_in_flight = {max_in_flight}
         linger = s.linger_ms,
         endpoint = emulator.endpoint(),
         max_in_flight = s.max_in_flight,
+        urls_per_call = s.urls_per_call,
     );
     let raw = toml::from_str(&text).context("bench config TOML")?;
     Config::from_raw(raw).context("bench config")
@@ -287,6 +389,20 @@ struct WorkerRun {
     first_ack: Option<Duration>,
     calls: Vec<RecordedCall>,
     max_rss_kib: Option<u64>,
+    /// Time between polls in which no ack was sent, after the first ack.
+    stalled: Duration,
+    /// Mean provider call duration and mean receipt-to-submit latency, from the worker's metrics.
+    mean_call: Option<Duration>,
+    mean_to_submit: Option<Duration>,
+    /// CPU and context switches from `Worker::start` until the last ack (before shutdown, while
+    /// the worker's threads are still alive to be counted).
+    usage: String,
+}
+
+/// The mean of a histogram, if it has samples.
+fn hist_mean(h: &prometheus::Histogram) -> Option<Duration> {
+    let n = h.get_sample_count();
+    (n > 0).then(|| Duration::from_secs_f64(h.get_sample_sum() / n as f64))
 }
 
 async fn run_worker(
@@ -297,19 +413,26 @@ async fn run_worker(
 ) -> anyhow::Result<WorkerRun> {
     let config = worker_config(s, names, emulator)?;
     let shutdown = CancellationToken::new();
+    let before = usage();
     let start = Instant::now();
     let worker = Worker::start(config, shutdown.clone()).await?;
     let acks = worker.metrics.acks.with_label_values(&["ok"]);
     let target = s.messages as u64;
     let mut first_ack = None;
     let mut max_rss = proc_status_kib("VmRSS:");
+    let (mut last, mut last_at, mut stalled) = (0, start, Duration::ZERO);
     let done = loop {
         let n = acks.get();
         if n > 0 && first_ack.is_none() {
             first_ack = Some(start.elapsed());
         }
+        let now = Instant::now();
+        if n == last && n > 0 {
+            stalled += now - last_at;
+        }
+        (last, last_at) = (n, now);
         if n >= target {
-            break Ok(start.elapsed());
+            break Ok((start.elapsed(), usage_since(before, s.messages)));
         }
         if start.elapsed() > GIVE_UP {
             break Err(anyhow::anyhow!(
@@ -319,10 +442,23 @@ async fn run_worker(
         max_rss = max_rss.max(proc_status_kib("VmRSS:"));
         tokio::time::sleep(POLL).await;
     };
+    let action = "PurgeUrlsCache";
+    let mean_call = hist_mean(
+        &worker
+            .metrics
+            .api_duration
+            .with_label_values(&[PROVIDER, action]),
+    );
+    let mean_to_submit = hist_mean(
+        &worker
+            .metrics
+            .event_to_submit
+            .with_label_values(&[PROVIDER, "url"]),
+    );
     let left = ready(conn, &names.worker_queue).await;
     shutdown.cancel();
     let stopped = worker.wait().await;
-    let elapsed = done?;
+    let (elapsed, usage) = done?;
     stopped.context("worker shutdown")?;
     let left = left?;
     ensure!(left == 0, "worker queue still holds {left} messages");
@@ -331,6 +467,10 @@ async fn run_worker(
         first_ack,
         calls: emulator.accepted(),
         max_rss_kib: max_rss,
+        stalled,
+        mean_call,
+        mean_to_submit,
+        usage,
     })
 }
 
@@ -339,6 +479,7 @@ async fn cleanup(conn: &Connection, names: &Names) {
         Ok(ch) => {
             for q in [
                 &names.raw_queue,
+                &names.raw_task_queue,
                 &names.worker_queue,
                 &names.dead_letter_queue,
                 &names.parking_queue,
@@ -390,25 +531,31 @@ async fn bench(s: &Settings, names: &Names, conn: &Connection) -> anyhow::Result
     let n = s.messages;
     println!(
         "ingest bench: {n} single-URL events, prefetch {}, max_linger_ms {}, max_in_flight {}, \
-         urls_per_call 1000, confirm window {}",
-        s.prefetch, s.linger_ms, s.max_in_flight, s.confirm_window
+         urls_per_call {}, confirm window {}",
+        s.prefetch, s.linger_ms, s.max_in_flight, s.urls_per_call, s.confirm_window
     );
 
-    // a. The physical limit.
-    let rate_raw = if s.skip_raw {
+    // a. The physical limit, with inline acks (as specified) and with an ack task.
+    let mut raw = Vec::new();
+    if s.skip_raw {
         println!("raw:    skipped (INGEST_SKIP_RAW)");
-        None
     } else {
-        let published = publish(conn, &names.raw_queue, n, s.confirm_window).await?;
-        println!("raw:    published {n} in a fresh queue at {published:.0} msg/s (confirmed)");
-        let t = consume_raw(conn, &names.raw_queue, n, s.prefetch).await?;
-        let rate = n as f64 / t.as_secs_f64();
-        println!(
-            "raw:    consumed + acked {n} in {:.3} s -> rate_raw = {rate:.0} msg/s",
-            t.as_secs_f64()
-        );
-        Some(rate)
-    };
+        for (mode, queue) in [
+            (AckMode::Inline, &names.raw_queue),
+            (AckMode::Task, &names.raw_task_queue),
+        ] {
+            let published = publish(conn, queue, n, s.confirm_window).await?;
+            let before = usage();
+            let t = consume_raw(conn, queue, n, s.prefetch, mode).await?;
+            let rate = n as f64 / t.as_secs_f64();
+            println!(
+                "raw:    {mode:?} acks: published {n} at {published:.0} msg/s (confirmed); consumed + acked in {:.3} s -> {rate:.0} msg/s ({})",
+                t.as_secs_f64(),
+                usage_since(before, n)
+            );
+            raw.push((mode, rate));
+        }
+    }
     let hwm_after_raw = proc_status_kib("VmHWM:");
 
     // b. The worker.
@@ -417,7 +564,7 @@ async fn bench(s: &Settings, names: &Names, conn: &Connection) -> anyhow::Result
     let emulator = Emulator::start(
         "127.0.0.1:0".parse()?,
         EmulatorConfig {
-            urls_per_call: 1000,
+            urls_per_call: s.urls_per_call.max(1000),
             urls_per_day: HUGE_QUOTA,
             paths_per_day: HUGE_QUOTA,
             requests_per_second: 1_000_000,
@@ -432,10 +579,11 @@ async fn bench(s: &Settings, names: &Names, conn: &Connection) -> anyhow::Result
     let run = run?;
     let rate_worker = n as f64 / run.elapsed.as_secs_f64();
     println!(
-        "worker: acked {n} in {:.3} s from Worker::start (first ack after {}) -> rate_worker = {rate_worker:.0} msg/s",
+        "worker: acked {n} in {:.3} s from Worker::start (first ack after {}) -> rate_worker = {rate_worker:.0} msg/s ({}, emulator included)",
         run.elapsed.as_secs_f64(),
         run.first_ack
             .map_or_else(|| "n/a".into(), |d| format!("{} ms", d.as_millis())),
+        run.usage,
     );
 
     // What reached the "CDN".
@@ -462,6 +610,19 @@ async fn bench(s: &Settings, names: &Names, conn: &Connection) -> anyhow::Result
         items as f64 / calls.max(1) as f64,
         if calls == 0 { 0 } else { min_batch },
     );
+    let ms = |d: Option<Duration>| {
+        d.map_or_else(
+            || "n/a".into(),
+            |d| format!("{:.1} ms", d.as_secs_f64() * 1e3),
+        )
+    };
+    println!(
+        "worker: mean provider call {}, mean receipt-to-submit {}, no ack progress for {} ms in total (polled every {} ms)",
+        ms(run.mean_call),
+        ms(run.mean_to_submit),
+        run.stalled.as_millis(),
+        POLL.as_millis()
+    );
     ensure!(
         missing == 0 && distinct.len() == n,
         "the emulator saw {} distinct URLs, {missing} of the {n} expected missing",
@@ -475,15 +636,23 @@ async fn bench(s: &Settings, names: &Names, conn: &Connection) -> anyhow::Result
         mib(proc_status_kib("VmHWM:")),
         mib(run.max_rss_kib),
     );
-    match rate_raw {
-        Some(raw) => {
-            let ratio = rate_worker / raw;
+    match raw.as_slice() {
+        [(_, inline), (_, task)] => {
+            let ratio = rate_worker / inline;
             println!(
-                "RESULT: rate_raw = {raw:.0} msg/s, rate_worker = {rate_worker:.0} msg/s, ratio = {ratio:.3} (goal >= 0.9){}",
-                if ratio >= 0.9 { "" } else { "  ** BELOW GOAL **" }
+                "RESULT: rate_raw = {inline:.0} msg/s, rate_worker = {rate_worker:.0} msg/s, ratio = {ratio:.3} (goal >= 0.9){}",
+                if ratio >= 0.9 {
+                    ""
+                } else {
+                    "  ** BELOW GOAL **"
+                }
+            );
+            println!(
+                "        (raw with an ack task = {task:.0} msg/s; rate_worker / that = {:.3})",
+                rate_worker / task
             );
         }
-        None => println!("RESULT: rate_worker = {rate_worker:.0} msg/s (raw skipped)"),
+        _ => println!("RESULT: rate_worker = {rate_worker:.0} msg/s (raw skipped)"),
     }
     Ok(())
 }

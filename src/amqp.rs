@@ -53,7 +53,11 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> 
 pub async fn ensure_queue(conn: &Connection, queue: &str) -> Result<(), lapin::Error> {
     let ch = conn.create_channel().await?;
     let declared = ch
-        .queue_declare(queue.into(), QueueDeclareOptions::durable(), FieldTable::default())
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
         .await;
     if declared.is_ok() {
         let _ = ch.close(200, "ok".into()).await;

@@ -6,10 +6,10 @@
 //! the same key arriving after the batch was sent is purged again — dedupe never swallows a newer
 //! change. Batches put back after a failure wait in `retry`, ahead of fresh items.
 
-use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use indexmap::IndexMap;
 use tokio::time::{Duration, Instant};
 
 use crate::cache_key::CacheKey;
@@ -62,11 +62,42 @@ pub struct RetryBatch {
     pub isolating: bool,
 }
 
+/// Pending items in arrival order, with O(1) dedupe lookup and O(batch) removal from the front
+/// (an `IndexMap` drain would re-index the whole backlog on every batch).
+#[derive(Debug, Default)]
+struct PendingQueue {
+    items: VecDeque<PendingItem>,
+    /// Sequence number of `items[0]`; `items[i]` has sequence `head + i`.
+    head: u64,
+    /// Cache key → sequence number of its pending item.
+    index: HashMap<CacheKey, u64>,
+}
+
+impl PendingQueue {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Removes the `n` oldest items (n ≤ len).
+    fn take_front(&mut self, n: usize) -> Vec<PendingItem> {
+        let out: Vec<PendingItem> = self.items.drain(..n).collect();
+        self.head += n as u64;
+        for it in &out {
+            self.index.remove(&it.key);
+        }
+        out
+    }
+}
+
 /// One lane's state.
 #[derive(Debug)]
 pub struct Lane {
     pub key: LaneKey,
-    pending: IndexMap<CacheKey, PendingItem>,
+    pending: PendingQueue,
     retry: VecDeque<RetryBatch>,
     /// Items per call; shrinks when the provider says a batch was too large.
     pub cap: usize,
@@ -85,7 +116,7 @@ impl Lane {
     pub fn new(key: LaneKey, cap: usize, daily_limit: u64) -> Lane {
         Lane {
             key,
-            pending: IndexMap::new(),
+            pending: PendingQueue::default(),
             retry: VecDeque::new(),
             cap: cap.max(1),
             daily_limit,
@@ -108,14 +139,17 @@ impl Lane {
         origin: &Arc<Origin>,
         now: Instant,
     ) -> bool {
-        match self.pending.entry(key) {
-            indexmap::map::Entry::Occupied(mut e) => {
-                e.get_mut().more.push(delivery);
+        let p = &mut self.pending;
+        match p.index.entry(key) {
+            Entry::Occupied(e) => {
+                let at = (*e.get() - p.head) as usize;
+                p.items[at].more.push(delivery);
                 false
             }
-            indexmap::map::Entry::Vacant(e) => {
+            Entry::Vacant(e) => {
                 let key = e.key().clone();
-                e.insert(PendingItem {
+                e.insert(p.head + p.items.len() as u64);
+                p.items.push_back(PendingItem {
                     key,
                     first: delivery,
                     more: Vec::new(),
@@ -139,7 +173,7 @@ impl Lane {
                     .unwrap_or_else(Instant::now),
             );
         }
-        let (_, oldest) = self.pending.first()?;
+        let oldest = self.pending.items.front()?;
         if self.pending.len() >= self.cap {
             Some(oldest.since)
         } else {
@@ -164,7 +198,7 @@ impl Lane {
             return None;
         }
         let n = self.cap.min(self.pending.len());
-        let items = self.pending.drain(..n).map(|(_, v)| v).collect();
+        let items = self.pending.take_front(n);
         Some(RetryBatch {
             items,
             isolating: false,
@@ -174,7 +208,8 @@ impl Lane {
     /// Takes everything waiting (to park it or at shutdown).
     pub fn take_all(&mut self) -> Vec<PendingItem> {
         let mut all: Vec<PendingItem> = self.retry.drain(..).flat_map(|b| b.items).collect();
-        all.extend(self.pending.drain(..).map(|(_, v)| v));
+        let n = self.pending.len();
+        all.extend(self.pending.take_front(n));
         all
     }
 
@@ -264,5 +299,36 @@ mod tests {
             .map(|b| b.items.len())
             .collect();
         assert_eq!(sizes, vec![3, 3, 1]);
+    }
+    #[tokio::test(start_paused = true)]
+    async fn dedupe_stays_exact_after_partial_takes() {
+        let o = Arc::new(Origin::default());
+        let mut lane = Lane::new(
+            LaneKey {
+                kind: Kind::Url,
+                flush: FlushType::Flush,
+            },
+            2,
+            100,
+        );
+        let now = Instant::now();
+        for i in 0..5u64 {
+            assert!(lane.add(key(&format!("https://a/{i}")), i, &o, now));
+        }
+        assert_eq!(lane.take().unwrap().items.len(), 2); // 0 and 1 leave
+        assert!(
+            !lane.add(key("https://a/3"), 30, &o, now),
+            "3 is still pending"
+        );
+        assert!(
+            lane.add(key("https://a/0"), 40, &o, now),
+            "0 was sent: pending again"
+        );
+        let order: Vec<Vec<u64>> = std::iter::from_fn(|| lane.take())
+            .flat_map(|b| b.items)
+            .map(|i| i.waiters().collect())
+            .collect();
+        assert_eq!(order, vec![vec![2], vec![3, 30], vec![4], vec![40]]);
+        assert_eq!(lane.waiting(), 0);
     }
 }

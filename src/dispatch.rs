@@ -29,6 +29,8 @@ use outcome::Outcome;
 
 /// How long calls stay stopped after an authentication failure before one probe call is tried.
 pub const AUTH_PROBE_INTERVAL: Duration = Duration::from_secs(60);
+/// Input messages taken at once before batches are formed (bounds the time between pumps).
+const MAX_DRAIN_PER_PUMP: usize = 4096;
 /// Pause after Redis failed to answer a reservation (no call is made without one: fail closed).
 const QUOTA_RETRY: Duration = Duration::from_secs(1);
 
@@ -138,7 +140,18 @@ impl Dispatcher {
                     Err(e) => warn!(provider = %self.p.config.name, error = %e, "dispatcher task failed"),
                 },
                 msg = input.recv(), if input_open => match msg {
-                    Some(items) => self.add(items),
+                    Some(items) => {
+                        self.add(items);
+                        // Take everything already waiting before forming batches: pumping after
+                        // each message would send a backlog whose linger has passed one item at a
+                        // time instead of in full batches.
+                        for _ in 0..MAX_DRAIN_PER_PUMP {
+                            match input.try_recv() {
+                                Ok(more) => self.add(more),
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => {
                         input_open = false;
                         self.draining = true;
