@@ -1,8 +1,10 @@
 //! RabbitMQ plumbing: connecting, declaring the topology, and confirmed publishing.
 //!
-//! Connections use lapin's automatic recovery (connection, channels, QoS, consumers and confirm
-//! mode are replayed after a network failure) with a jittered, unbounded backoff; the worker's
-//! supervisor still rebuilds everything if recovery ever gives up.
+//! Connections do not use lapin's automatic recovery: under repeated connection cuts it was seen
+//! to start recovering without reporting an error (so readiness stayed green while disconnected)
+//! and, now and then, never to reconnect while spinning its I/O thread. A lost connection instead
+//! ends the worker's session, and the supervisor (`worker::consumer::supervise`) rebuilds the
+//! connection, topology, publisher and consumer from scratch, with its own backoff.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,17 +34,9 @@ pub enum PublishError {
 /// How long a publish may wait for the broker's confirm before it counts as failed.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Opens a connection with automatic recovery. `name` shows in the management UI.
+/// Opens a connection (one attempt; the supervisor retries). `name` shows in the management UI.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
-    let props = ConnectionProperties::default()
-        .with_connection_name(name.into())
-        .enable_auto_recover()
-        .configure_backoff(|b| {
-            b.with_min_delay(Duration::from_millis(200))
-                .with_max_delay(Duration::from_secs(10))
-                .with_jitter()
-                .without_max_times()
-        });
+    let props = ConnectionProperties::default().with_connection_name(name.into());
     Connection::connect(url, props).await
 }
 

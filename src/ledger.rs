@@ -19,6 +19,9 @@ use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
 
+/// Longest wait for one ack to be handed to the connection.
+pub const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Identifies a delivery inside this process (not the AMQP delivery tag, which restarts on every
 /// channel).
 pub type DeliveryId = u64;
@@ -114,9 +117,19 @@ impl LedgerHandle {
 
 /// Acks one delivery and records the outcome. `Ok(false)` means lapin could not send the ack
 /// because the delivery's channel died: the broker will redeliver it, and we purge it again.
+///
+/// The ack is bounded by [`ACK_TIMEOUT`]: after a connection cut an ack on the dead channel was
+/// seen never to complete, and since acks are sent one at a time that would freeze every later
+/// one. A timed-out ack counts as lost: the broker redelivers the message.
 pub async fn ack(acker: &Acker, metrics: &Metrics) {
     metrics.unacked.dec();
-    match acker.ack(BasicAckOptions::default()).await {
+    let sent = tokio::time::timeout(ACK_TIMEOUT, acker.ack(BasicAckOptions::default())).await;
+    let Ok(sent) = sent else {
+        metrics.acks.with_label_values(&["lost"]).inc();
+        warn!("ack timed out (connection lost?); the broker will redeliver the message");
+        return;
+    };
+    match sent {
         Ok(true) => metrics.acks.with_label_values(&["ok"]).inc(),
         Ok(false) => {
             metrics.acks.with_label_values(&["lost"]).inc();

@@ -40,12 +40,21 @@ async fn auth_failure_stops_the_provider_and_fails_readiness_without_losing_anyt
     );
     config.providers[0].secret_key = Secret::new("not-the-emulator-key");
     let w = Running::start(config).await;
-    env.publish_json(&json!({"urls": ["https://bad.example.com/a", "https://bad.example.com/b"], "id": "b1"}))
-        .await;
-    wait_until("the refused call", TIMEOUT, || async { !emu_bad.rejected().is_empty() }).await;
+    env.publish_json(
+        &json!({"urls": ["https://bad.example.com/a", "https://bad.example.com/b"], "id": "b1"}),
+    )
+    .await;
+    wait_until("the refused call", TIMEOUT, || async {
+        !emu_bad.rejected().is_empty()
+    })
+    .await;
     let readyz = format!("http://{}/readyz", w.worker.http_addr);
     wait_until("/readyz fails", TIMEOUT, || async {
-        reqwest::get(&readyz).await.map(|r| r.status().as_u16()).unwrap_or(0) == 503
+        reqwest::get(&readyz)
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+            == 503
     })
     .await;
     let body = reqwest::get(&readyz).await.unwrap().text().await.unwrap();
@@ -53,21 +62,45 @@ async fn auth_failure_stops_the_provider_and_fails_readiness_without_losing_anyt
     assert_eq!(emu_bad.rejected()[0].code, "AuthFailure.SignatureFailure");
 
     // Other providers keep flowing while `bad` is stopped.
-    env.publish_json(&json!({"urls": ["https://ok.example.com/x"]})).await;
-    wait_until("provider ok purges", TIMEOUT, || async { purged(&emu_ok).len() == 1 }).await;
-    wait_until("the ok event is acked", TIMEOUT, || async { w.acked() == 1 }).await;
+    env.publish_json(&json!({"urls": ["https://ok.example.com/x"]}))
+        .await;
+    wait_until("provider ok purges", TIMEOUT, || async {
+        purged(&emu_ok).len() == 1
+    })
+    .await;
+    wait_until("the ok event is acked", TIMEOUT, || async {
+        w.acked() == 1
+    })
+    .await;
     // Stopped: no retry storm against the refusing provider. (An observation window: the property
     // is that nothing happens, so there is no condition to await.)
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(emu_bad.rejected().len(), 1, "calls stopped after the auth failure");
+    assert_eq!(
+        emu_bad.rejected().len(),
+        1,
+        "calls stopped after the auth failure"
+    );
     assert!(emu_bad.accepted().is_empty());
 
     let m = w.metrics().await;
-    assert!(m.contains("purge_auth_failures_total{provider=\"bad\"} 1"), "{m}");
-    assert!(m.contains("purge_provider_stopped{provider=\"bad\"} 1"), "{m}");
-    assert!(m.contains("purge_pending_items{kind=\"url\",provider=\"bad\"} 2"), "{m}");
+    assert!(
+        m.contains("purge_auth_failures_total{provider=\"bad\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("purge_provider_stopped{provider=\"bad\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("purge_pending_items{kind=\"url\",provider=\"bad\"} 2"),
+        "{m}"
+    );
     w.stop().await;
-    assert_eq!(env.ready(&env.queue).await, 1, "the refused event was not acked: it is redelivered");
+    assert_eq!(
+        env.ready(&env.queue).await,
+        1,
+        "the refused event was not acked: it is redelivered"
+    );
     assert_eq!(env.ready(&env.dlq).await, 0, "and not dead-lettered");
     env.cleanup().await;
     emu_bad.shutdown().await;

@@ -113,14 +113,17 @@ async fn quota_exhaustion_parks_the_lane_and_other_providers_keep_flowing() {
     // The parking queue's expiry route really returns messages to the purge queue: a parked
     // message that expires now (here after 50 ms instead of at midnight) is purged by the worker.
     let back = "https://b.example.com/returned-from-parking";
-    let body = serde_json::to_vec(&json!({ "urls": [back], "source": "purge-worker:parked" })).unwrap();
+    let body =
+        serde_json::to_vec(&json!({ "urls": [back], "source": "purge-worker:parked" })).unwrap();
     ch.confirm_select(Default::default()).await.unwrap();
     ch.basic_publish(
         "".into(),
         parking.as_str().into(),
         Default::default(),
         &body,
-        lapin::BasicProperties::default().with_expiration("50".into()).with_delivery_mode(2),
+        lapin::BasicProperties::default()
+            .with_expiration("50".into())
+            .with_delivery_mode(2),
     )
     .await
     .unwrap()

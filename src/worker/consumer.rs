@@ -29,6 +29,12 @@ use crate::routing::Router;
 
 /// Pause before a delivery is returned to the queue after its dead letter could not be published.
 const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+/// First pause before reconnecting; doubles per consecutive failure.
+const MIN_RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+/// A session that lasted this long resets the reconnect pause.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+/// How often the connection's state is copied into `/readyz`.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
 /// Longest pause between reconnect attempts.
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(30);
 
@@ -49,9 +55,15 @@ pub(super) struct Consumer {
 /// whenever lapin's own recovery gives up. Returns the last connection (still open) so the ledger
 /// can finish acking before it is closed.
 pub(super) async fn supervise(mut c: Consumer, shutdown: CancellationToken) -> Option<Connection> {
-    let mut pause = Duration::from_millis(500);
+    let mut pause = MIN_RECONNECT_PAUSE;
     loop {
-        match session(&mut c, &shutdown).await {
+        let started = Instant::now();
+        let result = session(&mut c, &shutdown).await;
+        if started.elapsed() >= HEALTHY_SESSION {
+            // A long healthy session: the next outage starts again from a short pause.
+            pause = MIN_RECONNECT_PAUSE;
+        }
+        match result {
             Ok(conn) => return Some(conn),
             Err(e) => {
                 c.readiness.set_amqp(false);
@@ -98,19 +110,27 @@ async fn session(c: &mut Consumer, shutdown: &CancellationToken) -> anyhow::Resu
     c.readiness.set_amqp(true);
     info!(queue = %a.queue, prefetch = a.prefetch, "consuming");
 
+    // Readiness follows the connection's own state (checked a few times a second) as well as its
+    // error events, so /readyz turns red as soon as the connection is lost.
     let readiness = c.readiness.clone();
     let mut events = conn.events_listener();
+    let status = conn.status().clone();
     let watch = tokio::spawn(async move {
-        while let Some(ev) = events.next().await {
-            match ev {
-                Event::Connected => readiness.set_amqp(true),
-                Event::Error(e) => {
-                    readiness.set_amqp(false);
-                    warn!(error = %e, "RabbitMQ connection error; recovering");
-                }
-                _ => {}
+        let mut tick = tokio::time::interval(STATUS_EVERY);
+        loop {
+            tokio::select! {
+                ev = events.next() => match ev {
+                    Some(Event::Error(e)) => {
+                        readiness.set_amqp(false);
+                        warn!(error = %e, "RabbitMQ connection error");
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                _ = tick.tick() => readiness.set_amqp(status.connected()),
             }
         }
+        readiness.set_amqp(false);
     });
     let result = loop {
         tokio::select! {
@@ -122,18 +142,25 @@ async fn session(c: &mut Consumer, shutdown: &CancellationToken) -> anyhow::Resu
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => c.handle(delivery).await,
-                Some(Err(e)) => {
-                    warn!(error = %e, "consumer error; waiting for recovery");
-                    if let Err(e) = ch.wait_for_recovery(e).await {
-                        break Err(anyhow::Error::new(e).context("RabbitMQ recovery failed"));
-                    }
-                }
+                Some(Err(e)) => break Err(anyhow::Error::new(e).context("consuming from RabbitMQ failed")),
                 None => break Err(anyhow::anyhow!("the broker cancelled the consumer (was queue `{}` deleted?)", a.queue)),
             }
         }
     };
     watch.abort();
-    result.map(|()| conn)
+    match result {
+        Ok(()) => Ok(conn),
+        Err(e) => {
+            // The connection may still be half alive (a channel-level failure): close it so a
+            // rebuild never leaves an old one behind.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                conn.close(320, "purge-worker reconnecting".into()),
+            )
+            .await;
+            Err(e)
+        }
+    }
 }
 
 impl Consumer {

@@ -2,32 +2,38 @@
 //! instead of the real service, and the test breaks the path on demand.
 //!
 //! Faults are applied at the TCP level, so the client sees what a real network or broker failure
-//! looks like: [`Relay::cut`] closes every open connection on both sides (the peer reads EOF, as
-//! after a broker-side close or a dead proxy), and [`Relay::set_refuse`] makes the relay close
-//! every new connection at once (a service that is down but whose port still answers, like a
-//! load balancer with no backend). A relay that cannot reach its target closes the client too.
+//! looks like:
+//! - [`Relay::cut`] closes every open connection on both sides (the peer reads EOF, as after a
+//!   broker-side close or a dead proxy);
+//! - [`Relay::set_refuse`] closes the listening socket, so new connections are refused
+//!   (`ECONNREFUSED`, as while a broker is stopped); the same port is bound again afterwards;
+//! - [`Relay::set_close_new`] keeps accepting but closes every new connection at once (a proxy
+//!   with no backend, or a broker that is still starting).
 //!
-//! Dropping the [`Relay`] stops accepting and cuts everything, so a failed test leaves no
-//! forwarding task behind.
+//! A relay that cannot reach its target closes the client too. Dropping the [`Relay`] stops
+//! accepting and cuts everything, so a failed test leaves no forwarding task behind.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// State shared by the control handle, the accept loop and the forwarding tasks.
-#[derive(Default)]
 struct Shared {
-    /// Close new connections at once instead of forwarding them.
-    refuse: AtomicBool,
-    /// Connections accepted and forwarded (refused ones are not counted).
+    /// `true` while the listening socket is closed.
+    refuse: watch::Sender<bool>,
+    /// Accept new connections but close them at once.
+    close_new: AtomicBool,
+    /// Connections accepted and forwarded.
     forwarded: AtomicU64,
-    /// Connections refused while `refuse` was set.
-    refused: AtomicU64,
+    /// Connections accepted and closed at once (not forwarded).
+    closed_new: AtomicU64,
     /// Open forwarded connections, each with the token that cuts it.
     open: Mutex<HashMap<u64, CancellationToken>>,
 }
@@ -51,8 +57,14 @@ impl Relay {
     pub async fn start(target: SocketAddr) -> std::io::Result<Relay> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::default());
-        let accept = tokio::spawn(accept_loop(listener, target, shared.clone()));
+        let shared = Arc::new(Shared {
+            refuse: watch::Sender::new(false),
+            close_new: AtomicBool::new(false),
+            forwarded: AtomicU64::new(0),
+            closed_new: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+        });
+        let accept = tokio::spawn(accept_loop(listener, addr, target, shared.clone()));
         Ok(Relay {
             addr,
             shared,
@@ -75,10 +87,17 @@ impl Relay {
         cut.len()
     }
 
-    /// While `true`, every new connection is accepted and closed at once (the client reads EOF
-    /// during its handshake); open connections are not touched — combine with [`Relay::cut`].
+    /// While `true` the listening socket is closed: connecting fails with "connection refused".
+    /// Open connections are not touched (combine with [`Relay::cut`]). A connection accepted
+    /// just before the switch is closed at once rather than forwarded.
     pub fn set_refuse(&self, refuse: bool) {
-        self.shared.refuse.store(refuse, Ordering::SeqCst);
+        self.shared.refuse.send_replace(refuse);
+    }
+
+    /// While `true`, new connections are accepted and closed at once, so the client reads EOF
+    /// during its handshake.
+    pub fn set_close_new(&self, close: bool) {
+        self.shared.close_new.store(close, Ordering::SeqCst);
     }
 
     /// Forwarded connections currently open.
@@ -91,9 +110,9 @@ impl Relay {
         self.shared.forwarded.load(Ordering::SeqCst)
     }
 
-    /// Connections closed at once because the relay was refusing.
-    pub fn refused(&self) -> u64 {
-        self.shared.refused.load(Ordering::SeqCst)
+    /// Connections accepted and closed at once instead of being forwarded.
+    pub fn closed_new(&self) -> u64 {
+        self.shared.closed_new.load(Ordering::SeqCst)
     }
 }
 
@@ -104,20 +123,46 @@ impl Drop for Relay {
     }
 }
 
-async fn accept_loop(listener: TcpListener, target: SocketAddr, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    addr: SocketAddr,
+    target: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    let mut refuse = shared.refuse.subscribe();
+    let mut listener = Some(listener);
     let mut next_id = 0u64;
     loop {
-        let client = match listener.accept().await {
-            Ok((client, _)) => client,
-            Err(_) => {
-                // Out of descriptors or a reset during the handshake: try again shortly, without
-                // spinning.
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
+        if *refuse.borrow_and_update() {
+            // Dropping the socket also resets connections still waiting in its backlog.
+            listener = None;
+            let _ = refuse.changed().await;
+            continue;
+        }
+        if listener.is_none() {
+            // The port was ours a moment ago; tokio binds with SO_REUSEADDR.
+            match TcpListener::bind(addr).await {
+                Ok(l) => listener = Some(l),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
             }
+        }
+        let Some(l) = listener.as_ref() else { continue };
+        let client = tokio::select! {
+            r = l.accept() => match r {
+                Ok((client, _)) => client,
+                Err(_) => {
+                    // Out of descriptors or a reset during the handshake: retry without spinning.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = refuse.changed() => continue,
         };
-        if shared.refuse.load(Ordering::SeqCst) {
-            shared.refused.fetch_add(1, Ordering::SeqCst);
+        if *refuse.borrow() || shared.close_new.load(Ordering::SeqCst) {
+            shared.closed_new.fetch_add(1, Ordering::SeqCst);
             drop(client);
             continue;
         }
