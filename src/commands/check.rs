@@ -8,7 +8,7 @@ use crate::config::ConfigSource;
 /// naming the key and the problem when something is wrong.
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
-    /// Config file (TOML).
+    /// Config file (TOML). Default: $PURGE_WORKER_CONFIG, else ./purge-worker.toml, else built-in defaults (local RabbitMQ and Redis).
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

@@ -19,7 +19,7 @@ const CONFIRM_WINDOW: usize = 256;
 /// events. Each publish waits for the broker's confirm; what is printed was really enqueued.
 #[derive(clap::Args, Debug)]
 pub struct PublishArgs {
-    /// Config file (TOML); only [amqp] is used.
+    /// Config file (TOML); only [amqp] is used. Default: $PURGE_WORKER_CONFIG, else ./purge-worker.toml, else built-in defaults (local RabbitMQ and Redis).
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Purge the URLs as directories (prefix purges) instead of single files.

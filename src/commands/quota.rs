@@ -11,7 +11,7 @@ use crate::quota::{QuotaStore, day_label, day_of, next_reset, unix_now};
 /// worker's counters in Redis.
 #[derive(clap::Args, Debug)]
 pub struct QuotaArgs {
-    /// Config file (TOML); [redis] and [[providers]] are used.
+    /// Config file (TOML); [redis] and [[providers]] are used. Default: $PURGE_WORKER_CONFIG, else ./purge-worker.toml, else built-in defaults (local RabbitMQ and Redis).
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print JSON instead of a table.

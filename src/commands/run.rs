@@ -16,7 +16,7 @@ use crate::emulator::{Emulator, EmulatorConfig};
 /// emulator in-process as the CDN for every host.
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
-    /// Config file (TOML). See README "Configuration".
+    /// Config file (TOML). Default: $PURGE_WORKER_CONFIG, else ./purge-worker.toml, else built-in defaults (local RabbitMQ and Redis, and the built-in emulator as the CDN for every host).
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where the built-in emulator listens when no config file is used (port 0 = any free port).
