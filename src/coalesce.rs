@@ -69,8 +69,9 @@ struct PendingQueue {
     items: VecDeque<PendingItem>,
     /// Sequence number of `items[0]`; `items[i]` has sequence `head + i`.
     head: u64,
-    /// Cache key → sequence number of its pending item.
-    index: HashMap<CacheKey, u64>,
+    /// Cache key → sequence number of its pending item. foldhash: keys are our own normalized
+    /// URLs on a hot path, and HashDoS resistance is kept by its per-process random seed.
+    index: HashMap<CacheKey, u64, foldhash::fast::RandomState>,
 }
 
 impl PendingQueue {

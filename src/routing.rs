@@ -175,9 +175,9 @@ pub struct Route {
 #[derive(Debug, Clone, Default)]
 pub struct Router {
     /// Exact hosts.
-    exact: HashMap<Box<str>, Route>,
+    exact: HashMap<Box<str>, Route, foldhash::fast::RandomState>,
     /// Wildcard suffixes with their leading dot (`.example.com`).
-    suffix: HashMap<Box<str>, Route>,
+    suffix: HashMap<Box<str>, Route, foldhash::fast::RandomState>,
     /// Longest key in `suffix`: longer suffixes of a host cannot match, so they are not looked up.
     longest_suffix: usize,
     /// The `*` rule, if any.
