@@ -134,7 +134,9 @@ impl Worker {
             if let Some(conn) = conn
                 && let Err(e) = conn.close(200, "purge-worker shutting down".into()).await
             {
-                warn!(error = %e, "closing the RabbitMQ connection failed");
+                // Harmless at this point (e.g. a channel already closing): the broker requeues
+                // whatever is unacked when the connection goes away.
+                tracing::debug!(error = %e, "closing the RabbitMQ connection reported an error");
             }
             http_shutdown.cancel();
             let _ = pinger.await;
