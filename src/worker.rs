@@ -16,7 +16,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::amqp::Publisher;
 use crate::config::{Config, ProviderConfig, ProviderKind};
