@@ -29,7 +29,8 @@ fn spawn_worker(config: &std::path::Path) -> Child {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_nothing_and_sigterm_drains() {
     let emu = emulator(Default::default()).await;
-    let env = TestEnv::new("crash").await;
+    let mut env = TestEnv::new("crash").await;
+    env.providers.push("cdn".into()); // its parking queue is the test's too
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("purge-worker.toml");
     std::fs::write(

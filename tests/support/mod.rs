@@ -81,7 +81,9 @@ pub struct TestEnv {
     pub dlq: String,
     pub prefix: String,
     pub conn: Connection,
+    /// Provider names whose parking queues belong to the test.
     pub providers: Vec<String>,
+    cleaned: bool,
 }
 
 impl TestEnv {
@@ -97,6 +99,7 @@ impl TestEnv {
             prefix: base,
             conn,
             providers: Vec::new(),
+            cleaned: false,
         }
     }
 
@@ -218,38 +221,68 @@ impl TestEnv {
         format!("{}.parked.{provider}", self.queue)
     }
 
-    /// Deletes the test's queues and Redis keys.
-    pub async fn cleanup(self) {
-        let ch = self.conn.create_channel().await.expect("channel");
-        let mut queues = vec![self.queue.clone(), self.dlq.clone()];
-        queues.extend(
-            self.providers
-                .iter()
-                .map(|p| format!("{}.parked.{p}", self.queue)),
-        );
-        for q in queues {
-            let _ = ch
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
+    /// Deletes the test's queues and Redis keys. Also done on drop (so a failing test leaves
+    /// nothing behind either), from a helper thread with its own connections.
+    pub async fn cleanup(mut self) {
+        self.cleaned = true;
         let _ = self.conn.close(200, "bye".into()).await;
-        let client = redis::Client::open(REDIS_URL).expect("redis url");
-        let mut c = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.prefix))
+        remove(self.queues(), self.prefix.clone()).await;
+    }
+
+    fn queues(&self) -> Vec<String> {
+        let mut queues = vec![self.queue.clone(), self.dlq.clone()];
+        queues.extend(self.providers.iter().map(|p| self.parking(p)));
+        queues
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let (queues, prefix) = (self.queues(), self.prefix.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(remove(queues, prefix));
+            }
+        })
+        .join();
+    }
+}
+
+/// Deletes queues and every Redis key under `prefix`, on fresh connections.
+async fn remove(queues: Vec<String>, prefix: String) {
+    if let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await {
+        if let Ok(ch) = conn.create_channel().await {
+            for q in queues {
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        }
+        let _ = conn.close(200, "bye".into()).await;
+    }
+    let Ok(client) = redis::Client::open(REDIS_URL) else {
+        return;
+    };
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut c)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
             .query_async(&mut c)
             .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: () = redis::cmd("DEL")
-                .arg(keys)
-                .query_async(&mut c)
-                .await
-                .unwrap_or(());
-        }
+            .unwrap_or(());
     }
 }
 
