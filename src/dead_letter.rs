@@ -9,7 +9,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cache_key::ItemError;
+use crate::cache_key::{ItemError, clip};
 use crate::coalesce::Origin;
 use crate::event::{Event, EventError, RejectedItem};
 use crate::provider::Kind;
@@ -42,18 +42,6 @@ pub struct DeadLetter {
 pub struct ItemDetail {
     pub item: String,
     pub reason: String,
-}
-
-/// Cuts a string for a header or a log line, on a char boundary.
-fn clip(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 impl DeadLetter {
@@ -115,7 +103,7 @@ impl DeadLetter {
                     items: mine
                         .iter()
                         .map(|r| ItemDetail {
-                            item: clip(&r.raw, 2048).to_string(),
+                            item: clip(&r.raw, 2048).into_owned(),
                             reason: r.error.to_string(),
                         })
                         .collect(),
@@ -175,7 +163,7 @@ impl DeadLetter {
         );
         headers.insert(
             "x-purge-reason".into(),
-            AMQPValue::LongString(LongString::from(clip(&self.reason, 1000).to_string())),
+            AMQPValue::LongString(LongString::from(clip(&self.reason, 1000).into_owned())),
         );
         if let Some(code) = &self.provider_code {
             headers.insert(
