@@ -128,17 +128,35 @@ pub struct RawProvider {
     pub secret_key_env: Option<String>,
     pub requests_per_second: Option<u32>,
     pub requests_per_minute: Option<u32>,
-    pub rate_limits: Vec<String>,
+    pub rate_limits: Option<Vec<String>>,
     pub urls_per_call: Option<usize>,
     pub dirs_per_call: Option<usize>,
+    pub regex_per_call: Option<usize>,
     pub urls_per_day: Option<u64>,
     pub dirs_per_day: Option<u64>,
     pub quota_utc_offset: Option<String>,
+    pub quota_window: Option<String>,
     pub retry_base_ms: Option<u64>,
     pub retry_max_ms: Option<u64>,
     pub connect_timeout_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub max_in_flight: Option<usize>,
+    /// tencent-v2: `POST` (default) or `GET`.
+    pub http_method: Option<String>,
+    /// tencent-v2: `HmacSHA1` (default) or `HmacSHA256`.
+    pub signature_method: Option<String>,
+    /// wangsu: `api-key` (default; `username` + `api_key`) or `aksk` (`secret_id` + `secret_key`).
+    pub auth_scheme: Option<String>,
+    pub username: Option<String>,
+    pub username_env: Option<String>,
+    pub api_key: Option<String>,
+    pub api_key_env: Option<String>,
+    /// wangsu: `production` (default) or `staging`.
+    pub target: Option<String>,
+    /// wangsu: webhook id called when a purge task finishes.
+    pub webhook: Option<String>,
+    /// wangsu: the free-text `name` given to every purge task.
+    pub purge_name: Option<String>,
     pub domains: Vec<RawDomain>,
 }
 
@@ -229,19 +247,30 @@ pub struct BatchingConfig {
 pub enum ProviderKind {
     /// Tencent Cloud API 3.0 (PurgeUrlsCache, PurgePathCache), TC3-HMAC-SHA256.
     TencentV3,
+    /// Tencent Cloud legacy API 2.0 (RefreshCdnUrl, RefreshCdnDir), HmacSHA1/HmacSHA256.
+    TencentV2,
+    /// Wangsu (ChinaNetCenter) CDN Pro, `POST /cdn/purges`.
+    Wangsu,
 }
 
 impl ProviderKind {
+    /// Every kind's config spelling, for error messages.
+    pub const SUPPORTED: &'static str = "tencent-v3, tencent-v2, wangsu";
+
     /// The config spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             ProviderKind::TencentV3 => "tencent-v3",
+            ProviderKind::TencentV2 => "tencent-v2",
+            ProviderKind::Wangsu => "wangsu",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
         match s {
             "tencent-v3" => Some(ProviderKind::TencentV3),
+            "tencent-v2" => Some(ProviderKind::TencentV2),
+            "wangsu" => Some(ProviderKind::Wangsu),
             _ => None,
         }
     }
@@ -253,14 +282,138 @@ impl ProviderKind {
                 endpoint: "https://cdn.tencentcloudapi.com",
                 requests_per_second: 20,
                 requests_per_minute: 10_000,
+                rate_limits: &[],
                 urls_per_call: 1000,
                 dirs_per_call: 20,
+                regex_per_call: 1,
                 urls_per_day: 10_000,
                 dirs_per_day: 100,
                 quota_utc_offset_secs: 8 * 3600,
+                quota_window: QuotaWindow::Day,
+            },
+            // PROVIDERS.md §2.2: the 2018 seed's 10 000 calls/min (an older revision says 1200).
+            ProviderKind::TencentV2 => KindDefaults {
+                endpoint: "https://cdn.api.qcloud.com",
+                requests_per_second: 20,
+                requests_per_minute: 10_000,
+                rate_limits: &[],
+                urls_per_call: 1000,
+                dirs_per_call: 20,
+                regex_per_call: 1,
+                urls_per_day: 10_000,
+                dirs_per_day: 100,
+                quota_utc_offset_secs: 8 * 3600,
+                quota_window: QuotaWindow::Day,
+            },
+            // PROVIDERS.md §3.4: a token bucket of 60 refilled at 30/min. 60/min with at most
+            // 150 in any 5 minutes never empties it (a sliding window of T minutes then holds at
+            // most 60 + 30·T calls), and file/dir quotas count over a rolling 24 hours.
+            ProviderKind::Wangsu => KindDefaults {
+                endpoint: "https://open.chinanetcenter.com",
+                requests_per_second: 2,
+                requests_per_minute: 60,
+                rate_limits: &["150/5m"],
+                urls_per_call: 1000,
+                dirs_per_call: 20,
+                regex_per_call: 2,
+                urls_per_day: 5000,
+                dirs_per_day: 20,
+                quota_utc_offset_secs: 0,
+                quota_window: QuotaWindow::Rolling24h,
             },
         }
     }
+}
+
+/// How a provider counts its daily allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaWindow {
+    /// A calendar day that starts at `quota_utc_offset` midnight (Tencent).
+    Day,
+    /// Any 24 hours (Wangsu): what was spent comes back 24 hours later.
+    Rolling24h,
+}
+
+impl QuotaWindow {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaWindow::Day => "day",
+            QuotaWindow::Rolling24h => "rolling-24h",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "day" => Some(QuotaWindow::Day),
+            "rolling-24h" => Some(QuotaWindow::Rolling24h),
+            _ => None,
+        }
+    }
+}
+
+/// tencent-v2: how parameters travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    /// Form body (`application/x-www-form-urlencoded`); long batches fit.
+    Post,
+    /// Everything in the query string; long batches may overflow URL limits.
+    Get,
+}
+
+impl HttpMethod {
+    /// The method name, also the first part of the v2 string to sign.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Post => "POST",
+            HttpMethod::Get => "GET",
+        }
+    }
+}
+
+/// tencent-v2: the HMAC behind `Signature`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureMethod {
+    /// `HmacSHA1` (the API's default when `SignatureMethod` is absent).
+    HmacSha1,
+    /// `HmacSHA256` (sent as `SignatureMethod=HmacSHA256`).
+    HmacSha256,
+}
+
+impl SignatureMethod {
+    /// The parameter value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureMethod::HmacSha1 => "HmacSHA1",
+            SignatureMethod::HmacSha256 => "HmacSHA256",
+        }
+    }
+}
+
+/// wangsu: how requests are authenticated (PROVIDERS.md §3.5, §3.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WangsuAuth {
+    /// `Date` + Basic `username:base64(HMAC-SHA1(api_key, date))`.
+    ApiKey,
+    /// `CNC-HMAC-SHA256` with an AccessKey/SecretKey pair.
+    AkSk,
+}
+
+/// Settings that only one API family has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KindOptions {
+    TencentV3,
+    TencentV2 {
+        http_method: HttpMethod,
+        signature_method: SignatureMethod,
+    },
+    Wangsu {
+        auth: WangsuAuth,
+        /// `production` or `staging`.
+        target: String,
+        webhook: Option<String>,
+        purge_name: Option<String>,
+    },
 }
 
 /// Per-kind defaults; see [`ProviderKind::defaults`].
@@ -269,11 +422,15 @@ pub struct KindDefaults {
     pub endpoint: &'static str,
     pub requests_per_second: u32,
     pub requests_per_minute: u32,
+    /// Further windows, in `rate_limits` syntax.
+    pub rate_limits: &'static [&'static str],
     pub urls_per_call: usize,
     pub dirs_per_call: usize,
+    pub regex_per_call: usize,
     pub urls_per_day: u64,
     pub dirs_per_day: u64,
     pub quota_utc_offset_secs: i32,
+    pub quota_window: QuotaWindow,
 }
 
 /// "At most `limit` calls in any sliding window of `window`."
@@ -331,16 +488,24 @@ pub struct ProviderConfig {
     pub kind: ProviderKind,
     /// API base URL, e.g. `https://cdn.tencentcloudapi.com` or an emulator.
     pub endpoint: url::Url,
+    /// The identity that signs: Tencent SecretId, Wangsu username or AccessKey.
     pub secret_id: Secret,
+    /// The signing key: Tencent SecretKey, Wangsu api_key or SecretKey.
     pub secret_key: Secret,
     /// Every window that must hold, shortest first.
     pub rate_limits: Vec<RateLimit>,
     pub urls_per_call: usize,
     pub dirs_per_call: usize,
+    /// Regex patterns per call (wangsu); regex purges spend the directory quota.
+    pub regex_per_call: usize,
     pub urls_per_day: u64,
     pub dirs_per_day: u64,
     /// Seconds east of UTC of the provider's day boundary.
     pub quota_utc_offset_secs: i32,
+    /// Calendar day or rolling 24 hours.
+    pub quota_window: QuotaWindow,
+    /// What only this provider's API family has.
+    pub options: KindOptions,
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub connect_timeout: Duration,
@@ -389,5 +554,6 @@ pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
     })
 }
 
+mod kinds;
 mod validate;
 pub use validate::parse_utc_offset;

@@ -186,6 +186,7 @@ impl Dispatcher {
         let (cap, limit) = match key.kind {
             Kind::Url => (c.urls_per_call, c.urls_per_day),
             Kind::Dir => (c.dirs_per_call, c.dirs_per_day),
+            Kind::Regex => (c.regex_per_call, c.dirs_per_day),
         };
         self.lanes.push(Lane::new(key, cap, limit));
         self.lanes.len() - 1
@@ -363,6 +364,7 @@ impl Dispatcher {
             kind: key.kind,
             flush_type: key.flush,
             items: items.iter().map(|it| it.key.as_str().to_string()).collect(),
+            headers: Vec::new(),
         };
         self.lanes[lane].in_flight += items.len();
         self.calls_in_flight += 1;

@@ -24,7 +24,9 @@ use crate::dispatch::{self, DispatcherParts, Incoming};
 use crate::http::{self, Readiness};
 use crate::metrics::Metrics;
 use crate::provider::Provider;
+use crate::provider::tencent_v2::TencentV2;
 use crate::provider::tencent_v3::TencentV3;
+use crate::provider::wangsu::Wangsu;
 use crate::quota::QuotaStore;
 use crate::routing::Router;
 
@@ -38,11 +40,11 @@ const REDIS_PING_EVERY: Duration = Duration::from_secs(2);
 
 /// Builds the client for a provider's API family.
 pub fn build_provider(cfg: &ProviderConfig) -> anyhow::Result<Arc<dyn Provider>> {
+    let context = || format!("building the HTTP client for provider `{}`", cfg.name);
     Ok(match cfg.kind {
-        ProviderKind::TencentV3 => Arc::new(
-            TencentV3::new(cfg)
-                .with_context(|| format!("building the HTTP client for provider `{}`", cfg.name))?,
-        ),
+        ProviderKind::TencentV3 => Arc::new(TencentV3::new(cfg).with_context(context)?),
+        ProviderKind::TencentV2 => Arc::new(TencentV2::new(cfg).with_context(context)?),
+        ProviderKind::Wangsu => Arc::new(Wangsu::new(cfg).with_context(context)?),
     })
 }
 

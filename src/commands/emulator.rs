@@ -74,6 +74,16 @@ pub struct EmulatorArgs {
 }
 
 impl EmulatorArgs {
+    /// The legacy v2 API's limits these arguments describe.
+    fn tencent_v2_limits(&self) -> crate::emulator::V2Limits {
+        crate::emulator::V2Limits::default()
+    }
+
+    /// The Wangsu API's accounts and limits these arguments describe.
+    fn wangsu_limits(&self) -> crate::emulator::WangsuLimits {
+        crate::emulator::WangsuLimits::default()
+    }
+
     /// The emulator configuration these arguments describe.
     pub fn config(&self) -> EmulatorConfig {
         let accounts = match (&self.secret_id, &self.secret_key) {
@@ -93,6 +103,8 @@ impl EmulatorArgs {
                 latency: Duration::from_millis(self.latency_ms),
                 invalid_urls: self.reject_urls.iter().cloned().collect::<HashSet<_>>(),
             },
+            tencent_v2: self.tencent_v2_limits(),
+            wangsu: self.wangsu_limits(),
         }
     }
 }

@@ -16,7 +16,7 @@ fn from_env(key: &str, var: &str) -> Result<String, ConfigError> {
 }
 
 /// Exactly one of a literal key and its `_env` twin, or neither when `required` is false.
-fn literal_or_env(
+pub(super) fn literal_or_env(
     key: &str,
     literal: Option<String>,
     env: Option<String>,
@@ -196,9 +196,12 @@ impl Config {
     }
 }
 
-fn provider_from_raw(i: usize, p: RawProvider) -> Result<ProviderConfig, ConfigError> {
+fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, ConfigError> {
     let at = |key: &str| format!("providers[{i}].{key}");
-    let name = p.name.ok_or_else(|| invalid(at("name"), "is required"))?;
+    let name = p
+        .name
+        .take()
+        .ok_or_else(|| invalid(at("name"), "is required"))?;
     if name.is_empty()
         || !name
             .chars()
@@ -211,17 +214,23 @@ fn provider_from_raw(i: usize, p: RawProvider) -> Result<ProviderConfig, ConfigE
             ),
         ));
     }
-    let kind_s = p
-        .kind
-        .ok_or_else(|| invalid(at("kind"), "is required (tencent-v3)"))?;
+    let kind_s = p.kind.take().ok_or_else(|| {
+        invalid(
+            at("kind"),
+            format!("is required ({})", ProviderKind::SUPPORTED),
+        )
+    })?;
     let kind = ProviderKind::parse(&kind_s).ok_or_else(|| {
         invalid(
             at("kind"),
-            format!("`{kind_s}` is not a supported provider kind (supported: tencent-v3)"),
+            format!(
+                "`{kind_s}` is not a supported provider kind (supported: {})",
+                ProviderKind::SUPPORTED
+            ),
         )
     })?;
     let d = kind.defaults();
-    let endpoint_s = p.endpoint.unwrap_or_else(|| d.endpoint.to_string());
+    let endpoint_s = p.endpoint.take().unwrap_or_else(|| d.endpoint.to_string());
     let endpoint = url::Url::parse(&endpoint_s)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
@@ -232,16 +241,8 @@ fn provider_from_raw(i: usize, p: RawProvider) -> Result<ProviderConfig, ConfigE
             )
         })?;
 
-    let secret_id = literal_or_env(&at("secret_id"), p.secret_id, p.secret_id_env)?
-        .ok_or_else(|| invalid(at("secret_id"), "is required (or secret_id_env)"))?;
-    let secret_key = literal_or_env(&at("secret_key"), p.secret_key, p.secret_key_env)?
-        .ok_or_else(|| invalid(at("secret_key"), "is required (or secret_key_env)"))?;
-    if secret_id.is_empty() {
-        return Err(invalid(at("secret_id"), "must not be empty"));
-    }
-    if secret_key.is_empty() {
-        return Err(invalid(at("secret_key"), "must not be empty"));
-    }
+    let parts = super::kinds::kind_parts(&at, kind, &mut p)?;
+    let quota_window = super::kinds::quota_window(&at, p.quota_window.as_deref(), d.quota_window)?;
 
     let mut rate_limits = Vec::new();
     let rps = p.requests_per_second.unwrap_or(d.requests_per_second);
@@ -260,7 +261,10 @@ fn provider_from_raw(i: usize, p: RawProvider) -> Result<ProviderConfig, ConfigE
         limit: rpm,
         window: Duration::from_secs(60),
     });
-    for (j, s) in p.rate_limits.iter().enumerate() {
+    let extra_limits = p
+        .rate_limits
+        .unwrap_or_else(|| d.rate_limits.iter().map(|s| s.to_string()).collect());
+    for (j, s) in extra_limits.iter().enumerate() {
         rate_limits
             .push(RateLimit::parse(s).map_err(|r| invalid(at(&format!("rate_limits[{j}]")), r))?);
     }
@@ -302,8 +306,8 @@ fn provider_from_raw(i: usize, p: RawProvider) -> Result<ProviderConfig, ConfigE
         name,
         kind,
         endpoint,
-        secret_id: Secret::new(secret_id),
-        secret_key: Secret::new(secret_key),
+        secret_id: Secret::new(parts.secret_id),
+        secret_key: Secret::new(parts.secret_key),
         rate_limits,
         urls_per_call: nonzero_usize(
             &at("urls_per_call"),
@@ -313,9 +317,15 @@ fn provider_from_raw(i: usize, p: RawProvider) -> Result<ProviderConfig, ConfigE
             &at("dirs_per_call"),
             p.dirs_per_call.unwrap_or(d.dirs_per_call),
         )?,
+        regex_per_call: nonzero_usize(
+            &at("regex_per_call"),
+            p.regex_per_call.unwrap_or(d.regex_per_call),
+        )?,
         urls_per_day: p.urls_per_day.unwrap_or(d.urls_per_day),
         dirs_per_day: p.dirs_per_day.unwrap_or(d.dirs_per_day),
         quota_utc_offset_secs,
+        quota_window,
+        options: parts.options,
         retry_base,
         retry_max,
         connect_timeout: ms(p.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS),

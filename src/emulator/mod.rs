@@ -13,10 +13,12 @@
 //! - `DELETE /_emulator/requests` — forget both record lists (quotas and rate windows stay).
 
 mod state;
+mod tencent_v2;
 mod tencent_v3;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
 mod tests;
+mod wangsu;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -34,6 +36,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use state::State;
+pub use tencent_v2::V2Limits;
+pub use wangsu::{EMULATOR_WANGSU_API_KEY, EMULATOR_WANGSU_USERNAME, WangsuLimits};
 
 /// The SecretId the emulator accepts by default; the built-in config signs with it.
 pub const EMULATOR_SECRET_ID: &str = "AKIDEMULATOR0000000000000000000000";
@@ -62,6 +66,10 @@ pub struct EmulatorConfig {
     pub requests_per_second: u32,
     /// Failures to inject from the start; replace later with [`Emulator::set_faults`].
     pub faults: Faults,
+    /// The legacy Tencent API 2.0 (`/v2/index.php`); signed by the same `accounts`.
+    pub tencent_v2: V2Limits,
+    /// Wangsu CDN Pro (`/cdn/purges`), with its own accounts.
+    pub wangsu: WangsuLimits,
 }
 
 impl Default for EmulatorConfig {
@@ -74,6 +82,8 @@ impl Default for EmulatorConfig {
             paths_per_day: 100,
             requests_per_second: 20,
             faults: Faults::default(),
+            tencent_v2: V2Limits::default(),
+            wangsu: WangsuLimits::default(),
         }
     }
 }
@@ -107,6 +117,28 @@ pub struct RecordedCall {
     pub flush_type: Option<String>,
     /// Unix time in ms when the handler received the request (for rate assertions).
     pub at_ms: f64,
+    /// Wangsu only: the request's lists, headers and target as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wangsu: Option<WangsuRequest>,
+}
+
+/// A Wangsu `POST /cdn/purges` body as the emulator accepted it. The [`RecordedCall`] around it
+/// has `action = "CreatePurge"`, `items` = file URLs, then dir URLs, then regex patterns, and
+/// `flush_type` = the Wangsu action (`invalidate`/`delete`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct WangsuRequest {
+    /// The purge id given in the `Location` header.
+    pub purge_id: String,
+    pub file_urls: Vec<String>,
+    pub dir_urls: Vec<String>,
+    pub regex_patterns: Vec<String>,
+    pub file_headers: Vec<crate::provider::Header>,
+    /// `invalidate` or `delete`.
+    pub action: String,
+    /// `production` or `staging`.
+    pub target: String,
+    pub name: Option<String>,
+    pub webhook: Option<String>,
 }
 
 /// One refused call with the error code it got.
@@ -126,6 +158,11 @@ pub struct RejectedCall {
 pub(crate) struct Shared {
     pub(crate) config: EmulatorConfig,
     state: Mutex<State>,
+    /// The v2 API's own bookkeeping (Nonces, rate windows, quotas). Lock order: `state` first.
+    pub(crate) v2: Mutex<tencent_v2::V2State>,
+    /// The Wangsu API's own bookkeeping (token bucket, rolling quotas, tasks). Lock order:
+    /// `state` first.
+    pub(crate) wangsu: Mutex<wangsu::WangsuState>,
 }
 
 impl Shared {
@@ -210,9 +247,14 @@ impl Emulator {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(config.faults.clone())),
             config,
+            v2: Mutex::default(),
+            wangsu: Mutex::default(),
         });
         let router = Router::new()
             .route("/", post(tencent_v3::api))
+            .route("/v2/index.php", get(tencent_v2::api).post(tencent_v2::api))
+            .route("/cdn/purges", post(wangsu::create))
+            .route("/cdn/purges/{id}", get(wangsu::status))
             .route(
                 "/_emulator/requests",
                 get(list_requests).delete(clear_requests),

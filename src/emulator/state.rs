@@ -33,6 +33,15 @@ impl Refusal {
     }
 }
 
+/// A failure [`Faults`] injects into one call, with a message for the error body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum InjectedFault {
+    /// `fail_first`: answer the API's internal/server error.
+    Internal(String),
+    /// `rate_limit_every`: answer the API's rate-limit error.
+    RateLimited(String),
+}
+
 /// One account's use of one kind's daily quota.
 #[derive(Debug, Clone, Copy, Default)]
 struct DayUsage {
@@ -107,22 +116,33 @@ impl State {
         }
         window.push_back(now_ms);
 
+        match self.next_fault() {
+            None => Ok(()),
+            Some(InjectedFault::Internal(message)) => Err(Refusal::new("InternalError", message)),
+            Some(InjectedFault::RateLimited(message)) => {
+                Err(Refusal::new("RequestLimitExceeded", message))
+            }
+        }
+    }
+
+    /// Counts one purge call that passed auth and the API's own rate limit, and says which
+    /// injected fault (if any) it meets. Every emulated API calls this once per such call and
+    /// answers the fault in its own error shape.
+    pub(crate) fn next_fault(&mut self) -> Option<InjectedFault> {
         self.fault_calls += 1;
         let n = self.fault_calls;
         if n <= u64::from(self.faults.fail_first) {
-            return Err(Refusal::new(
-                "InternalError",
-                format!("injected fault: internal error (call {n} of fail_first)"),
-            ));
+            return Some(InjectedFault::Internal(format!(
+                "injected fault: internal error (call {n} of fail_first)"
+            )));
         }
         let every = u64::from(self.faults.rate_limit_every);
         if every > 0 && n.is_multiple_of(every) {
-            return Err(Refusal::new(
-                "RequestLimitExceeded",
-                format!("injected fault: every {every}th call is rate limited"),
-            ));
+            return Some(InjectedFault::RateLimited(format!(
+                "injected fault: every {every}th call is rate limited"
+            )));
         }
-        Ok(())
+        None
     }
 
     /// The first item of `items` the faults declare invalid.
@@ -166,7 +186,7 @@ impl State {
         if n > left {
             let code = match kind {
                 Kind::Url => "LimitExceeded.CdnPurgeUrlExceedDayLimit",
-                Kind::Dir => "LimitExceeded.CdnPurgePathExceedDayLimit",
+                Kind::Dir | Kind::Regex => "LimitExceeded.CdnPurgePathExceedDayLimit",
             };
             return Err(Refusal::new(
                 code,

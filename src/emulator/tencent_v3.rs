@@ -76,7 +76,7 @@ struct PurgeParams {
 fn purge_params(kind: Kind, body: &[u8]) -> PurgeParams {
     let field = match kind {
         Kind::Url => "Urls",
-        Kind::Dir => "Paths",
+        Kind::Dir | Kind::Regex => "Paths",
     };
     let mut params = PurgeParams {
         kind,
@@ -286,7 +286,7 @@ fn handle(
             config.urls_per_day,
             "LimitExceeded.CdnPurgeUrlExceedBatchLimit",
         ),
-        Kind::Dir => (
+        Kind::Dir | Kind::Regex => (
             config.paths_per_call,
             config.paths_per_day,
             "LimitExceeded.CdnPurgePathExceedBatchLimit",
@@ -320,6 +320,7 @@ fn handle(
         items: params.items.clone(),
         flush_type: params.flush_type.clone(),
         at_ms: now_ms as f64,
+        wangsu: None,
     });
     Ok(json!({"Response": {"TaskId": task_id(now_ms), "RequestId": request_id()}}))
 }

@@ -59,6 +59,7 @@ fn urls(n: usize) -> Batch {
         items: (0..n)
             .map(|i| format!("https://www.example.com/{i}.js"))
             .collect(),
+        headers: Vec::new(),
     }
 }
 
@@ -122,6 +123,7 @@ async fn signed_purges_succeed_and_are_recorded() {
         kind: Kind::Dir,
         flush_type: FlushType::Delete,
         items: vec!["https://www.example.com/static/".into()],
+        headers: Vec::new(),
     };
     c.purge(&dirs).await.unwrap();
 

@@ -5,7 +5,9 @@
 //! (retry, back off, park, split, dead-letter, stop) is decided in `dispatch`, in one place.
 
 pub mod tc3;
+pub mod tencent_v2;
 pub mod tencent_v3;
+pub mod wangsu;
 
 use std::fmt;
 use std::future::Future;
@@ -17,8 +19,11 @@ use std::time::Duration;
 pub enum Kind {
     /// A single cache key (`urls` in an event).
     Url,
-    /// A directory prefix (`dirs` in an event).
+    /// A directory prefix (`dirs` in an event), with wildcards where the provider has them.
     Dir,
+    /// A cache-key regular expression (`regex` in an event; Wangsu only). Spends the directory
+    /// quota, as Wangsu counts it.
+    Regex,
 }
 
 impl Kind {
@@ -27,6 +32,18 @@ impl Kind {
         match self {
             Kind::Url => "url",
             Kind::Dir => "dir",
+            Kind::Regex => "regex",
+        }
+    }
+
+    /// Every kind, in metric-label order.
+    pub const ALL: [Kind; 3] = [Kind::Url, Kind::Dir, Kind::Regex];
+
+    /// The daily allowance this kind spends: regex purges count as directory purges.
+    pub fn quota_kind(self) -> Kind {
+        match self {
+            Kind::Url => Kind::Url,
+            Kind::Dir | Kind::Regex => Kind::Dir,
         }
     }
 }
@@ -66,15 +83,28 @@ impl FlushType {
     }
 }
 
+/// A request header that is part of the cache key (Wangsu `fileHeaders`).
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
 /// One provider call's worth of interchangeable items from one lane.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
-    /// Files or directories: a call never mixes them.
+    /// Files, directories or regex patterns: a call never mixes them.
     pub kind: Kind,
     /// Applies to directory purges (and to file purges where the provider supports it).
     pub flush_type: FlushType,
-    /// Normalized cache keys (absolute URLs), unique within the batch.
+    /// Normalized cache keys (absolute URLs, or patterns for [`Kind::Regex`]), unique within the
+    /// batch.
     pub items: Vec<String>,
+    /// Request headers the file URLs were cached under (Wangsu `fileHeaders`); empty elsewhere.
+    /// Sorted by name; items with different headers are never in one batch.
+    pub headers: Vec<Header>,
 }
 
 /// What a provider returns for an accepted call.
@@ -157,6 +187,10 @@ pub struct Capabilities {
     pub url_flush_type: bool,
     /// Whether directory URLs may carry wildcards (`*`, `**`).
     pub wildcards: bool,
+    /// Whether cache-key regex purges are supported.
+    pub regex: bool,
+    /// Whether file purges may carry request headers.
+    pub headers: bool,
 }
 
 /// The boxed future a provider call returns (object-safe trait).
@@ -172,4 +206,56 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn action(&self, kind: Kind) -> &'static str;
     /// Submits one batch. Never retries by itself: the dispatcher owns retries.
     fn purge<'a>(&'a self, batch: &'a Batch) -> PurgeFuture<'a>;
+}
+
+/// The `Host` header reqwest (hyper) sends for `url`: the host, plus the port only when it is not
+/// the scheme's default. It is signed, so it must be computed exactly as the client sends it.
+pub(crate) fn host_header(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+/// Text of an error and its sources, for the `message` of a transport failure.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+/// Maps a reqwest failure. Connect failures never reached the API; anything after sending
+/// (timeouts included) may have been applied.
+pub(crate) fn transport_error(e: reqwest::Error) -> ProviderError {
+    let message = error_chain(&e);
+    let (code, maybe_applied) = if e.is_connect() {
+        ("ConnectError", false)
+    } else if e.is_builder() {
+        ("RequestBuildError", false)
+    } else if e.is_timeout() {
+        ("Timeout", true)
+    } else {
+        ("TransportError", true)
+    };
+    ProviderError::Transient {
+        code: code.into(),
+        message,
+        maybe_applied,
+    }
+}
+
+/// The refusal for a regex batch sent to a provider without regex purges. Routing validation
+/// keeps such items out; this is the last line of defence, and it dead-letters rather than loops.
+pub(crate) fn unsupported_regex(batch: &Batch) -> ProviderError {
+    ProviderError::InvalidItems {
+        code: "RegexUnsupported".into(),
+        message: "this provider has no regex purges".into(),
+        items: Some(batch.items.clone()),
+    }
 }

@@ -18,7 +18,10 @@ use serde::Serialize;
 use tracing::Instrument;
 
 use super::tc3;
-use super::{Batch, Capabilities, Kind, Provider, ProviderError, PurgeFuture, Receipt};
+use super::{
+    Batch, Capabilities, Kind, Provider, ProviderError, PurgeFuture, Receipt, host_header,
+    transport_error,
+};
 use crate::config::{ProviderConfig, Secret};
 
 /// The CDN API version every request names (`X-TC-Version`).
@@ -78,16 +81,6 @@ struct PurgePathsBody<'a> {
     flush_type: &'a str,
 }
 
-/// The `Host` header reqwest (hyper) sends for `url`: the host, plus the port only when it is not
-/// the scheme's default. It is signed, so it must be computed exactly as the client sends it.
-fn host_header(url: &url::Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    }
-}
-
 impl TencentV3 {
     /// Builds the client from a validated provider config: connect and whole-request timeouts
     /// from the config, so a hung API cannot hold a dispatch slot forever.
@@ -114,7 +107,7 @@ impl TencentV3 {
         let action = action_for(batch.kind);
         let body = match batch.kind {
             Kind::Url => serde_json::to_vec(&PurgeUrlsBody { urls: &batch.items })?,
-            Kind::Dir => serde_json::to_vec(&PurgePathsBody {
+            Kind::Dir | Kind::Regex => serde_json::to_vec(&PurgePathsBody {
                 paths: &batch.items,
                 flush_type: batch.flush_type.as_str(),
             })?,
@@ -148,6 +141,9 @@ impl TencentV3 {
     }
 
     async fn call(&self, batch: &Batch) -> Result<Receipt, ProviderError> {
+        if batch.kind == Kind::Regex {
+            return Err(super::unsupported_regex(batch));
+        }
         let prepared = self
             .prepare(batch, chrono::Utc::now().timestamp())
             .map_err(|e| ProviderError::Transient {
@@ -204,7 +200,7 @@ impl TencentV3 {
 fn action_for(kind: Kind) -> &'static str {
     match kind {
         Kind::Url => ACTION_URLS,
-        Kind::Dir => ACTION_PATHS,
+        Kind::Dir | Kind::Regex => ACTION_PATHS,
     }
 }
 
@@ -213,6 +209,8 @@ impl Provider for TencentV3 {
         Capabilities {
             url_flush_type: false,
             wildcards: false,
+            regex: false,
+            headers: false,
         }
     }
 
@@ -227,38 +225,6 @@ impl Provider for TencentV3 {
             kind = %batch.kind,
         );
         Box::pin(self.call(batch).instrument(span))
-    }
-}
-
-/// Text of an error and its sources, for the `message` of a transport failure.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
-}
-
-/// Maps a reqwest failure. Connect failures never reached the API; anything after sending
-/// (timeouts included) may have been applied.
-fn transport_error(e: reqwest::Error) -> ProviderError {
-    let message = error_chain(&e);
-    let (code, maybe_applied) = if e.is_connect() {
-        ("ConnectError", false)
-    } else if e.is_builder() {
-        ("RequestBuildError", false)
-    } else if e.is_timeout() {
-        ("Timeout", true)
-    } else {
-        ("TransportError", true)
-    };
-    ProviderError::Transient {
-        code: code.into(),
-        message,
-        maybe_applied,
     }
 }
 

@@ -16,7 +16,10 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use purge_worker::config::{Config, RawConfig};
-use purge_worker::emulator::{EMULATOR_SECRET_ID, EMULATOR_SECRET_KEY, Emulator, EmulatorConfig};
+use purge_worker::emulator::{
+    EMULATOR_SECRET_ID, EMULATOR_SECRET_KEY, EMULATOR_WANGSU_API_KEY, EMULATOR_WANGSU_USERNAME,
+    Emulator, EmulatorConfig,
+};
 use purge_worker::worker::Worker;
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +65,19 @@ where
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// TOML lines for a provider `kind` signing with the emulator's built-in credentials; put them in
+/// [`ProviderSpec::extra`] to configure a kind other than tencent-v3.
+pub fn kind_lines(kind: &str) -> String {
+    match kind {
+        "wangsu" => format!(
+            "kind = \"wangsu\"\nusername = \"{EMULATOR_WANGSU_USERNAME}\"\napi_key = \"{EMULATOR_WANGSU_API_KEY}\"\n"
+        ),
+        other => format!(
+            "kind = \"{other}\"\nsecret_id = \"{EMULATOR_SECRET_ID}\"\nsecret_key = \"{EMULATOR_SECRET_KEY}\"\n"
+        ),
     }
 }
 
@@ -112,8 +128,14 @@ impl TestEnv {
         );
         for p in providers {
             self.providers.push(p.name.clone());
+            // `extra` may name the kind itself (with `kind_lines`); the default is tencent-v3.
+            let kind = if p.extra.lines().any(|l| l.trim_start().starts_with("kind")) {
+                String::new()
+            } else {
+                kind_lines("tencent-v3")
+            };
             t.push_str(&format!(
-                "[[providers]]\nname = \"{}\"\nkind = \"tencent-v3\"\nendpoint = \"{}\"\nsecret_id = \"{EMULATOR_SECRET_ID}\"\nsecret_key = \"{EMULATOR_SECRET_KEY}\"\n{}\n",
+                "[[providers]]\nname = \"{}\"\nendpoint = \"{}\"\n{kind}{}\n",
                 p.name, p.endpoint, p.extra
             ));
             for (host, iq) in &p.domains {

@@ -164,6 +164,7 @@ fn url_batch_becomes_a_signed_purge_urls_cache_call() {
             "https://a.example/x".into(),
             "https://a.example/y?z=1".into(),
         ],
+        headers: Vec::new(),
     };
     let prepared = p.prepare(&batch, 1_700_000_000).unwrap();
     assert_eq!(
@@ -208,6 +209,7 @@ fn dir_batch_carries_paths_and_flush_type() {
             kind: Kind::Dir,
             flush_type: flush,
             items: vec!["https://a.example/d/".into()],
+            headers: Vec::new(),
         };
         let prepared = p.prepare(&batch, 1_700_000_000).unwrap();
         assert_eq!(
