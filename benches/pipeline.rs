@@ -158,6 +158,7 @@ fn lane_key() -> LaneKey {
     LaneKey {
         kind: Kind::Url,
         flush: FlushType::Flush,
+        headers: None,
     }
 }
 

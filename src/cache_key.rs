@@ -60,6 +60,27 @@ pub enum ItemError {
     /// No provider's `domains` covers the host.
     #[error("host `{0}` is not routed to any provider (add it to a provider's domains)")]
     UnknownHost(String),
+    /// A directory wildcard (`*`, `**`) for a host whose provider has none.
+    #[error(
+        "directory wildcards (`*`, `**`) are supported by wangsu providers only; this host is routed to a {0} provider"
+    )]
+    WildcardUnsupported(&'static str),
+    /// A regex purge for a host whose provider has none.
+    #[error(
+        "regex purges are supported by wangsu providers only; this host is routed to a {0} provider"
+    )]
+    RegexUnsupported(&'static str),
+    /// Request headers on a file purge for a host whose provider cannot purge by header.
+    #[error(
+        "purging by request headers is supported by wangsu providers only; this host is routed to a {0} provider"
+    )]
+    HeadersUnsupported(&'static str),
+    /// A regex pattern the provider would refuse.
+    #[error("invalid regex pattern: {0}")]
+    InvalidRegex(String),
+    /// A URL the provider's API would refuse (its own rules, beyond being a URL).
+    #[error("the provider would refuse this URL: {0}")]
+    RefusedByProviderRules(String),
 }
 
 impl ItemError {
@@ -71,6 +92,11 @@ impl ItemError {
             ItemError::TooLong(_) => "url_too_long",
             ItemError::Credentials => "invalid_url",
             ItemError::UnknownHost(_) => "unknown_host",
+            ItemError::WildcardUnsupported(_) => "wildcard_unsupported",
+            ItemError::RegexUnsupported(_) => "regex_unsupported",
+            ItemError::HeadersUnsupported(_) => "headers_unsupported",
+            ItemError::InvalidRegex(_) => "invalid_regex",
+            ItemError::RefusedByProviderRules(_) => "invalid_url",
         }
     }
 }

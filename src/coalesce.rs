@@ -14,13 +14,26 @@ use tokio::time::{Duration, Instant};
 
 use crate::cache_key::CacheKey;
 use crate::ledger::DeliveryId;
-use crate::provider::{FlushType, Kind};
+use crate::provider::{FlushType, Header, Kind};
 
-/// The interchangeability class of items within one provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Request headers shared by file purges (wangsu `fileHeaders`); `None` for none, so the common
+/// case costs no allocation. Compared and hashed by content.
+pub type HeaderSet = Option<Arc<[Header]>>;
+
+/// The interchangeability class of items within one provider: kind, flush type and, for file
+/// purges, the request headers (items with different headers never share a call).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LaneKey {
     pub kind: Kind,
     pub flush: FlushType,
+    pub headers: HeaderSet,
+}
+
+impl LaneKey {
+    /// The lane's request headers (empty for most lanes).
+    pub fn headers(&self) -> &[Header] {
+        self.headers.as_deref().unwrap_or(&[])
+    }
 }
 
 /// Where an item came from, for logs and dead-letter records.
@@ -130,6 +143,20 @@ impl Lane {
     /// Items waiting (not in flight).
     pub fn waiting(&self) -> usize {
         self.pending.len() + self.retry.iter().map(|b| b.items.len()).sum::<usize>()
+    }
+
+    /// When the oldest waiting item (pending or put back for retry) was first requested.
+    pub fn oldest_since(&self) -> Option<Instant> {
+        let retry = self
+            .retry
+            .iter()
+            .flat_map(|b| b.items.iter().map(|i| i.since))
+            .min();
+        let pending = self.pending.items.front().map(|i| i.since);
+        match (retry, pending) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Adds a request; returns `false` when it joined an item already pending (deduplicated).
@@ -254,6 +281,7 @@ mod tests {
             LaneKey {
                 kind: Kind::Url,
                 flush: FlushType::Flush,
+                headers: None,
             },
             3,
             100,
@@ -286,6 +314,7 @@ mod tests {
             LaneKey {
                 kind: Kind::Dir,
                 flush: FlushType::Delete,
+                headers: None,
             },
             10,
             100,
@@ -308,6 +337,7 @@ mod tests {
             LaneKey {
                 kind: Kind::Url,
                 flush: FlushType::Flush,
+                headers: None,
             },
             2,
             100,

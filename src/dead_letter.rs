@@ -85,9 +85,16 @@ impl DeadLetter {
                         .map(|r| r.raw.clone())
                         .collect()
                 };
+                let urls = pick(Kind::Url);
                 let bad = Event {
-                    urls: pick(Kind::Url),
+                    headers: if urls.is_empty() {
+                        Vec::new()
+                    } else {
+                        event.headers.clone()
+                    },
+                    urls,
                     dirs: pick(Kind::Dir),
+                    regex: pick(Kind::Regex),
                     flush_type: event.flush_type,
                     id: event.id.clone(),
                     source: event.source.clone(),
@@ -118,25 +125,19 @@ impl DeadLetter {
         kind: Kind,
         flush: crate::provider::FlushType,
         items: &[String],
+        headers: &[crate::provider::Header],
         origin: &Origin,
         code: &str,
         message: &str,
     ) -> DeadLetter {
-        let bad = Event {
-            urls: if kind == Kind::Url {
-                items.to_vec()
-            } else {
-                Vec::new()
-            },
-            dirs: if kind == Kind::Dir {
-                items.to_vec()
-            } else {
-                Vec::new()
-            },
-            flush_type: flush,
-            id: origin.id.clone(),
-            source: origin.source.clone(),
-        };
+        let bad = Event::of_kind(
+            kind,
+            flush,
+            items.to_vec(),
+            headers,
+            origin.id.clone(),
+            origin.source.clone(),
+        );
         DeadLetter {
             error: "provider_rejected".into(),
             reason: format!(
@@ -151,6 +152,16 @@ impl DeadLetter {
             provider: Some(provider.to_string()),
             items: Vec::new(),
         }
+    }
+
+    /// The `id` of the event this record holds, for log lines (`event_id`), when it has one.
+    pub fn event_id(&self) -> Option<&str> {
+        self.event.get("id").and_then(Value::as_str)
+    }
+
+    /// The `source` of the event this record holds, for log lines (`event_source`).
+    pub fn event_source(&self) -> Option<&str> {
+        self.event.get("source").and_then(Value::as_str)
     }
 
     /// The AMQP body and properties (persistent, JSON, with the contract's headers).
@@ -214,5 +225,17 @@ mod tests {
                 .unwrap()
                 .contains_key("x-purge-reason")
         );
+    }
+
+    #[test]
+    fn records_name_their_event_for_logs() {
+        let body = br#"{"id": "cms-4711", "source": "cms-prod", "urls": []}"#;
+        let d = DeadLetter::for_event(&EventError::InvalidJson("x".into()), body);
+        assert_eq!(d.event_id(), Some("cms-4711"));
+        assert_eq!(d.event_source(), Some("cms-prod"));
+        let d = DeadLetter::for_event(&EventError::InvalidJson("x".into()), b"{nope");
+        assert_eq!((d.event_id(), d.event_source()), (None, None));
+        let d = DeadLetter::for_event(&EventError::InvalidJson("x".into()), br#"{"id": 7}"#);
+        assert_eq!(d.event_id(), None, "only a string id is an event id");
     }
 }

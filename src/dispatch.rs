@@ -16,13 +16,13 @@ use tracing::{info, warn};
 
 use crate::amqp::Publisher;
 use crate::cache_key::CacheKey;
-use crate::coalesce::{Lane, LaneKey, Origin, PendingItem};
-use crate::config::ProviderConfig;
+use crate::coalesce::{HeaderSet, Lane, LaneKey, Origin, PendingItem};
+use crate::config::{ProviderConfig, QuotaWindow};
 use crate::http::Readiness;
 use crate::ledger::{DeliveryId, LedgerHandle};
 use crate::metrics::Metrics;
 use crate::provider::{Batch, FlushType, Kind, Provider};
-use crate::quota::{QuotaStore, next_reset, unix_now};
+use crate::quota::{QuotaPolicy, QuotaStore, unix_now};
 use crate::ratelimit::MultiWindow;
 
 use outcome::Outcome;
@@ -40,6 +40,8 @@ pub struct Incoming {
     pub delivery: DeliveryId,
     pub kind: Kind,
     pub flush: FlushType,
+    /// Request headers of file purges (wangsu); `None` for none.
+    pub headers: HeaderSet,
     pub key: CacheKey,
     pub received: Instant,
     pub origin: Arc<Origin>,
@@ -69,13 +71,14 @@ pub fn spawn(
     input: mpsc::Receiver<Vec<Incoming>>,
 ) -> tokio::task::JoinHandle<()> {
     let limiter = MultiWindow::new(&parts.config.rate_limits);
-    parts.metrics.init_provider(
-        &parts.config.name,
-        &[
-            parts.provider.action(Kind::Url),
-            parts.provider.action(Kind::Dir),
-        ],
-    );
+    let mut actions = vec![
+        parts.provider.action(Kind::Url),
+        parts.provider.action(Kind::Dir),
+    ];
+    if parts.provider.capabilities().regex {
+        actions.push(parts.provider.action(Kind::Regex));
+    }
+    parts.metrics.init_provider(&parts.config.name, &actions);
     for (kind, limit) in [
         (Kind::Url, parts.config.urls_per_day),
         (Kind::Dir, parts.config.dirs_per_day),
@@ -204,6 +207,7 @@ impl Dispatcher {
             let i = self.lane_index(LaneKey {
                 kind: it.kind,
                 flush,
+                headers: it.headers,
             });
             if !self.lanes[i].add(it.key, it.delivery, &it.origin, it.received) {
                 self.p
@@ -291,20 +295,15 @@ impl Dispatcher {
             let Some(batch) = self.lanes[i].take() else {
                 continue;
             };
-            let (kind, limit) = (self.lanes[i].key.kind, self.lanes[i].daily_limit);
+            // Regex purges spend the directory allowance.
+            let kind = self.lanes[i].key.kind.quota_kind();
+            let limit = self.lanes[i].daily_limit;
             let c = &self.p.config;
             let want = batch.items.len() as u64;
             let reserved = self
                 .p
                 .quota
-                .reserve(
-                    &c.name,
-                    kind,
-                    limit,
-                    want,
-                    now_unix,
-                    c.quota_utc_offset_secs,
-                )
+                .reserve(&c.name, kind, limit, want, now_unix, QuotaPolicy::of(c))
                 .await;
             match reserved {
                 Err(e) => {
@@ -323,7 +322,7 @@ impl Dispatcher {
                         .set(r.used as i64);
                     if r.granted == 0 {
                         self.lanes[i].put_back(batch.items, batch.isolating);
-                        self.park(i, now_unix);
+                        self.park(i, r.free_at.max(now_unix + 1));
                         if let Some(until) = self.lanes[i].parked_until {
                             self.spawn_park(i, until, now_unix);
                         }
@@ -348,7 +347,7 @@ impl Dispatcher {
         reservation: crate::quota::Reservation,
         now: Instant,
     ) {
-        let key = self.lanes[lane].key;
+        let key = self.lanes[lane].key.clone();
         let name = &self.p.config.name;
         let m = &self.p.metrics;
         m.batch_size
@@ -364,7 +363,7 @@ impl Dispatcher {
             kind: key.kind,
             flush_type: key.flush,
             items: items.iter().map(|it| it.key.as_str().to_string()).collect(),
-            headers: Vec::new(),
+            headers: key.headers().to_vec(),
         };
         self.lanes[lane].in_flight += items.len();
         self.calls_in_flight += 1;
@@ -383,9 +382,9 @@ impl Dispatcher {
         });
     }
 
-    /// Marks a lane parked until its provider-local day ends.
-    fn park(&mut self, lane: usize, now_unix: i64) {
-        let until = next_reset(now_unix, self.p.config.quota_utc_offset_secs);
+    /// Marks a lane parked until `until` (Unix time): the provider-local day's end, or when the
+    /// rolling window's oldest spending stops counting.
+    fn park(&mut self, lane: usize, until: i64) {
         let l = &mut self.lanes[lane];
         if l.parked_until != Some(until) {
             l.parked_until = Some(until);
@@ -397,7 +396,8 @@ impl Dispatcher {
             let at = chrono::DateTime::from_timestamp(until, 0).map(|d| d.to_rfc3339());
             warn!(provider = %self.p.config.name, kind = %l.key.kind, flush = l.key.flush.as_str(),
                 until = at.as_deref().unwrap_or("?"),
-                "daily quota spent: lane parked until the provider's day resets; its items move to the parking queue");
+                window = self.p.config.quota_window.as_str(),
+                "daily quota spent: lane parked until quota comes back; its items move to the parking queue");
         }
     }
 
@@ -413,18 +413,29 @@ impl Dispatcher {
     }
 
     fn update_gauges(&self) {
-        for kind in [Kind::Url, Kind::Dir] {
-            let n: usize = self
-                .lanes
-                .iter()
-                .filter(|l| l.key.kind == kind)
-                .map(|l| l.waiting() + l.in_flight)
-                .sum();
-            self.p
-                .metrics
-                .pending
-                .with_label_values(&[&self.p.config.name, kind.as_str()])
+        let name = &self.p.config.name;
+        let now = Instant::now();
+        let now_unix = unix_now();
+        for kind in Kind::ALL {
+            let lanes = || self.lanes.iter().filter(move |l| l.key.kind == kind);
+            let n: usize = lanes().map(|l| l.waiting() + l.in_flight).sum();
+            let m = &self.p.metrics;
+            m.pending
+                .with_label_values(&[name, kind.as_str()])
                 .set(n as i64);
+            let oldest = lanes().filter_map(Lane::oldest_since).min();
+            m.oldest_pending
+                .with_label_values(&[name, kind.as_str()])
+                .set(oldest.map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64()));
+            // A calendar day always has a reset ahead; a rolling window frees up when a parked
+            // lane's `parked_until` comes (nothing to wait for otherwise).
+            let reset = match self.p.config.quota_window {
+                QuotaWindow::Day => Some(QuotaPolicy::of(&self.p.config).next_reset(now_unix)),
+                QuotaWindow::Rolling24h => lanes().filter_map(|l| l.parked_until).max(),
+            };
+            m.quota_reset
+                .with_label_values(&[name, kind.as_str()])
+                .set(reset.map_or(0, |t| (t - now_unix).max(0)) as f64);
         }
     }
 }

@@ -10,7 +10,8 @@ use serde::Serialize;
 
 use self::json::decode_json;
 use crate::cache_key::{self, CLIP, CacheKey, ItemError, clip};
-use crate::provider::{FlushType, Kind};
+use crate::config::ProviderKind;
+use crate::provider::{FlushType, Header, Kind, wangsu_rules};
 use crate::routing::Router;
 
 /// A decoded event. Unknown JSON fields are ignored (forward compatibility).
@@ -18,8 +19,15 @@ use crate::routing::Router;
 pub struct Event {
     /// File purges, as given.
     pub urls: Vec<String>,
-    /// Directory purges, as given.
+    /// Directory purges, as given (wildcards `*`, `**` for wangsu hosts).
     pub dirs: Vec<String>,
+    /// Cache-key regex purges `{http|https|any}://{host}/…` (wangsu hosts only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub regex: Vec<String>,
+    /// Request headers the `urls` are cached under (wangsu `fileHeaders`); lower-case names,
+    /// sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<Header>,
     /// Applies to the directory purges (default `flush`).
     #[serde(serialize_with = "ser_flush")]
     pub flush_type: FlushType,
@@ -29,6 +37,35 @@ pub struct Event {
     /// Publisher's name, carried into logs and dead-letter records.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+}
+
+impl Event {
+    /// An event carrying `items` of one kind (for dead-letter records and parked items), with
+    /// `headers` on file purges.
+    pub fn of_kind(
+        kind: Kind,
+        flush_type: FlushType,
+        items: Vec<String>,
+        headers: &[Header],
+        id: Option<String>,
+        source: Option<String>,
+    ) -> Event {
+        let mut event = Event {
+            flush_type,
+            id,
+            source,
+            ..Event::default()
+        };
+        match kind {
+            Kind::Url => {
+                event.urls = items;
+                event.headers = headers.to_vec();
+            }
+            Kind::Dir => event.dirs = items,
+            Kind::Regex => event.regex = items,
+        }
+        event
+    }
 }
 
 fn ser_flush<S: serde::Serializer>(f: &FlushType, s: S) -> Result<S::Ok, S::Error> {
@@ -49,8 +86,10 @@ pub enum EventError {
     InvalidEvent(String),
     #[error("flush_type `{0}` is not `flush` or `delete`")]
     InvalidFlushType(String),
-    #[error("event has no urls and no dirs")]
+    #[error("event has no urls, dirs or regex")]
     Empty,
+    #[error("event headers are invalid: {0}")]
+    InvalidHeaders(String),
     #[error("content type `{0}` is not supported (use application/json or text/plain)")]
     UnsupportedContentType(String),
 }
@@ -65,6 +104,7 @@ impl EventError {
             EventError::InvalidEvent(_) => "invalid_event",
             EventError::InvalidFlushType(_) => "invalid_flush_type",
             EventError::Empty => "empty_event",
+            EventError::InvalidHeaders(_) => "invalid_headers",
             EventError::UnsupportedContentType(_) => "unsupported_content_type",
         }
     }
@@ -124,25 +164,35 @@ pub fn decode(
             ..Event::default()
         },
     };
-    if event.urls.is_empty() && event.dirs.is_empty() {
+    if event.urls.is_empty() && event.dirs.is_empty() && event.regex.is_empty() {
         return Err(EventError::Empty);
     }
     Ok(event)
 }
 
-/// Splits a decoded event into valid routed items and refused ones, in event order (urls, then
-/// dirs).
+/// Splits a decoded event into valid routed items and refused ones, in event order (urls, dirs,
+/// then regex). Beyond being a routable URL, an item must be something its provider's API takes:
+/// wildcards, regex and headers only where the provider has them, and a wangsu URL by wangsu's
+/// rules (special characters it wants encoded are encoded here).
 pub fn validate(event: &Event, router: &Router) -> (Vec<RoutedItem>, Vec<RejectedItem>) {
-    let total = event.urls.len() + event.dirs.len();
+    let total = event.urls.len() + event.dirs.len() + event.regex.len();
     // Usually every item is good: size for that, and let a bad item grow the other vector.
     let mut routed = Vec::with_capacity(total);
     let mut rejected = Vec::new();
+    let headers = !event.headers.is_empty();
     let items = (event.urls.iter().map(|u| (Kind::Url, u)))
-        .chain(event.dirs.iter().map(|d| (Kind::Dir, d)));
+        .chain(event.dirs.iter().map(|d| (Kind::Dir, d)))
+        .chain(event.regex.iter().map(|r| (Kind::Regex, r)));
     for (kind, raw) in items {
-        match cache_key::normalize(raw, router) {
-            Ok((route, key)) => routed.push(RoutedItem {
-                provider: route.provider,
+        let checked = match kind {
+            Kind::Regex => route_regex(raw, router),
+            Kind::Url | Kind::Dir => cache_key::normalize(raw, router).and_then(|(route, key)| {
+                fit_provider(kind, headers, route.provider, route.kind, key)
+            }),
+        };
+        match checked {
+            Ok((provider, key)) => routed.push(RoutedItem {
+                provider,
                 kind,
                 key,
             }),
@@ -154,6 +204,54 @@ pub fn validate(event: &Event, router: &Router) -> (Vec<RoutedItem>, Vec<Rejecte
         }
     }
     (routed, rejected)
+}
+
+/// Routes a regex pattern by its host and checks it by the rules of its provider.
+fn route_regex(raw: &str, router: &Router) -> Result<(usize, CacheKey), ItemError> {
+    let check = |r: Result<(), String>| {
+        r.map_err(|e| ItemError::InvalidRegex(clip(&e, CLIP * 2).into_owned()))
+    };
+    let Some(host) = wangsu_rules::regex_host(raw) else {
+        check(wangsu_rules::check_regex(raw))?;
+        return Err(ItemError::InvalidRegex("the pattern names no host".into()));
+    };
+    let Some(route) = router.route(&host) else {
+        return Err(ItemError::UnknownHost(clip(&host, CLIP).into_owned()));
+    };
+    if route.kind != ProviderKind::Wangsu {
+        return Err(ItemError::RegexUnsupported(route.kind.as_str()));
+    }
+    check(wangsu_rules::check_regex(raw))?;
+    Ok((route.provider, CacheKey::from_normalized(raw)))
+}
+
+/// Checks a normalized URL item against what its provider's API takes.
+fn fit_provider(
+    kind: Kind,
+    headers: bool,
+    provider: usize,
+    provider_kind: ProviderKind,
+    key: CacheKey,
+) -> Result<(usize, CacheKey), ItemError> {
+    if provider_kind != ProviderKind::Wangsu {
+        if kind == Kind::Dir && wangsu_rules::has_wildcard(key.as_str()) {
+            return Err(ItemError::WildcardUnsupported(provider_kind.as_str()));
+        }
+        if kind == Kind::Url && headers {
+            return Err(ItemError::HeadersUnsupported(provider_kind.as_str()));
+        }
+        return Ok((provider, key));
+    }
+    let key = match wangsu_rules::encode_specials(key.as_str()) {
+        std::borrow::Cow::Borrowed(_) => key,
+        std::borrow::Cow::Owned(s) => CacheKey::from_normalized(&s),
+    };
+    let rule = match kind {
+        Kind::Url => wangsu_rules::check_file_url(key.as_str()),
+        Kind::Dir | Kind::Regex => wangsu_rules::check_dir_url(key.as_str()),
+    };
+    rule.map_err(|e| ItemError::RefusedByProviderRules(clip(&e, CLIP * 2).into_owned()))?;
+    Ok((provider, key))
 }
 
 /// The body formats an event may arrive in.

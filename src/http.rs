@@ -5,53 +5,101 @@
 //! which check fails.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus::IntGaugeVec;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, READY_AMQP, READY_PROVIDERS, READY_REDIS};
 
-/// The readiness inputs, set by the tasks that know them.
+/// The readiness inputs, set by the tasks that know them, and mirrored into
+/// `purge_ready{dependency}` as they change so "not ready" can be alerted on from metrics alone.
 #[derive(Debug, Default)]
 pub struct Readiness {
-    amqp: AtomicBool,
-    redis: AtomicBool,
-    stopped_providers: AtomicUsize,
+    /// The inputs. One lock (rather than one atomic each) so an input and its gauge always change
+    /// together: with separate stores, two racing setters could leave the gauge disagreeing with
+    /// `/readyz`. Setters run a few times a second at most.
+    state: Mutex<ReadyState>,
+    /// `purge_ready`; `None` for a readiness without metrics (`Readiness::default()`).
+    gauge: Option<ReadyGauge>,
+}
+
+#[derive(Debug, Default)]
+struct ReadyState {
+    amqp: bool,
+    redis: bool,
+    stopped_providers: usize,
+}
+
+/// `purge_ready{dependency}` (a newtype only to give it a `Debug`).
+struct ReadyGauge(IntGaugeVec);
+
+impl std::fmt::Debug for ReadyGauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("purge_ready")
+    }
 }
 
 impl Readiness {
+    /// Not ready (neither RabbitMQ nor Redis seen yet), reporting into `metrics`'
+    /// `purge_ready{dependency}`.
+    pub fn new(metrics: &Metrics) -> Readiness {
+        let r = Readiness {
+            state: Mutex::default(),
+            gauge: Some(ReadyGauge(metrics.ready.clone())),
+        };
+        r.update(|_| {});
+        r
+    }
+
+    /// Applies `change` and sets every `purge_ready` series from the result, under the lock.
+    fn update(&self, change: impl FnOnce(&mut ReadyState)) {
+        // A panic while holding this lock cannot leave the plain fields inconsistent.
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        change(&mut s);
+        if let Some(ReadyGauge(g)) = &self.gauge {
+            g.with_label_values(&[READY_AMQP]).set(i64::from(s.amqp));
+            g.with_label_values(&[READY_REDIS]).set(i64::from(s.redis));
+            g.with_label_values(&[READY_PROVIDERS])
+                .set(i64::from(s.stopped_providers == 0));
+        }
+    }
+
     /// Whether the consumer is connected to RabbitMQ.
     pub fn set_amqp(&self, up: bool) {
-        self.amqp.store(up, Ordering::Relaxed);
+        self.update(|s| s.amqp = up);
     }
     /// Whether Redis answered the last PING.
     pub fn set_redis(&self, up: bool) {
-        self.redis.store(up, Ordering::Relaxed);
+        self.update(|s| s.redis = up);
     }
     /// A provider stopped (`true`) or resumed (`false`) calls after an auth failure.
     pub fn provider_stopped(&self, stopped: bool) {
-        if stopped {
-            self.stopped_providers.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.stopped_providers.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.update(|s| {
+            s.stopped_providers = if stopped {
+                s.stopped_providers + 1
+            } else {
+                // An unmatched resume must not wrap around into "stopped forever".
+                s.stopped_providers.saturating_sub(1)
+            }
+        });
     }
     /// Every check that fails, empty when ready.
     pub fn problems(&self) -> Vec<String> {
+        let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let mut p = Vec::new();
-        if !self.amqp.load(Ordering::Relaxed) {
+        if !s.amqp {
             p.push("rabbitmq: not connected".to_string());
         }
-        if !self.redis.load(Ordering::Relaxed) {
+        if !s.redis {
             p.push("redis: not answering".to_string());
         }
-        let stopped = self.stopped_providers.load(Ordering::Relaxed);
+        let stopped = s.stopped_providers;
         if stopped > 0 {
             p.push(format!(
                 "{stopped} provider(s) stopped after an authentication failure"
@@ -113,4 +161,62 @@ pub async fn serve(
             .await;
     });
     Ok((addr, task))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ready(m: &Metrics, dependency: &str) -> i64 {
+        m.ready.with_label_values(&[dependency]).get()
+    }
+
+    #[test]
+    fn purge_ready_follows_every_readiness_input() {
+        let m = Metrics::new();
+        let r = Readiness::new(&m);
+        assert_eq!(r.problems().len(), 2, "not ready before anything connected");
+        assert_eq!(
+            (
+                ready(&m, "amqp"),
+                ready(&m, "redis"),
+                ready(&m, "providers")
+            ),
+            (0, 0, 1)
+        );
+
+        r.set_amqp(true);
+        r.set_redis(true);
+        assert!(r.problems().is_empty());
+        assert_eq!((ready(&m, "amqp"), ready(&m, "redis")), (1, 1));
+
+        r.provider_stopped(true);
+        r.provider_stopped(true);
+        r.provider_stopped(false);
+        assert_eq!(ready(&m, "providers"), 0, "one provider still stopped");
+        assert_eq!(r.problems().len(), 1);
+        r.provider_stopped(false);
+        assert_eq!(ready(&m, "providers"), 1);
+        r.provider_stopped(false);
+        assert_eq!(
+            ready(&m, "providers"),
+            1,
+            "an unmatched resume does not wrap"
+        );
+        assert!(r.problems().is_empty());
+
+        r.set_redis(false);
+        r.set_amqp(false);
+        assert_eq!((ready(&m, "amqp"), ready(&m, "redis")), (0, 0));
+        assert!(m.render().contains("purge_ready{dependency=\"amqp\"} 0"));
+    }
+
+    #[test]
+    fn a_readiness_without_metrics_still_answers() {
+        let r = Readiness::default();
+        r.set_amqp(true);
+        r.set_redis(true);
+        assert!(r.problems().is_empty());
+    }
 }

@@ -41,6 +41,7 @@ pub mod http;
 pub mod ledger;
 pub mod metrics;
 pub mod provider;
+pub mod queue_depth;
 pub mod quota;
 pub mod ratelimit;
 pub mod routing;

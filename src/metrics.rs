@@ -2,10 +2,11 @@
 //!
 //! A [`Metrics`] owns its own `Registry` (never the process-global one), so tests run several
 //! workers in one process without clashes. Label values are bounded sets: provider names from the
-//! config, kinds, actions, result classes and our own error codes — never a URL, host or event id.
+//! config, kinds, actions, result classes, our own error codes, queue roles and readiness
+//! dependencies — never a URL, host, queue name or event id.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -70,7 +71,33 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// `purge_amqp_publish_seconds`: dead-letter and parking publishes, confirm included.
     pub publish_duration: Histogram,
+    /// `purge_queue_messages{queue}`: ready messages in the purge queue (`queue="purge"`) and the
+    /// dead-letter queue (`queue="dead_letter"`), from a passive declare every few seconds
+    /// (`queue_depth`). The label is the queue's role, not its name, so it stays bounded. A series
+    /// is absent while it cannot be read (RabbitMQ down, queue missing) rather than stale.
+    pub queue_messages: IntGaugeVec,
+    /// `purge_oldest_pending_seconds{provider,kind}` (kind = url | dir | regex): age of the oldest
+    /// item waiting in a lane, 0 when none waits. Set by the dispatcher.
+    pub oldest_pending: GaugeVec,
+    /// `purge_quota_reset_seconds{provider,kind}` (kind = url | dir | regex): seconds until the
+    /// provider's quota window resets or frees up. Set by the dispatcher.
+    pub quota_reset: GaugeVec,
+    /// `purge_ready{dependency}` (dependency = amqp | redis | providers): 1 while that `/readyz`
+    /// check passes (`providers`: no provider stopped after an auth failure). Set by
+    /// `http::Readiness` whenever an input changes, so "not ready" can be alerted on from metrics.
+    pub ready: IntGaugeVec,
 }
+
+/// `purge_queue_messages` label for the purge queue.
+pub const QUEUE_PURGE: &str = "purge";
+/// `purge_queue_messages` label for the dead-letter queue.
+pub const QUEUE_DEAD_LETTER: &str = "dead_letter";
+/// `purge_ready` label: connected to RabbitMQ.
+pub const READY_AMQP: &str = "amqp";
+/// `purge_ready` label: Redis answers.
+pub const READY_REDIS: &str = "redis";
+/// `purge_ready` label: no provider has stopped calls after an authentication failure.
+pub const READY_PROVIDERS: &str = "providers";
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,6 +114,13 @@ fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounte
 
 fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    reg.register(Box::new(g.clone()))
+        .expect("metric registered once in a fresh registry");
+    g
+}
+
+fn float_gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let g = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric definition");
     reg.register(Box::new(g.clone()))
         .expect("metric registered once in a fresh registry");
     g
@@ -261,6 +295,30 @@ impl Metrics {
                 &["version"],
             ),
             publish_duration,
+            queue_messages: gauge(
+                &r,
+                "purge_queue_messages",
+                "Ready messages in the purge and dead-letter queues (passive declare), by role.",
+                &["queue"],
+            ),
+            oldest_pending: float_gauge(
+                &r,
+                "purge_oldest_pending_seconds",
+                "Age of the oldest item waiting in a lane; 0 when none waits.",
+                pk,
+            ),
+            quota_reset: float_gauge(
+                &r,
+                "purge_quota_reset_seconds",
+                "Seconds until the provider's quota window resets or frees up.",
+                pk,
+            ),
+            ready: gauge(
+                &r,
+                "purge_ready",
+                "1 while a /readyz check passes: amqp connected, redis answering, no provider stopped.",
+                &["dependency"],
+            ),
             registry: r,
         };
         m.build_info
@@ -269,6 +327,11 @@ impl Metrics {
         for outcome in ["accepted", "rejected"] {
             m.events.with_label_values(&[outcome]);
         }
+        // Not ready until the checks say so (`http::Readiness` sets them); `providers` starts ok.
+        for dependency in [READY_AMQP, READY_REDIS] {
+            m.ready.with_label_values(&[dependency]).set(0);
+        }
+        m.ready.with_label_values(&[READY_PROVIDERS]).set(1);
         m
     }
 
@@ -280,6 +343,7 @@ impl Metrics {
                 self.items.with_label_values(&[provider, kind, outcome]);
             }
             self.pending.with_label_values(&[provider, kind]);
+            self.oldest_pending.with_label_values(&[provider, kind]);
             self.parked_until.with_label_values(&[provider, kind]);
             self.parked_items.with_label_values(&[provider, kind]);
         }
@@ -334,6 +398,10 @@ mod tests {
             .observe(0.1);
         m.quota_used.with_label_values(&["p", "url"]).set(1);
         m.quota_limit.with_label_values(&["p", "url"]).set(1);
+        m.queue_messages
+            .with_label_values(&[QUEUE_DEAD_LETTER])
+            .set(2);
+        m.quota_reset.with_label_values(&["p", "dir"]).set(3600.0);
         let text = m.render();
         for name in [
             "purge_events_total",
@@ -345,6 +413,13 @@ mod tests {
             "purge_pending_items",
             "purge_quota_used",
             "purge_quota_limit",
+            "purge_queue_messages{queue=\"dead_letter\"} 2",
+            "purge_oldest_pending_seconds{kind=\"url\",provider=\"p\"} 0",
+            "purge_quota_reset_seconds{kind=\"dir\",provider=\"p\"} 3600",
+            "purge_ready{dependency=\"amqp\"} 0",
+            "purge_ready{dependency=\"redis\"} 0",
+            "purge_ready{dependency=\"providers\"} 1",
+            "purge_build_info{version=",
         ] {
             assert!(text.contains(name), "missing {name}");
         }

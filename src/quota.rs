@@ -1,19 +1,110 @@
 //! The daily quota in Redis: reserve before a call, refund when the call certainly did not happen.
 //!
-//! One counter per provider × kind × provider-local day:
-//! `{key_prefix}:quota:{provider}:{kind}:{YYYY-MM-DD}`. Reserving is one Lua script (read, cap,
-//! increment, set expiry) so concurrent workers can never together exceed the limit. A partial
-//! grant is normal: the caller submits what fits and parks the rest. Keys expire a day after their
-//! day ends, so they never vanish while still counting.
+//! Two ways of counting a day ([`QuotaWindow`]):
+//!
+//! - **Calendar day** (Tencent): one counter per provider × kind × provider-local day,
+//!   `{key_prefix}:quota:{provider}:{kind}:{YYYY-MM-DD}`. Keys expire a day after their day ends,
+//!   so they never vanish while still counting.
+//! - **Rolling 24 hours** (Wangsu): one hash per provider × kind,
+//!   `{key_prefix}:quota:{provider}:{kind}:rolling`, counting reservations in 5-minute buckets.
+//!   A bucket counts until 24 hours after it *ends*, so what is counted is never less than what
+//!   the provider counts in any 24 hours (freeing is at most 5 minutes late, never early).
+//!
+//! Reserving is one Lua script (read, cap, increment, set expiry) so concurrent workers can never
+//! together exceed the limit. A partial grant is normal: the caller submits what fits and parks
+//! the rest until the reservation's `free_at`.
 
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use crate::config::{ProviderConfig, QuotaWindow};
 use crate::provider::Kind;
 
 const SECS_PER_DAY: i64 = 86_400;
+/// Bucket width of the rolling window.
+pub const ROLLING_BUCKET_SECS: i64 = 300;
+
+/// Rolling reserve over a hash of bucket-start → count: drop buckets that no longer count, grant
+/// min(want, limit - sum), add it to the current bucket. Returns {granted, used, bucket, free_at}
+/// where free_at is when the oldest counted bucket stops counting (now when none counts).
+const ROLLING_RESERVE_LUA: &str = r#"
+local limit = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local b = tonumber(ARGV[4])
+local w = tonumber(ARGV[5])
+local horizon = now - w - b
+local used = 0
+local oldest = nil
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local start = tonumber(all[i])
+  local n = tonumber(all[i + 1])
+  if start <= horizon or n <= 0 then
+    redis.call('HDEL', KEYS[1], all[i])
+  else
+    used = used + n
+    if oldest == nil or start < oldest then oldest = start end
+  end
+end
+local grant = math.min(want, limit - used)
+if grant < 0 then grant = 0 end
+local cur = now - (now % b)
+if grant > 0 then
+  redis.call('HINCRBY', KEYS[1], cur, grant)
+  used = used + grant
+  if oldest == nil or cur < oldest then oldest = cur end
+  redis.call('EXPIRE', KEYS[1], w + 2 * b)
+end
+local free_at = now
+if oldest ~= nil then free_at = oldest + b + w end
+return {grant, used, cur, free_at}
+"#;
+
+/// Rolling refund: give back up to n from the reservation's bucket, never below zero.
+const ROLLING_REFUND_LUA: &str = r#"
+local n = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local r = math.min(tonumber(ARGV[2]), n)
+if r > 0 then n = redis.call('HINCRBY', KEYS[1], ARGV[1], -r) end
+return n
+"#;
+
+/// How a provider's allowance is counted: the window and, for calendar days, the day boundary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaPolicy {
+    pub window: QuotaWindow,
+    /// Seconds east of UTC of the day boundary (calendar days only).
+    pub utc_offset_secs: i32,
+}
+
+impl QuotaPolicy {
+    /// The policy a provider is configured with.
+    pub fn of(p: &ProviderConfig) -> QuotaPolicy {
+        QuotaPolicy {
+            window: p.quota_window,
+            utc_offset_secs: p.quota_utc_offset_secs,
+        }
+    }
+
+    /// When a calendar day's quota resets (for a rolling window: 24 hours from now at the latest).
+    pub fn next_reset(&self, now_unix: i64) -> i64 {
+        match self.window {
+            QuotaWindow::Day => next_reset(now_unix, self.utc_offset_secs),
+            QuotaWindow::Rolling24h => now_unix + SECS_PER_DAY + ROLLING_BUCKET_SECS,
+        }
+    }
+}
+
+/// What is spent and when some of it comes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub used: u64,
+    /// Unix time when the quota resets (calendar day) or its oldest spending stops counting
+    /// (rolling window; `now` when nothing counts).
+    pub free_at: i64,
+}
 
 /// Atomic reserve: grant min(want, limit - used), never below zero. Returns {granted, used}.
 const RESERVE_LUA: &str = r#"
@@ -80,14 +171,18 @@ pub fn unix_now() -> i64 {
 }
 
 /// A successful reservation: how much was granted and the counter it lives in (so a refund after
-/// midnight goes back to the right day).
+/// midnight goes back to the right day, or bucket).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     /// Items granted (≤ asked).
     pub granted: u64,
-    /// The day's count after this reservation.
+    /// The window's count after this reservation.
     pub used: u64,
+    /// When quota comes back (see [`Usage::free_at`]).
+    pub free_at: i64,
     key: String,
+    /// The rolling window's bucket; `None` for a calendar-day counter.
+    bucket: Option<i64>,
 }
 
 /// Handle to the quota counters; cheap to clone.
@@ -98,6 +193,8 @@ pub struct QuotaStore {
     reserve: Script,
     refund: Script,
     exhaust: Script,
+    rolling_reserve: Script,
+    rolling_refund: Script,
 }
 
 impl std::fmt::Debug for QuotaStore {
@@ -125,6 +222,8 @@ impl QuotaStore {
             reserve: Script::new(RESERVE_LUA),
             refund: Script::new(REFUND_LUA),
             exhaust: Script::new(EXHAUST_LUA),
+            rolling_reserve: Script::new(ROLLING_RESERVE_LUA),
+            rolling_refund: Script::new(ROLLING_REFUND_LUA),
         })
     }
 
@@ -139,7 +238,40 @@ impl QuotaStore {
         )
     }
 
-    /// Reserves up to `want` items of today's `limit`.
+    /// The rolling window's hash key for a provider and kind.
+    pub fn rolling_key(&self, provider: &str, kind: Kind) -> String {
+        format!("{}:quota:{}:{}:rolling", self.prefix, provider, kind)
+    }
+
+    async fn rolling(
+        &self,
+        provider: &str,
+        kind: Kind,
+        limit: u64,
+        want: u64,
+        now_unix: i64,
+    ) -> Result<Reservation, QuotaError> {
+        let key = self.rolling_key(provider, kind);
+        let (granted, used, bucket, free_at): (u64, u64, i64, i64) = self
+            .rolling_reserve
+            .key(&key)
+            .arg(limit)
+            .arg(want)
+            .arg(now_unix)
+            .arg(ROLLING_BUCKET_SECS)
+            .arg(SECS_PER_DAY)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(Reservation {
+            granted,
+            used,
+            free_at,
+            key,
+            bucket: Some(bucket),
+        })
+    }
+
+    /// Reserves up to `want` items of the window's `limit`.
     pub async fn reserve(
         &self,
         provider: &str,
@@ -147,62 +279,105 @@ impl QuotaStore {
         limit: u64,
         want: u64,
         now_unix: i64,
-        utc_offset_secs: i32,
+        policy: QuotaPolicy,
     ) -> Result<Reservation, QuotaError> {
-        let key = self.key(provider, kind, day_of(now_unix, utc_offset_secs));
-        let expire_at = next_reset(now_unix, utc_offset_secs) + SECS_PER_DAY;
+        if policy.window == QuotaWindow::Rolling24h {
+            return self.rolling(provider, kind, limit, want, now_unix).await;
+        }
+        let offset = policy.utc_offset_secs;
+        let key = self.key(provider, kind, day_of(now_unix, offset));
+        let free_at = next_reset(now_unix, offset);
         let (granted, used): (u64, u64) = self
             .reserve
             .key(&key)
             .arg(limit)
             .arg(want)
-            .arg(expire_at)
+            .arg(free_at + SECS_PER_DAY)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(Reservation { granted, used, key })
+        Ok(Reservation {
+            granted,
+            used,
+            free_at,
+            key,
+            bucket: None,
+        })
     }
 
     /// Gives back `n` items of a reservation whose call certainly did not happen.
     pub async fn refund(&self, reservation: &Reservation, n: u64) -> Result<u64, QuotaError> {
-        Ok(self
-            .refund
-            .key(&reservation.key)
-            .arg(n)
-            .invoke_async(&mut self.conn.clone())
-            .await?)
+        let mut conn = self.conn.clone();
+        Ok(match reservation.bucket {
+            Some(bucket) => {
+                self.rolling_refund
+                    .key(&reservation.key)
+                    .arg(bucket)
+                    .arg(n)
+                    .invoke_async(&mut conn)
+                    .await?
+            }
+            None => {
+                self.refund
+                    .key(&reservation.key)
+                    .arg(n)
+                    .invoke_async(&mut conn)
+                    .await?
+            }
+        })
     }
 
-    /// Marks today's quota as spent after the provider said so.
+    /// Marks the window's quota as spent after the provider said so.
     pub async fn exhaust(
         &self,
         provider: &str,
         kind: Kind,
         limit: u64,
         now_unix: i64,
-        utc_offset_secs: i32,
-    ) -> Result<u64, QuotaError> {
-        let key = self.key(provider, kind, day_of(now_unix, utc_offset_secs));
-        let expire_at = next_reset(now_unix, utc_offset_secs) + SECS_PER_DAY;
-        Ok(self
+        policy: QuotaPolicy,
+    ) -> Result<Usage, QuotaError> {
+        if policy.window == QuotaWindow::Rolling24h {
+            // Taking whatever is left marks the window full until its oldest spending expires.
+            let r = self.rolling(provider, kind, limit, limit, now_unix).await?;
+            return Ok(Usage {
+                used: r.used,
+                free_at: r.free_at,
+            });
+        }
+        let offset = policy.utc_offset_secs;
+        let key = self.key(provider, kind, day_of(now_unix, offset));
+        let free_at = next_reset(now_unix, offset);
+        let used = self
             .exhaust
             .key(&key)
             .arg(limit)
-            .arg(expire_at)
+            .arg(free_at + SECS_PER_DAY)
             .invoke_async(&mut self.conn.clone())
-            .await?)
+            .await?;
+        Ok(Usage { used, free_at })
     }
 
-    /// Today's count (0 when nothing was reserved yet).
+    /// The window's count now (0 when nothing was reserved yet).
     pub async fn used(
         &self,
         provider: &str,
         kind: Kind,
         now_unix: i64,
-        utc_offset_secs: i32,
-    ) -> Result<u64, QuotaError> {
-        let key = self.key(provider, kind, day_of(now_unix, utc_offset_secs));
+        policy: QuotaPolicy,
+    ) -> Result<Usage, QuotaError> {
+        if policy.window == QuotaWindow::Rolling24h {
+            let r = self.rolling(provider, kind, 0, 0, now_unix).await?;
+            return Ok(Usage {
+                used: r.used,
+                free_at: r.free_at,
+            });
+        }
+        let offset = policy.utc_offset_secs;
+        let key = self.key(provider, kind, day_of(now_unix, offset));
         let v: Option<u64> = self.conn.clone().get(&key).await?;
-        Ok(v.unwrap_or(0))
+        Ok(Usage {
+            used: v.unwrap_or(0),
+            free_at: next_reset(now_unix, offset),
+        })
     }
 
     /// `PING` with a short timeout, for `/readyz`.

@@ -12,7 +12,7 @@ use std::net::Ipv6Addr;
 
 use url::Host;
 
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, ProviderKind};
 
 /// A validated `domains.host` value. Hosts are stored lower-cased and IDNA-encoded (punycode), the
 /// same form [`crate::cache_key`] produces, so matching is a plain string comparison.
@@ -169,6 +169,8 @@ pub struct Route {
     pub provider: usize,
     /// Strip the query string from the cache key.
     pub ignore_query: bool,
+    /// The provider's API family: decides wildcards, regex, headers and URL rules.
+    pub kind: ProviderKind,
 }
 
 /// The routing table built once from the configuration.
@@ -196,6 +198,7 @@ impl Router {
                 let route = Route {
                     provider,
                     ignore_query: rule.ignore_query,
+                    kind: p.kind,
                 };
                 match &rule.host {
                     HostPattern::Any => {

@@ -27,6 +27,7 @@ use crate::provider::Provider;
 use crate::provider::tencent_v2::TencentV2;
 use crate::provider::tencent_v3::TencentV3;
 use crate::provider::wangsu::Wangsu;
+use crate::queue_depth::{self, ConnectionSlot};
 use crate::quota::QuotaStore;
 use crate::routing::Router;
 
@@ -62,7 +63,7 @@ impl Worker {
     /// connected in the background (and reconnected whenever they go away).
     pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Worker> {
         let metrics = Metrics::new();
-        let readiness = Arc::new(Readiness::default());
+        let readiness = Arc::new(Readiness::new(&metrics));
         let quota = QuotaStore::connect(config.redis.url.expose(), &config.redis.key_prefix)
             .context("redis.url is not a usable Redis URL")?;
         let http_shutdown = CancellationToken::new();
@@ -114,6 +115,10 @@ impl Worker {
                 rx,
             ));
         }
+        // Reads queue depths through the consumer's connection, whichever one is current.
+        let depth_slot = ConnectionSlot::default();
+        let depth =
+            queue_depth::spawn(&config.amqp, &depth_slot, metrics.clone(), shutdown.clone());
         let ctx = consumer::Consumer {
             router: Router::new(&config.providers),
             provider_names: config.providers.iter().map(|p| p.name.clone()).collect(),
@@ -123,11 +128,13 @@ impl Worker {
             publisher: publisher.clone(),
             metrics: metrics.clone(),
             readiness: readiness.clone(),
+            queue_depth: depth_slot,
             next_id: 0,
         };
         let task = tokio::spawn(async move {
             // Runs until shutdown; returns the live connection so acks can still be sent.
             let conn = consumer::supervise(ctx, shutdown).await;
+            let _ = depth.await;
             for d in dispatchers {
                 let _ = d.await;
             }

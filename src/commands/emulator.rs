@@ -57,6 +57,28 @@ pub struct EmulatorArgs {
     #[arg(long = "reject-url", value_name = "URL")]
     pub reject_urls: Vec<String>,
 
+    /// Legacy API 2.0: most URLs in one RefreshCdnUrl call; more get code 4000 (22043).
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub v2_urls_per_call: usize,
+
+    /// Legacy API 2.0: most directories in one RefreshCdnDir call; more get 4000 (22045).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub v2_dirs_per_call: usize,
+
+    /// Legacy API 2.0: URL refreshes per account per day (00:00 UTC+8 reset); more get 4000
+    /// (22044).
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub v2_urls_per_day: u64,
+
+    /// Legacy API 2.0: directory refreshes per account per day (00:00 UTC+8 reset); more get
+    /// 4000 (22046).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub v2_dirs_per_day: u64,
+
+    /// Legacy API 2.0: calls per account in any sliding minute; more get code 4400.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub v2_requests_per_minute: u32,
+
     /// SecretId of the emulated account, replacing the built-in demo account (needs
     /// --secret-key).
     #[arg(long, value_name = "ID", requires = "secret_key")]
@@ -76,7 +98,13 @@ pub struct EmulatorArgs {
 impl EmulatorArgs {
     /// The legacy v2 API's limits these arguments describe.
     fn tencent_v2_limits(&self) -> crate::emulator::V2Limits {
-        crate::emulator::V2Limits::default()
+        crate::emulator::V2Limits {
+            urls_per_call: self.v2_urls_per_call,
+            dirs_per_call: self.v2_dirs_per_call,
+            urls_per_day: self.v2_urls_per_day,
+            dirs_per_day: self.v2_dirs_per_day,
+            requests_per_minute: self.v2_requests_per_minute,
+        }
     }
 
     /// The Wangsu API's accounts and limits these arguments describe.

@@ -139,6 +139,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             (None, _) => None,
         },
         source: Some(args.source.clone()),
+        ..Event::default()
     };
 
     let Some(file) = &args.file else {

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 
+use crate::config::QuotaWindow;
 use crate::provider::Kind;
-use crate::quota::{QuotaStore, day_label, day_of, next_reset, unix_now};
+use crate::quota::{QuotaPolicy, QuotaStore, day_label, day_of, unix_now};
 
 /// Show today's quota use and limit per provider and kind (provider-local day), read from the
 /// worker's counters in Redis.
@@ -27,15 +28,19 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for p in &cfg.providers {
         for (kind, limit) in [(Kind::Url, p.urls_per_day), (Kind::Dir, p.dirs_per_day)] {
-            let used = store
-                .used(&p.name, kind, now, p.quota_utc_offset_secs)
+            let usage = store
+                .used(&p.name, kind, now, QuotaPolicy::of(p))
                 .await
                 .context("cannot read quota counters from Redis (redis.url)")?;
-            let reset = next_reset(now, p.quota_utc_offset_secs);
+            let (used, reset) = (usage.used, usage.free_at);
+            let day = match p.quota_window {
+                QuotaWindow::Day => day_label(day_of(now, p.quota_utc_offset_secs)),
+                QuotaWindow::Rolling24h => "last 24h".to_string(),
+            };
             rows.push(serde_json::json!({
                 "provider": p.name,
                 "kind": kind.as_str(),
-                "day": day_label(day_of(now, p.quota_utc_offset_secs)),
+                "day": day,
                 "used": used,
                 "limit": limit,
                 "left": limit.saturating_sub(used),

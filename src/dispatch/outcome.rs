@@ -15,8 +15,8 @@ use crate::coalesce::PendingItem;
 use crate::dead_letter::DeadLetter;
 use crate::event::Event;
 use crate::ledger::DeliveryId;
-use crate::provider::{Kind, ProviderError, Receipt};
-use crate::quota::{Reservation, unix_now};
+use crate::provider::{ProviderError, Receipt};
+use crate::quota::{QuotaPolicy, Reservation, unix_now};
 
 /// Items per parked message.
 const PARK_CHUNK: usize = 1000;
@@ -170,17 +170,23 @@ impl Dispatcher {
             ProviderError::QuotaExhausted { code } => {
                 let c = &self.p.config;
                 let limit = self.lanes[lane].daily_limit;
-                if let Err(e) = self
+                let policy = QuotaPolicy::of(c);
+                let now_unix = unix_now();
+                let until = match self
                     .p
                     .quota
-                    .exhaust(&c.name, kind, limit, unix_now(), c.quota_utc_offset_secs)
+                    .exhaust(&c.name, kind.quota_kind(), limit, now_unix, policy)
                     .await
                 {
-                    warn!(provider = %name, error = %e, "could not record the provider's quota exhaustion in Redis");
-                }
+                    Ok(usage) => usage.free_at.max(now_unix + 1),
+                    Err(e) => {
+                        warn!(provider = %name, error = %e, "could not record the provider's quota exhaustion in Redis");
+                        policy.next_reset(now_unix)
+                    }
+                };
                 warn!(provider = %name, code, "provider says today's quota is spent");
                 self.lanes[lane].put_back(items, isolating);
-                self.park(lane, unix_now());
+                self.park(lane, until);
             }
             ProviderError::BatchTooLarge { code } => {
                 m.retries
@@ -286,7 +292,7 @@ impl Dispatcher {
         if items.is_empty() {
             return;
         }
-        let key = self.lanes[lane].key;
+        let key = self.lanes[lane].key.clone();
         let name = self.p.config.name.clone();
         let m = self.p.metrics.clone();
         m.items
@@ -304,6 +310,7 @@ impl Dispatcher {
                     key.kind,
                     key.flush,
                     &[it.key.to_string()],
+                    key.headers(),
                     &it.origin,
                     code,
                     message,
@@ -345,7 +352,7 @@ impl Dispatcher {
         }
         l.parking = true;
         l.in_flight += items.len();
-        let key = l.key;
+        let key = l.key.clone();
         // One extra second so our own clock has certainly passed the reset when they return.
         let ttl_ms = ((until - now_unix).max(0) as u64 + 1) * 1000;
         let mut headers = FieldTable::default();
@@ -370,21 +377,14 @@ impl Dispatcher {
                 let tail = rest.split_off(rest.len().min(PARK_CHUNK));
                 let chunk = std::mem::replace(&mut rest, tail);
                 let keys: Vec<String> = chunk.iter().map(|i| i.key.to_string()).collect();
-                let event = Event {
-                    urls: if key.kind == Kind::Url {
-                        keys.clone()
-                    } else {
-                        Vec::new()
-                    },
-                    dirs: if key.kind == Kind::Dir {
-                        keys
-                    } else {
-                        Vec::new()
-                    },
-                    flush_type: key.flush,
-                    id: None,
-                    source: Some("purge-worker:parked".into()),
-                };
+                let event = Event::of_kind(
+                    key.kind,
+                    key.flush,
+                    keys,
+                    key.headers(),
+                    None,
+                    Some("purge-worker:parked".into()),
+                );
                 let body = serde_json::to_vec(&event).unwrap_or_default();
                 if let Err(e) = publisher.publish(&queue, &body, props.clone()).await {
                     let mut failed = chunk;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer};
 
 use super::{Event, EventError};
 use crate::cache_key::{CLIP, clip};
-use crate::provider::FlushType;
+use crate::provider::{FlushType, Header, wangsu_rules};
 
 /// Parses a JSON event. Syntax errors are `InvalidJson`; a well-formed document of the wrong shape
 /// is `InvalidEvent`, with the reason our visitors wrote (naming the field).
@@ -22,13 +22,60 @@ pub(super) fn decode_json(text: &str) -> Result<Event, EventError> {
         Some(s) => FlushType::parse(&s.to_ascii_lowercase())
             .ok_or_else(|| EventError::InvalidFlushType(clip(&s, CLIP).into_owned()))?,
     };
+    let headers = match raw.headers {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(v) => headers(v)?,
+    };
     Ok(Event {
         urls: raw.urls.unwrap_or_default(),
         dirs: raw.dirs.unwrap_or_default(),
+        regex: raw.regex.unwrap_or_default(),
+        headers,
         flush_type,
         id: raw.id,
         source: raw.source,
     })
+}
+
+/// `headers`: `[{"name": "...", "value": "..."}, ...]`, names unique ignoring case. Names are
+/// lower-cased and the list sorted by name, so the same set always forms the same lane.
+fn headers(v: serde_json::Value) -> Result<Vec<Header>, EventError> {
+    const SHAPE: &str =
+        "`headers` must be an array of {\"name\": string, \"value\": string} objects";
+    let serde_json::Value::Array(list) = v else {
+        return Err(EventError::InvalidEvent(SHAPE.into()));
+    };
+    let mut out: Vec<Header> = Vec::with_capacity(list.len());
+    for item in list {
+        let serde_json::Value::Object(mut obj) = item else {
+            return Err(EventError::InvalidEvent(SHAPE.into()));
+        };
+        let (Some(serde_json::Value::String(name)), Some(serde_json::Value::String(value))) =
+            (obj.remove("name"), obj.remove("value"))
+        else {
+            return Err(EventError::InvalidEvent(SHAPE.into()));
+        };
+        if let Some(extra) = obj.keys().next() {
+            return Err(EventError::InvalidHeaders(format!(
+                "header objects take only `name` and `value`, not `{}`",
+                clip(extra, CLIP)
+            )));
+        }
+        wangsu_rules::check_header(&name, &value)
+            .map_err(|r| EventError::InvalidHeaders(clip(&r, CLIP * 2).into_owned()))?;
+        out.push(Header {
+            name: name.to_ascii_lowercase(),
+            value,
+        });
+    }
+    out.sort();
+    if let Some(w) = out.windows(2).find(|w| w[0].name == w[1].name) {
+        return Err(EventError::InvalidHeaders(format!(
+            "header `{}` is given twice",
+            clip(&w[0].name, CLIP)
+        )));
+    }
+    Ok(out)
 }
 
 /// The message of a data error without serde_json's " at line L column C" suffix: the reason
@@ -47,6 +94,8 @@ fn data_reason(e: &serde_json::Error) -> String {
 struct RawEvent {
     urls: Option<Vec<String>>,
     dirs: Option<Vec<String>>,
+    regex: Option<Vec<String>>,
+    headers: Option<serde_json::Value>,
     flush_type: Option<String>,
     id: Option<String>,
     source: Option<String>,
@@ -56,6 +105,8 @@ struct RawEvent {
 enum Field {
     Urls,
     Dirs,
+    Regex,
+    Headers,
     FlushType,
     Id,
     Source,
@@ -74,6 +125,8 @@ impl<'de> Deserialize<'de> for Field {
                 Ok(match v {
                     "urls" => Field::Urls,
                     "dirs" => Field::Dirs,
+                    "regex" => Field::Regex,
+                    "headers" => Field::Headers,
                     "flush_type" => Field::FlushType,
                     "id" => Field::Id,
                     "source" => Field::Source,
@@ -128,7 +181,7 @@ struct EventVisitor;
 
 impl EventVisitor {
     fn refusal(&self) -> &'static str {
-        "the event must be a JSON object with `urls` and/or `dirs`"
+        "the event must be a JSON object with `urls`, `dirs` and/or `regex`"
     }
 }
 
@@ -151,7 +204,7 @@ impl<'de> Visitor<'de> for EventVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEvent, A::Error> {
         let mut ev = RawEvent::default();
-        let mut seen = [false; 5];
+        let mut seen = [false; 7];
         while let Some(field) = map.next_key::<Field>()? {
             let (slot, name) = match field {
                 Field::Urls => (0, "urls"),
@@ -159,6 +212,8 @@ impl<'de> Visitor<'de> for EventVisitor {
                 Field::FlushType => (2, "flush_type"),
                 Field::Id => (3, "id"),
                 Field::Source => (4, "source"),
+                Field::Regex => (5, "regex"),
+                Field::Headers => (6, "headers"),
                 Field::Unknown => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -172,6 +227,8 @@ impl<'de> Visitor<'de> for EventVisitor {
             match field {
                 Field::Urls => ev.urls = map.next_value_seed(StringList("urls"))?,
                 Field::Dirs => ev.dirs = map.next_value_seed(StringList("dirs"))?,
+                Field::Regex => ev.regex = map.next_value_seed(StringList("regex"))?,
+                Field::Headers => ev.headers = Some(map.next_value::<serde_json::Value>()?),
                 Field::FlushType => {
                     ev.flush_type = map.next_value_seed(OptText {
                         field: "flush_type",
@@ -197,7 +254,7 @@ impl<'de> Visitor<'de> for EventVisitor {
     }
 }
 
-/// `urls` or `dirs`: an array of strings, or `null` for absent.
+/// `urls`, `dirs` or `regex`: an array of strings, or `null` for absent.
 struct StringList(&'static str);
 
 impl StringList {

@@ -10,6 +10,7 @@ pub mod tencent_v2;
 pub mod tencent_v3;
 pub mod wangsu;
 pub mod wangsu_rules;
+pub mod wangsu_sign;
 
 use std::fmt;
 use std::future::Future;

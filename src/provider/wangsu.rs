@@ -1,52 +1,492 @@
-//! Wangsu CDN Pro client: POST /cdn/purges (PROVIDERS.md §3).
+//! Wangsu (ChinaNetCenter) CDN Pro client: `POST {endpoint}/cdn/purges` (PROVIDERS.md §3).
+//!
+//! One [`Provider::purge`] is one signed POST whose JSON body carries one lane: `fileUrls` (with
+//! the lane's `fileHeaders`), `dirUrls` or `regexPatterns`, plus `action`, `target` and the
+//! configured `webhook`/`name`. The answer is classified by [`interpret`]. Decisions worth
+//! knowing:
+//!
+//! - Signing follows the configured scheme ([`WangsuAuth`]): the API-key scheme signs the `Date`
+//!   header we format ourselves in English ([`wangsu_sign::http_date`]); AK/SK signs
+//!   `content-type;host` and the body. Date and timestamp are taken afresh on every attempt, so
+//!   a retry is never a replay (the API refuses a replayed AK/SK signature for 5 minutes).
+//! - Success is HTTP 201 with a `Location` naming the purge; the task id is its last path
+//!   segment. A 2xx **without** `Location` is not trusted as success: a proxy or a misconfigured
+//!   endpoint answering 200 would otherwise silently swallow purges. It is `Transient` with
+//!   `maybe_applied = true`, so it is retried without refunding quota; a duplicate purge costs
+//!   less than a lost one.
+//! - `InvalidPurgeUrl` names the refused URL in its message (seed 004: "The purge URL '…' is
+//!   invalid"); when that URL is a batch item, only it is reported, so the dispatcher
+//!   dead-letters exactly it. When the message names an undeployed host instead ("The host '…'
+//!   has not been deployed…"), every item on that host is reported: all of them would fail.
+//! - Wangsu documents no quota-exhausted code. The emulator answers 400 `PurgeQuotaExceeded`
+//!   (its own assumption, [`QUOTA_CODE`]); any 4xx code mentioning a quota or purge tokens is
+//!   read as [`ProviderError::QuotaExhausted`].
 
 use std::fmt;
+use std::time::Duration;
 
-use super::{Batch, Capabilities, Kind, Provider, ProviderError, PurgeFuture};
-use crate::config::ProviderConfig;
+use reqwest::header::HeaderMap;
+use serde::Serialize;
+use tracing::Instrument;
 
-/// Placeholder until the client lands: every call is refused as an auth failure.
+use super::wangsu_sign::{self, AKSK_AUTH_METHOD, AkSkInput};
+use super::{
+    Batch, Capabilities, FlushType, Header, Kind, Provider, ProviderError, PurgeFuture, Receipt,
+    host_header, transport_error,
+};
+use crate::config::{KindOptions, ProviderConfig, Secret, WangsuAuth};
+
+/// The purge path, joined to the endpoint's base path.
+pub const PATH: &str = "cdn/purges";
+/// `Content-Type` and `Accept` of every call, as the official CLI sends them (the seed's curl
+/// omits it and so sends a form content type, PROVIDERS.md §3.7).
+pub const CONTENT_TYPE: &str = "application/json";
+/// Metric label for file purges.
+pub const ACTION_FILES: &str = "purges.files";
+/// Metric label for directory purges.
+pub const ACTION_DIRS: &str = "purges.dirs";
+/// Metric label for regex purges.
+pub const ACTION_REGEX: &str = "purges.regex";
+/// The code the emulator answers when a rolling-24-hour quota cannot take a call. Wangsu
+/// documents none (PROVIDERS.md §3.3 **[UNVERIFIED]**): this is the emulator's assumption.
+pub const QUOTA_CODE: &str = "PurgeQuotaExceeded";
+/// The code the emulator answers for more entries than a call may carry (also undocumented).
+pub const TOO_MANY_ENTRIES_CODE: &str = "TooManyPurgeEntries";
+/// Seconds to wait after a 429, as the API says it.
+pub const RETRY_AFTER_HEADER: &str = "x-rate-limit-retry-after-seconds";
+/// The API's request id, for support tickets.
+pub const REQUEST_ID_HEADER: &str = "x-cnc-request-id";
+
+/// A Wangsu CDN Pro account. Cheap to share; holds a pooled HTTP client.
 pub struct Wangsu {
     name: String,
+    client: reqwest::Client,
+    /// `{endpoint}/cdn/purges`.
+    url: url::Url,
+    /// The signed host (with the port when it is not the scheme's default).
+    host: String,
+    auth: WangsuAuth,
+    /// Username (API key scheme) or AccessKey.
+    secret_id: Secret,
+    /// API key or SecretKey.
+    secret_key: Secret,
+    target: String,
+    webhook: Option<String>,
+    purge_name: Option<String>,
 }
 
 impl fmt::Debug for Wangsu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Wangsu")
             .field("name", &self.name)
+            .field("url", &self.url.as_str())
+            .field("auth", &self.auth)
+            .field("target", &self.target)
+            .field("secret_id", &self.secret_id)
+            .field("secret_key", &self.secret_key)
             .finish_non_exhaustive()
     }
 }
 
+/// One request, ready to send: the body bytes and the headers that sign them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Prepared {
+    action: &'static str,
+    body: Vec<u8>,
+    headers: Vec<(&'static str, String)>,
+}
+
+/// The create-purge body (PROVIDERS.md §3.2). Empty lists and unset options are left out;
+/// `target` is always sent because the API requires it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PurgeBody<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    file_urls: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    file_headers: &'a [Header],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    dir_urls: &'a [String],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    regex_patterns: &'a [String],
+    action: &'static str,
+    target: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<&'a str>,
+}
+
+/// `{endpoint}` joined with `cdn/purges`, keeping any base path of the endpoint.
+fn api_url(endpoint: &url::Url) -> url::Url {
+    let mut url = endpoint.clone();
+    let base = endpoint.path().trim_end_matches('/');
+    url.set_path(&format!("{base}/{PATH}"));
+    url.set_query(None);
+    url.set_fragment(None);
+    url
+}
+
+/// The Wangsu `action` for a flush type.
+pub fn wangsu_action(flush_type: FlushType) -> &'static str {
+    match flush_type {
+        FlushType::Flush => "invalidate",
+        FlushType::Delete => "delete",
+    }
+}
+
+/// The metric label for a kind.
+fn action_for(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Url => ACTION_FILES,
+        Kind::Dir => ACTION_DIRS,
+        Kind::Regex => ACTION_REGEX,
+    }
+}
+
 impl Wangsu {
-    /// Builds the client from a validated provider config.
+    /// Builds the client from a validated provider config: connect and whole-request timeouts
+    /// from the config, so a hung API cannot hold a dispatch slot forever.
     pub fn new(cfg: &ProviderConfig) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .timeout(cfg.request_timeout)
+            .user_agent(concat!("purge-worker/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        // The config layer only builds Wangsu options for this kind; anything else falls back
+        // to the API-key scheme on production.
+        let (auth, target, webhook, purge_name) = match &cfg.options {
+            KindOptions::Wangsu {
+                auth,
+                target,
+                webhook,
+                purge_name,
+            } => (*auth, target.clone(), webhook.clone(), purge_name.clone()),
+            _ => (WangsuAuth::ApiKey, "production".to_string(), None, None),
+        };
+        let url = api_url(&cfg.endpoint);
+        let host = host_header(&url);
         Ok(Wangsu {
             name: cfg.name.clone(),
+            client,
+            url,
+            host,
+            auth,
+            secret_id: cfg.secret_id.clone(),
+            secret_key: cfg.secret_key.clone(),
+            target,
+            webhook,
+            purge_name,
         })
+    }
+
+    /// Serializes and signs `batch` at `now` (Unix seconds).
+    fn prepare(&self, batch: &Batch, now: i64) -> Result<Prepared, serde_json::Error> {
+        let empty: &[String] = &[];
+        let items = batch.items.as_slice();
+        let body = serde_json::to_vec(&PurgeBody {
+            name: self.purge_name.as_deref(),
+            file_urls: if batch.kind == Kind::Url {
+                items
+            } else {
+                empty
+            },
+            file_headers: if batch.kind == Kind::Url {
+                &batch.headers
+            } else {
+                &[]
+            },
+            dir_urls: if batch.kind == Kind::Dir {
+                items
+            } else {
+                empty
+            },
+            regex_patterns: if batch.kind == Kind::Regex {
+                items
+            } else {
+                empty
+            },
+            action: wangsu_action(batch.flush_type),
+            target: &self.target,
+            webhook: self.webhook.as_deref(),
+        })?;
+        let mut headers = vec![
+            ("Content-Type", CONTENT_TYPE.to_string()),
+            ("Accept", CONTENT_TYPE.to_string()),
+        ];
+        match self.auth {
+            WangsuAuth::ApiKey => {
+                // A timestamp outside chrono's range cannot be formatted; an empty Date then
+                // earns a 401, which is the honest outcome.
+                let date = wangsu_sign::http_date(now).unwrap_or_default();
+                let signed = wangsu_sign::sign_api_key(
+                    self.secret_id.expose(),
+                    self.secret_key.expose(),
+                    &date,
+                );
+                headers.push(("Date", date));
+                headers.push(("Authorization", signed.authorization));
+            }
+            WangsuAuth::AkSk => {
+                let signed = wangsu_sign::sign_aksk(&AkSkInput {
+                    method: "POST",
+                    host: &self.host,
+                    path: self.url.path(),
+                    query: "",
+                    content_type: CONTENT_TYPE,
+                    payload: &body,
+                    timestamp: now,
+                    access_key: self.secret_id.expose(),
+                    secret_key: self.secret_key.expose(),
+                });
+                headers.push(("x-cnc-accessKey", self.secret_id.expose().to_string()));
+                headers.push(("x-cnc-timestamp", now.to_string()));
+                headers.push(("x-cnc-auth-method", AKSK_AUTH_METHOD.to_string()));
+                headers.push(("Authorization", signed.authorization));
+            }
+        }
+        Ok(Prepared {
+            action: action_for(batch.kind),
+            body,
+            headers,
+        })
+    }
+
+    async fn call(&self, batch: &Batch) -> Result<Receipt, ProviderError> {
+        let prepared = self
+            .prepare(batch, chrono::Utc::now().timestamp())
+            .map_err(|e| ProviderError::Transient {
+                code: "RequestBuildError".into(),
+                message: e.to_string(),
+                maybe_applied: false,
+            })?;
+        let mut request = self.client.post(self.url.clone());
+        for (name, value) in prepared.headers {
+            request = request.header(name, value);
+        }
+        let response = request
+            .body(prepared.body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        // The request reached the API: a failure reading the answer leaves the outcome unknown.
+        let body = response.bytes().await.map_err(|e| {
+            let mut err = transport_error(e);
+            if let ProviderError::Transient { maybe_applied, .. } = &mut err {
+                *maybe_applied = true;
+            }
+            err
+        })?;
+        let result = interpret(status, &headers, &body, &batch.items);
+        let request_id = header_text(&headers, REQUEST_ID_HEADER).unwrap_or("");
+        match &result {
+            Ok(receipt) => tracing::debug!(
+                action = prepared.action,
+                items = batch.items.len(),
+                task_id = %receipt.task_id,
+                request_id,
+                "purge accepted"
+            ),
+            Err(e) => tracing::debug!(
+                action = prepared.action,
+                items = batch.items.len(),
+                status,
+                code = e.code(),
+                request_id,
+                "purge refused"
+            ),
+        }
+        result
     }
 }
 
 impl Provider for Wangsu {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            url_flush_type: false,
-            wildcards: false,
-            regex: false,
-            headers: false,
+            url_flush_type: true,
+            wildcards: true,
+            regex: true,
+            headers: true,
         }
     }
 
-    fn action(&self, _kind: Kind) -> &'static str {
-        "unimplemented"
+    fn action(&self, kind: Kind) -> &'static str {
+        action_for(kind)
     }
 
-    fn purge<'a>(&'a self, _batch: &'a Batch) -> PurgeFuture<'a> {
-        Box::pin(async {
-            Err(ProviderError::Auth {
-                code: "Unimplemented".into(),
-                message: "client not implemented".into(),
-            })
-        })
+    fn purge<'a>(&'a self, batch: &'a Batch) -> PurgeFuture<'a> {
+        let span = tracing::debug_span!(
+            "wangsu.purge",
+            provider = %self.name,
+            kind = %batch.kind,
+        );
+        Box::pin(self.call(batch).instrument(span))
     }
 }
+
+fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Seconds the API asks us to wait: its own header first, then a standard `Retry-After` in
+/// seconds (fractions rounded up).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    [RETRY_AFTER_HEADER, "retry-after"]
+        .into_iter()
+        .find_map(|name| header_text(headers, name)?.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs(s.ceil() as u64))
+}
+
+/// The purge id: the last path segment of `Location` (absolute, or relative to the API).
+fn purge_id(location: &str) -> Option<String> {
+    let base = url::Url::parse("http://api.invalid/cdn/purges").ok()?;
+    let url = base.join(location.trim()).ok()?;
+    let id = url.path_segments()?.rev().find(|s| !s.is_empty())?;
+    (id != "purges").then(|| id.to_string())
+}
+
+/// Turns an HTTP answer into a receipt or a classified error. `items` are the batch's items, so
+/// an `InvalidPurgeUrl` naming one of them reports exactly that one.
+fn interpret(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+    items: &[String],
+) -> Result<Receipt, ProviderError> {
+    let request_id = header_text(headers, REQUEST_ID_HEADER).map(str::to_string);
+    if (200..300).contains(&status) {
+        return match header_text(headers, "location").and_then(purge_id) {
+            Some(task_id) => Ok(Receipt {
+                task_id,
+                request_id,
+            }),
+            None => Err(ProviderError::Transient {
+                code: "MalformedResponse".into(),
+                message: format!("HTTP {status} without a Location naming the purge"),
+                maybe_applied: true,
+            }),
+        };
+    }
+    let error = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            let code = v.get("code")?.as_str()?.to_string();
+            let message = v
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("")
+                .to_string();
+            Some((code, message))
+        });
+    match error {
+        Some((code, message)) => Err(classify(status, code, message, headers, items)),
+        None => Err(non_api_answer(status, headers)),
+    }
+}
+
+/// An error status without the API's `{code, message}` body: a gateway, or the wrong endpoint.
+/// 401/403/429 keep their documented meaning; other 4xx (but 408) and 502/503 were refused before
+/// the API saw the request; anything else might have been forwarded.
+fn non_api_answer(status: u16, headers: &HeaderMap) -> ProviderError {
+    let code = format!("HttpStatus.{status}");
+    match status {
+        429 => ProviderError::RateLimited {
+            code,
+            retry_after: retry_after(headers),
+        },
+        401 | 403 => ProviderError::Auth {
+            code,
+            message: format!("HTTP {status} without an API error body"),
+        },
+        413 => ProviderError::BatchTooLarge { code },
+        _ => {
+            let refused_early =
+                matches!(status, 400..=499 if status != 408) || matches!(status, 502 | 503);
+            ProviderError::Transient {
+                code,
+                message: format!("HTTP {status} without an API error body"),
+                maybe_applied: !refused_early,
+            }
+        }
+    }
+}
+
+/// Whether a 4xx code reports a spent allowance (Wangsu documents no such code).
+fn is_quota_code(code: &str) -> bool {
+    let lower = code.to_ascii_lowercase();
+    lower.contains("quota") || lower.contains("purgetoken")
+}
+
+/// The one place Wangsu answers become [`ProviderError`] classes (PROVIDERS.md §3.3).
+fn classify(
+    status: u16,
+    code: String,
+    message: String,
+    headers: &HeaderMap,
+    items: &[String],
+) -> ProviderError {
+    match status {
+        429 => ProviderError::RateLimited {
+            code,
+            retry_after: retry_after(headers),
+        },
+        401 | 403 => ProviderError::Auth { code, message },
+        // The API's own 5xx refused the call before creating a purge.
+        500..=599 => ProviderError::Transient {
+            code,
+            message,
+            maybe_applied: false,
+        },
+        _ if is_quota_code(&code) => ProviderError::QuotaExhausted { code },
+        413 => ProviderError::BatchTooLarge { code },
+        _ if code == TOO_MANY_ENTRIES_CODE => ProviderError::BatchTooLarge { code },
+        400..=499 => {
+            let named = if code.starts_with("InvalidPurgeUrl") || code.starts_with("InvalidRegex") {
+                named_items(&message, items)
+            } else {
+                None
+            };
+            ProviderError::InvalidItems {
+                code,
+                message,
+                items: named,
+            }
+        }
+        _ => ProviderError::Transient {
+            code,
+            message,
+            maybe_applied: true,
+        },
+    }
+}
+
+/// The batch items an error message names: those quoted verbatim (`'…'`), else those on a quoted
+/// host (the "host has not been deployed" form). `None` when it names none of them.
+fn named_items(message: &str, items: &[String]) -> Option<Vec<String>> {
+    let quoted = |s: &str| message.contains(&format!("'{s}'"));
+    let exact: Vec<String> = items.iter().filter(|i| quoted(i)).cloned().collect();
+    if !exact.is_empty() {
+        return Some(exact);
+    }
+    let on_host: Vec<String> = items
+        .iter()
+        .filter(|i| item_host(i).is_some_and(|h| quoted(&h)))
+        .cloned()
+        .collect();
+    (!on_host.is_empty()).then_some(on_host)
+}
+
+/// The host of a URL item or a regex pattern, lower-case.
+fn item_host(item: &str) -> Option<String> {
+    match url::Url::parse(item) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => u.host_str().map(str::to_string),
+        _ => super::wangsu_rules::regex_host(item),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
+mod tests;

@@ -72,6 +72,37 @@ fn check_url_common(url: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Percent-encodes the ASCII characters Wangsu wants encoded (`[ ] { } ` | ^`, space, `"`, `<`,
+/// `>`, `\`) that a normalized URL may still hold after its host; the CDN decodes them for its
+/// cache key, so the encoded URL names the same object.
+pub fn encode_specials(url: &str) -> std::borrow::Cow<'_, str> {
+    let special = |c: char| {
+        matches!(
+            c,
+            '[' | ']' | '{' | '}' | '`' | '|' | '^' | ' ' | '"' | '<' | '>' | '\\'
+        )
+    };
+    let path_at = url
+        .find("://")
+        .and_then(|i| url[i + 3..].find('/').map(|j| i + 3 + j));
+    let Some(path_at) = path_at else {
+        return std::borrow::Cow::Borrowed(url);
+    };
+    if !url[path_at..].contains(special) {
+        return std::borrow::Cow::Borrowed(url);
+    }
+    let mut out = String::with_capacity(url.len() + 8);
+    out.push_str(&url[..path_at]);
+    for c in url[path_at..].chars() {
+        if special(c) {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A `fileUrls` entry: no `*` (wildcards are for directories only).
 pub fn check_file_url(url: &str) -> Result<(), String> {
     check_url_common(url, "a file URL")?;
@@ -118,7 +149,9 @@ pub fn check_regex(pattern: &str) -> Result<(), String> {
         return Err("a regex pattern must start with http://, https:// or any://".into());
     };
     let Some(slash) = rest.find('/') else {
-        return Err("a regex pattern must be {protocol}://{host}/… with a `/` after the host".into());
+        return Err(
+            "a regex pattern must be {protocol}://{host}/… with a `/` after the host".into(),
+        );
     };
     if regex_host(pattern).is_none() {
         return Err("a regex pattern must name a plain host between :// and the first `/`".into());
@@ -196,9 +229,15 @@ pub fn check_regex(pattern: &str) -> Result<(), String> {
 pub fn check_header(name: &str, value: &str) -> Result<(), String> {
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if name.is_empty() || !name.chars().all(token) {
-        return Err(format!("`{}` is not an HTTP header name", name.escape_default()));
+        return Err(format!(
+            "`{}` is not an HTTP header name",
+            name.escape_default()
+        ));
     }
-    if !value.chars().all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic()) {
+    if !value
+        .chars()
+        .all(|c| c == ' ' || c == '\t' || c.is_ascii_graphic())
+    {
         return Err(format!(
             "the value of header `{name}` must be visible ASCII"
         ));
@@ -255,8 +294,14 @@ mod tests {
             Some("www.example.com")
         );
         assert!(check_regex(r"https://h.com/a{1,59}b.*").is_ok());
-        assert!(check_regex(r"https://h.com/a\*\+b.*c+").is_ok(), "escaped ones do not count");
-        assert!(check_regex(r"https://h.com/[*+]x").is_ok(), "class members do not count");
+        assert!(
+            check_regex(r"https://h.com/a\*\+b.*c+").is_ok(),
+            "escaped ones do not count"
+        );
+        assert!(
+            check_regex(r"https://h.com/[*+]x").is_ok(),
+            "class members do not count"
+        );
         for (bad, why) in [
             ("ftp://h.com/a", "start with"),
             ("https://h.com", "`/` after the host"),
@@ -267,13 +312,35 @@ mod tests {
         ] {
             let e = check_regex(bad).unwrap_err();
             assert!(
-                e.contains(why.trim_start_matches("at most 2 ").trim_start_matches("at most ")),
+                e.contains(
+                    why.trim_start_matches("at most 2 ")
+                        .trim_start_matches("at most ")
+                ),
                 "{bad}: {e}"
             );
         }
         let long = format!("https://h.com/{}", "a".repeat(126));
         assert!(check_regex(&long).unwrap_err().contains("126"));
         assert!(check_regex(&format!("https://h.com/{}", "a".repeat(125))).is_ok());
+    }
+
+    #[test]
+    fn specials_are_encoded_after_the_host_only() {
+        assert_eq!(
+            encode_specials("https://h.com/a[1]{x}|^.png?q=`1`"),
+            "https://h.com/a%5B1%5D%7Bx%7D%7C%5E.png?q=%601%60"
+        );
+        let plain = "https://h.com/a.png";
+        assert!(matches!(
+            encode_specials(plain),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert!(
+            check_file_url(&encode_specials(
+                "http://domain.info/newfile[1]{tes`|t^}p.png"
+            ))
+            .is_ok()
+        );
     }
 
     #[test]

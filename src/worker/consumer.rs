@@ -14,10 +14,10 @@ use lapin::{Connection, Event};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::amqp::{self, Publisher};
-use crate::coalesce::Origin;
+use crate::coalesce::{HeaderSet, Origin};
 use crate::config::Config;
 use crate::dead_letter::DeadLetter;
 use crate::dispatch::Incoming;
@@ -25,6 +25,8 @@ use crate::event;
 use crate::http::Readiness;
 use crate::ledger::{self, DeliveryId, LedgerHandle};
 use crate::metrics::Metrics;
+use crate::provider::Kind;
+use crate::queue_depth::ConnectionSlot;
 use crate::routing::Router;
 
 /// Pause before a delivery is returned to the queue after its dead letter could not be published.
@@ -48,13 +50,18 @@ pub(super) struct Consumer {
     pub publisher: Publisher,
     pub metrics: Metrics,
     pub readiness: Arc<Readiness>,
+    /// Where the queue-depth poller finds the current connection.
+    pub queue_depth: ConnectionSlot,
     pub next_id: DeliveryId,
 }
 
 /// Keeps a consuming session alive until `shutdown`, rebuilding connection, topology and consumer
 /// whenever lapin's own recovery gives up. Returns the last connection (still open) so the ledger
 /// can finish acking before it is closed.
-pub(super) async fn supervise(mut c: Consumer, shutdown: CancellationToken) -> Option<Connection> {
+pub(super) async fn supervise(
+    mut c: Consumer,
+    shutdown: CancellationToken,
+) -> Option<Arc<Connection>> {
     let mut pause = MIN_RECONNECT_PAUSE;
     loop {
         let started = Instant::now();
@@ -68,6 +75,7 @@ pub(super) async fn supervise(mut c: Consumer, shutdown: CancellationToken) -> O
             Err(e) => {
                 c.readiness.set_amqp(false);
                 c.publisher.detach();
+                c.queue_depth.detach();
                 if shutdown.is_cancelled() {
                     return None;
                 }
@@ -84,18 +92,23 @@ pub(super) async fn supervise(mut c: Consumer, shutdown: CancellationToken) -> O
 }
 
 /// One connection's life: topology, consumer, deliveries until shutdown (Ok) or failure (Err).
-async fn session(c: &mut Consumer, shutdown: &CancellationToken) -> anyhow::Result<Connection> {
+async fn session(
+    c: &mut Consumer,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<Connection>> {
     let a = c.config.amqp.clone();
-    let conn = tokio::select! {
+    // Shared with the queue-depth poller, which reads through it.
+    let conn = Arc::new(tokio::select! {
         r = amqp::connect(a.url.expose(), "purge-worker") => r?,
         _ = shutdown.cancelled() => anyhow::bail!("shutdown before RabbitMQ was reached"),
-    };
+    });
     amqp::ensure_queue(&conn, &a.queue).await?;
     amqp::ensure_queue(&conn, &a.dead_letter_queue).await?;
     for name in &c.provider_names {
         amqp::ensure_parking_queue(&conn, &a.parking_queue(name), &a.queue).await?;
     }
     c.publisher.attach(&conn).await?;
+    c.queue_depth.attach(&conn);
     let ch = conn.create_channel().await?;
     ch.basic_qos(a.prefetch, BasicQosOptions { global: false })
         .await?;
@@ -121,8 +134,16 @@ async fn session(c: &mut Consumer, shutdown: &CancellationToken) -> anyhow::Resu
             tokio::select! {
                 ev = events.next() => match ev {
                     Some(Event::Error(e)) => {
-                        readiness.set_amqp(false);
-                        warn!(error = %e, "RabbitMQ connection error");
+                        // Channel-level errors arrive here too (e.g. the queue-depth poller's
+                        // passive declare of a deleted queue) and leave the connection up; a
+                        // connection error has already set the status when the event comes.
+                        let connected = status.connected();
+                        readiness.set_amqp(connected);
+                        if connected {
+                            debug!(error = %e, "RabbitMQ channel error");
+                        } else {
+                            warn!(error = %e, "RabbitMQ connection error");
+                        }
                     }
                     Some(_) => {}
                     None => break,
@@ -179,8 +200,11 @@ impl Consumer {
             Ok(ev) => ev,
             Err(e) => {
                 self.metrics.events.with_label_values(&["rejected"]).inc();
-                warn!(error = e.code(), reason = %e, bytes = delivery.data.len(), "event refused; dead-lettering it");
                 let dl = DeadLetter::for_event(&e, &delivery.data);
+                // The id and source when the body still has them (valid JSON, bad content).
+                warn!(error = e.code(), reason = %e, bytes = delivery.data.len(),
+                    event_id = dl.event_id(), event_source = dl.event_source(),
+                    "event refused; dead-lettering it");
                 if self.publish_dead_letters(&[dl], &delivery).await {
                     ledger::ack(&delivery.acker, &self.metrics).await;
                 }
@@ -188,10 +212,8 @@ impl Consumer {
             }
         };
         let (items, rejected) = event::validate(&ev, &self.router);
-        let (eid, src) = (
-            ev.id.as_deref().unwrap_or(""),
-            ev.source.as_deref().unwrap_or(""),
-        );
+        // Log fields of every line about this event (absent, not empty, when the event has none).
+        let (eid, src) = (ev.id.as_deref(), ev.source.as_deref());
         if !rejected.is_empty() {
             for r in &rejected {
                 self.metrics
@@ -199,7 +221,7 @@ impl Consumer {
                     .with_label_values(&["none", r.kind.as_str(), "rejected"])
                     .inc();
             }
-            warn!(event_id = eid, source = src, refused = rejected.len(), first = rejected[0].error.code(),
+            warn!(event_id = eid, event_source = src, refused = rejected.len(), first = rejected[0].error.code(),
                 reason = %rejected[0].error, "items refused; dead-lettering them");
             if !self
                 .publish_dead_letters(&DeadLetter::for_rejected(&ev, &rejected), &delivery)
@@ -220,7 +242,7 @@ impl Consumer {
         }
         tracing::debug!(
             event_id = eid,
-            source = src,
+            event_source = src,
             items = items.len(),
             "event accepted"
         );
@@ -232,11 +254,18 @@ impl Consumer {
             source: ev.source,
         });
         let mut per_provider: Vec<Vec<Incoming>> = vec![Vec::new(); self.senders.len()];
+        // One shared copy of the event's headers for all its file purges.
+        let headers: HeaderSet = (!ev.headers.is_empty()).then(|| Arc::from(ev.headers));
         for it in items {
             per_provider[it.provider].push(Incoming {
                 delivery: id,
                 kind: it.kind,
                 flush: ev.flush_type,
+                headers: if it.kind == Kind::Url {
+                    headers.clone()
+                } else {
+                    None
+                },
                 key: it.key,
                 received,
                 origin: origin.clone(),
@@ -256,7 +285,8 @@ impl Consumer {
         for dl in records {
             let (body, props) = dl.to_message();
             if let Err(e) = self.publisher.publish(dlq, &body, props).await {
-                warn!(error = %e, queue = %dlq, "dead-letter publish failed; returning the event to the queue");
+                warn!(error = %e, queue = %dlq, event_id = dl.event_id(), event_source = dl.event_source(),
+                    "dead-letter publish failed; returning the event to the queue");
                 tokio::time::sleep(REQUEUE_PAUSE).await;
                 self.metrics.unacked.dec();
                 let _ = delivery
