@@ -284,3 +284,7 @@ impl Format {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
 mod tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
+mod tests_kinds;

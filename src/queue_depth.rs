@@ -207,6 +207,8 @@ impl Poller {
             match read {
                 Ok(Ok(count)) => self.readable(i, count),
                 Ok(Err(e)) => {
+                    // A refused declare closed the channel; any other error leaves it suspect.
+                    self.channel = None;
                     self.unreadable(i, Failure::of(&e));
                 }
                 Err(_) => {
@@ -221,7 +223,7 @@ impl Poller {
     /// The ready count of queue `i`, opening a channel on `conn` first when there is none.
     async fn read(&mut self, conn: &Arc<Connection>, i: usize) -> Result<u32, lapin::Error> {
         let ch = match &self.channel {
-            Some((_, ch)) => ch.clone(),
+            Some((_, ch)) if ch.status().connected() => ch.clone(),
             _ => {
                 self.channel = None;
                 let ch = conn.create_channel().await?;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::ConfigSource;
+use crate::config::{ConfigSource, KindOptions, WangsuAuth};
 
 /// Validate the configuration and print what the worker would run with (never secrets). Exits 2
 /// naming the key and the problem when something is wrong.
@@ -40,8 +40,15 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             .iter()
             .map(|r| format!("{}/{}s", r.limit, r.window.as_secs()))
             .collect();
+        let window = match p.quota_window {
+            crate::config::QuotaWindow::Day => format!(
+                "day starts at UTC{:+}h",
+                p.quota_utc_offset_secs as f64 / 3600.0
+            ),
+            crate::config::QuotaWindow::Rolling24h => "quota counted over any 24 hours".into(),
+        };
         println!(
-            "provider `{}` ({}) at {}: {} urls/call, {} dirs/call, {} urls/day, {} dirs/day, rate {}, day starts at UTC{:+}h",
+            "provider `{}` ({}) at {}: {} urls/call, {} dirs/call, {} urls/day, {} dirs/day, rate {}, {window}",
             p.name,
             p.kind.as_str(),
             p.endpoint,
@@ -50,8 +57,39 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             p.urls_per_day,
             p.dirs_per_day,
             limits.join(" + "),
-            p.quota_utc_offset_secs as f64 / 3600.0
         );
+        match &p.options {
+            KindOptions::TencentV3 => {}
+            KindOptions::TencentV2 {
+                http_method,
+                signature_method,
+            } => println!(
+                "  {} requests signed with {}",
+                http_method.as_str(),
+                signature_method.as_str()
+            ),
+            KindOptions::Wangsu {
+                auth,
+                target,
+                webhook,
+                purge_name,
+            } => println!(
+                "  {} auth, target {target}, {} regex/call{}{}",
+                match auth {
+                    WangsuAuth::ApiKey => "api-key",
+                    WangsuAuth::AkSk => "aksk",
+                },
+                p.regex_per_call,
+                webhook
+                    .as_deref()
+                    .map(|w| format!(", webhook {w}"))
+                    .unwrap_or_default(),
+                purge_name
+                    .as_deref()
+                    .map(|n| format!(", task name `{n}`"))
+                    .unwrap_or_default(),
+            ),
+        }
         for d in &p.domains {
             println!(
                 "  host {}{}",

@@ -10,7 +10,7 @@ use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
 use crate::cache_key::MAX_URL_LEN;
 use crate::config::ConfigError;
 use crate::event::Event;
-use crate::provider::FlushType;
+use crate::provider::{FlushType, Header, wangsu_rules};
 
 /// Confirms awaited at once while publishing a file.
 const CONFIRM_WINDOW: usize = 256;
@@ -40,9 +40,28 @@ pub struct PublishArgs {
     /// Event source, carried into the worker's logs and dead-letter records.
     #[arg(long, default_value = "purge-worker-cli")]
     pub source: String,
+    /// A cache-key regex to purge, `{http|https|any}://{host}/...` (wangsu hosts only); repeatable.
+    #[arg(long = "regex", value_name = "PATTERN", conflicts_with = "file")]
+    pub regex: Vec<String>,
+    /// A request header the URLs are cached under, `NAME:VALUE` (wangsu hosts only); repeatable.
+    #[arg(long = "header", value_name = "NAME:VALUE", value_parser = parse_header)]
+    pub headers: Vec<Header>,
     /// URLs to purge (absolute http:// or https://).
-    #[arg(value_name = "URL", required_unless_present = "file")]
+    #[arg(value_name = "URL", required_unless_present_any = ["file", "regex"])]
     pub urls: Vec<String>,
+}
+
+/// `NAME:VALUE` → a header, checked like the worker checks event headers.
+fn parse_header(s: &str) -> Result<Header, String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not NAME:VALUE"))?;
+    let (name, value) = (name.trim(), value.trim());
+    wangsu_rules::check_header(name, value)?;
+    Ok(Header {
+        name: name.to_ascii_lowercase(),
+        value: value.to_string(),
+    })
 }
 
 /// Looks like something the worker accepts (the worker still validates and routes it).
@@ -139,7 +158,16 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             (None, _) => None,
         },
         source: Some(args.source.clone()),
-        ..Event::default()
+        regex: if n == 0 {
+            args.regex.clone()
+        } else {
+            Vec::new()
+        },
+        headers: {
+            let mut h = args.headers.clone();
+            h.sort();
+            h
+        },
     };
 
     let Some(file) = &args.file else {

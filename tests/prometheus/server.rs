@@ -59,6 +59,24 @@ pub fn promtool(args: &[&str]) -> String {
     text
 }
 
+/// Waits until the Prometheus `child` at `url` serves queries; the error says why not.
+async fn wait_ready(child: &mut Child, http: &reqwest::Client, url: &str) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    let ready = format!("{url}/-/ready");
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("prometheus exited ({status})"));
+        }
+        if matches!(http.get(&ready).send().await, Ok(r) if r.status().is_success()) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("prometheus not ready after {START_TIMEOUT:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A Prometheus server started by the test.
 pub struct Prometheus {
     child: Child,
@@ -88,62 +106,59 @@ impl Prometheus {
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");
-        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
-        // The port is free when picked; another process could take it before Prometheus binds,
-        // in which case Prometheus exits and the readiness wait below says so with its log.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("prometheus starts");
-        let mut prom = Prometheus {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            dir,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("http client"),
-        };
-        prom.wait_ready().await;
-        prom
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client");
+        let log_path = dir.path().join("prometheus.log");
+        // A port picked free can be taken by another process before Prometheus binds it: then
+        // Prometheus exits, and another port is tried.
+        for attempt in 1.. {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let log = std::fs::File::create(&log_path).expect("log file");
+            let mut child = Command::new(&binary)
+                .arg(format!("--config.file={}", config_path.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--log.level=warn")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("prometheus starts");
+            let url = format!("http://127.0.0.1:{port}");
+            match wait_ready(&mut child, &http, &url).await {
+                Ok(()) => {
+                    return Prometheus {
+                        child,
+                        url,
+                        dir,
+                        http,
+                    };
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    if attempt < 3 && log.contains("address already in use") {
+                        continue;
+                    }
+                    panic!("{e}:\n{log}");
+                }
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// Prometheus's own log, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        let ready = format!("{}/-/ready", self.url);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("prometheus exited ({status}):\n{}", self.log());
-            }
-            if matches!(self.http.get(&ready).send().await, Ok(r) if r.status().is_success()) {
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                panic!(
-                    "prometheus not ready after {START_TIMEOUT:?}:\n{}",
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 
     async fn api(&self, path: &str, params: &[(&str, &str)]) -> Result<Value, String> {

@@ -1,0 +1,305 @@
+//! Wangsu CDN Pro end to end, on the real RabbitMQ and Redis with the emulator as the CDN.
+//!
+//! - A burst of files (no headers and two header sets), wildcard dirs (flush and delete) and regex
+//!   patterns is purged in exactly the minimum calls, header sets never mixed.
+//! - A URL the CDN refuses is dead-lettered alone, with the provider's code; the rest is purged.
+//! - A worker with all three kinds routes each host to its API, and a wildcard dir for a Tencent
+//!   host is dead-lettered with a reason.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use purge_worker::emulator::{EmulatorConfig, Faults, RecordedCall};
+use purge_worker::provider::Header;
+use serde_json::json;
+use support::*;
+
+/// Wangsu with limits lifted, so the burst test measures batching, not pacing.
+fn fast_wangsu() -> String {
+    format!(
+        "{}requests_per_second = 20\nrequests_per_minute = 1200\nrate_limits = []\n",
+        kind_lines("wangsu")
+    )
+}
+
+fn header(name: &str, value: &str) -> Header {
+    Header {
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+/// (lists, headers, action) of a recorded Wangsu call, for order-independent comparison.
+type CallShape = (String, Vec<String>, Vec<Header>, String);
+
+fn shape(c: &RecordedCall) -> CallShape {
+    let w = c
+        .wangsu
+        .as_ref()
+        .expect("a wangsu call records its request");
+    let (list, mut items) = if !w.file_urls.is_empty() {
+        ("files", w.file_urls.clone())
+    } else if !w.dir_urls.is_empty() {
+        ("dirs", w.dir_urls.clone())
+    } else {
+        ("regex", w.regex_patterns.clone())
+    };
+    assert_eq!(
+        [&w.file_urls, &w.dir_urls, &w.regex_patterns]
+            .iter()
+            .filter(|l| !l.is_empty())
+            .count(),
+        1,
+        "the worker never mixes lists in one call: {w:?}"
+    );
+    items.sort();
+    (
+        list.to_string(),
+        items,
+        w.file_headers.clone(),
+        w.action.clone(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn burst_of_files_headers_wildcards_and_regex_takes_the_fewest_calls() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let mut env = TestEnv::new("wangsu-burst").await;
+    let config = env.config(
+        &[ProviderSpec {
+            name: "ws".into(),
+            endpoint: emu.endpoint(),
+            extra: fast_wangsu(),
+            domains: vec![("www.example.com".into(), false)],
+        }],
+        "max_linger_ms = 300",
+    );
+    let mobile = json!([{"name": "X-Device", "value": "mobile"}]);
+    let lang = json!([{"name": "Accept-Language", "value": "en"}, {"name": "X-Device", "value": "mobile"}]);
+    let events = [
+        json!({"urls": ["https://www.example.com/a.js", "https://WWW.example.com/b.js"]}),
+        json!({"urls": ["https://www.example.com/a.js#x", "https://www.example.com/c[1].js"]}),
+        json!({"urls": ["https://www.example.com/a.js"], "headers": mobile}),
+        json!({"urls": ["https://www.example.com/a.js", "https://www.example.com/d.js"], "headers": lang}),
+        json!({"urls": ["https://www.example.com/d.js"], "headers": [{"name": "x-device", "value": "mobile"}, {"name": "accept-language", "value": "en"}]}),
+        json!({"dirs": ["https://www.example.com/img/**", "https://www.example.com/css/*.css"]}),
+        json!({"dirs": ["https://www.example.com/img/**"], "flush_type": "delete"}),
+        json!({"dirs": ["https://www.example.com:443/img/**"]}),
+        json!({"regex": ["https://www.example.com/news/.*\\.(jpg|png)", "any://www.example.com/v[0-9]+/app\\.js"]}),
+        json!({"regex": ["https://www.example.com/news/.*\\.(jpg|png)"]}),
+    ];
+    for e in &events {
+        env.publish_json(e).await;
+    }
+    let w = Running::start(config).await;
+    wait_until("every message acked", TIMEOUT, || async {
+        w.acked() == events.len() as u64
+    })
+    .await;
+
+    let calls = emu.accepted();
+    let mut got: Vec<CallShape> = calls.iter().map(shape).collect();
+    got.sort();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let mut want: Vec<CallShape> = vec![
+        (
+            "files".into(),
+            s(&[
+                "https://www.example.com/a.js",
+                "https://www.example.com/b.js",
+                "https://www.example.com/c%5B1%5D.js",
+            ]),
+            vec![],
+            "invalidate".into(),
+        ),
+        (
+            "files".into(),
+            s(&["https://www.example.com/a.js"]),
+            vec![header("x-device", "mobile")],
+            "invalidate".into(),
+        ),
+        (
+            "files".into(),
+            s(&[
+                "https://www.example.com/a.js",
+                "https://www.example.com/d.js",
+            ]),
+            vec![
+                header("accept-language", "en"),
+                header("x-device", "mobile"),
+            ],
+            "invalidate".into(),
+        ),
+        (
+            "dirs".into(),
+            s(&[
+                "https://www.example.com/css/*.css",
+                "https://www.example.com/img/**",
+            ]),
+            vec![],
+            "invalidate".into(),
+        ),
+        (
+            "dirs".into(),
+            s(&["https://www.example.com/img/**"]),
+            vec![],
+            "delete".into(),
+        ),
+        (
+            "regex".into(),
+            s(&[
+                "any://www.example.com/v[0-9]+/app\\.js",
+                "https://www.example.com/news/.*\\.(jpg|png)",
+            ]),
+            vec![],
+            "invalidate".into(),
+        ),
+    ];
+    want.sort();
+    println!(
+        "wangsu burst: calls made {}, minimum {} (3 header sets of files, 2 dir actions, 1 regex)",
+        calls.len(),
+        want.len()
+    );
+    assert_eq!(got, want);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.wangsu.as_ref().is_some_and(|w| w.target == "production")),
+        "target defaults to production"
+    );
+    w.stop().await;
+    assert_eq!(env.ready(&env.dlq).await, 0, "nothing was dead-lettered");
+    env.cleanup().await;
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_url_is_dead_lettered_alone() {
+    let bad = "https://www.example.com/not-deployed.js";
+    let emu = emulator(EmulatorConfig {
+        faults: Faults {
+            invalid_urls: [bad.to_string()].into(),
+            ..Faults::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let mut env = TestEnv::new("wangsu-invalid").await;
+    let config = env.config(
+        &[ProviderSpec {
+            name: "ws".into(),
+            endpoint: emu.endpoint(),
+            extra: fast_wangsu(),
+            domains: vec![("www.example.com".into(), false)],
+        }],
+        "max_linger_ms = 200",
+    );
+    let good: Vec<String> = (0..5)
+        .map(|i| format!("https://www.example.com/{i}.js"))
+        .collect();
+    let mut urls = good.clone();
+    urls.insert(2, bad.to_string());
+    env.publish_json(&json!({"urls": urls, "id": "cms-9", "source": "cms"}))
+        .await;
+    let w = Running::start(config).await;
+    wait_until("the message acked", TIMEOUT, || async { w.acked() == 1 }).await;
+
+    let purged: BTreeSet<String> = purged(&emu).into_iter().collect();
+    assert_eq!(purged, good.iter().cloned().collect::<BTreeSet<_>>());
+    let refused = emu.rejected();
+    println!(
+        "wangsu refusal: {} refused call(s), {} accepted",
+        refused.len(),
+        emu.accepted().len()
+    );
+    assert_eq!(
+        refused.len(),
+        1,
+        "the CDN names the URL, so no splitting: {refused:?}"
+    );
+    assert_eq!(refused[0].code, "InvalidPurgeUrl");
+    w.stop().await;
+    let dead = env.drain(&env.dlq).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let (record, code) = &dead[0];
+    assert_eq!(code.as_deref(), Some("provider_rejected"));
+    assert_eq!(record["provider_code"], "InvalidPurgeUrl");
+    assert_eq!(record["event"]["urls"], json!([bad]));
+    assert_eq!(record["event"]["id"], "cms-9");
+    env.cleanup().await;
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_routes_each_host_to_its_api() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let mut env = TestEnv::new("three-kinds").await;
+    let spec = |name: &str, extra: String, host: &str| ProviderSpec {
+        name: name.into(),
+        endpoint: emu.endpoint(),
+        extra,
+        domains: vec![(host.into(), false)],
+    };
+    let config = env.config(
+        &[
+            spec("tc3", kind_lines("tencent-v3"), "v3.example.com"),
+            spec("tc2", kind_lines("tencent-v2"), "v2.example.com"),
+            spec("ws", fast_wangsu(), "ws.example.com"),
+        ],
+        "max_linger_ms = 200",
+    );
+    env.publish_json(&json!({
+        "urls": ["https://v3.example.com/a", "https://v2.example.com/a", "https://ws.example.com/a"],
+        "dirs": ["https://v3.example.com/d/", "https://v2.example.com/d/", "https://ws.example.com/d/*",
+                 "https://v3.example.com/img/**"],
+        "regex": ["https://v2.example.com/.*\\.png"],
+        "id": "mixed"
+    }))
+    .await;
+    let w = Running::start(config).await;
+    wait_until("the message acked", TIMEOUT, || async { w.acked() == 1 }).await;
+
+    let mut by_action: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for c in emu.accepted() {
+        by_action.entry(c.action).or_default().extend(c.items);
+    }
+    let set = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>();
+    let want: BTreeMap<String, BTreeSet<String>> = [
+        ("PurgeUrlsCache", set(&["https://v3.example.com/a"])),
+        ("PurgePathCache", set(&["https://v3.example.com/d/"])),
+        ("RefreshCdnUrl", set(&["https://v2.example.com/a"])),
+        ("RefreshCdnDir", set(&["https://v2.example.com/d/"])),
+        (
+            "CreatePurge",
+            set(&["https://ws.example.com/a", "https://ws.example.com/d/*"]),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(by_action, want);
+    w.stop().await;
+    let mut dead: Vec<(String, serde_json::Value)> = env
+        .drain(&env.dlq)
+        .await
+        .into_iter()
+        .map(|(body, code)| (code.unwrap_or_default(), body))
+        .collect();
+    dead.sort_by(|a, b| a.0.cmp(&b.0));
+    let codes: Vec<&str> = dead.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(codes, ["regex_unsupported", "wildcard_unsupported"]);
+    let wildcard = &dead[1].1;
+    assert_eq!(
+        wildcard["event"]["dirs"],
+        json!(["https://v3.example.com/img/**"])
+    );
+    let reason = wildcard["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("wangsu") && reason.contains("tencent-v3"),
+        "the reason names the limitation: {reason}"
+    );
+    env.cleanup().await;
+    emu.shutdown().await;
+}
