@@ -197,9 +197,14 @@ impl Dispatcher {
 
     fn add(&mut self, items: Vec<Incoming>) {
         let url_flush = self.p.provider.capabilities().url_flush_type;
+        let dir_flush = self.p.provider.dir_flush_type();
         for it in items {
-            // A file purge ignores the flush type unless the provider honours it for files.
-            let flush = if it.kind == Kind::Url && !url_flush {
+            // The flush type only splits lanes where the provider honours it for that kind.
+            let honoured = match it.kind {
+                Kind::Url => url_flush,
+                Kind::Dir | Kind::Regex => dir_flush,
+            };
+            let flush = if !honoured {
                 FlushType::Flush
             } else {
                 it.flush

@@ -199,6 +199,32 @@ mod tests {
     }
 
     #[test]
+    fn v2_flags_map_onto_the_v2_limits() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--v2-urls-per-day",
+            "5",
+            "--v2-dirs-per-call",
+            "2",
+            "--v2-requests-per-minute",
+            "1200",
+        ])
+        .unwrap();
+        let v2 = cli.args.config().tencent_v2;
+        assert_eq!(
+            v2,
+            crate::emulator::V2Limits {
+                urls_per_day: 5,
+                dirs_per_call: 2,
+                requests_per_minute: 1200,
+                ..Default::default()
+            }
+        );
+        let defaults = Cli::try_parse_from(["x"]).unwrap().args.config();
+        assert_eq!(defaults.tencent_v2, crate::emulator::V2Limits::default());
+    }
+
+    #[test]
     fn custom_account_needs_both_halves() {
         assert!(Cli::try_parse_from(["x", "--secret-id", "AKIDx"]).is_err());
         let cli = Cli::try_parse_from(["x", "--secret-id", "AKIDx", "--secret-key", "k"]).unwrap();

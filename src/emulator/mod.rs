@@ -37,7 +37,10 @@ use tokio_util::sync::CancellationToken;
 
 use state::State;
 pub use tencent_v2::V2Limits;
-pub use wangsu::{EMULATOR_WANGSU_API_KEY, EMULATOR_WANGSU_USERNAME, WangsuLimits};
+pub use wangsu::{
+    EMULATOR_WANGSU_ACCESS_KEY, EMULATOR_WANGSU_API_KEY, EMULATOR_WANGSU_SECRET_KEY,
+    EMULATOR_WANGSU_USERNAME, WangsuLimits,
+};
 
 /// The SecretId the emulator accepts by default; the built-in config signs with it.
 pub const EMULATOR_SECRET_ID: &str = "AKIDEMULATOR0000000000000000000000";
@@ -255,6 +258,7 @@ impl Emulator {
             .route("/v2/index.php", get(tencent_v2::api).post(tencent_v2::api))
             .route("/cdn/purges", post(wangsu::create))
             .route("/cdn/purges/{id}", get(wangsu::status))
+            .route("/cdn/purges/purgeTokens", get(wangsu::purge_tokens))
             .route(
                 "/_emulator/requests",
                 get(list_requests).delete(clear_requests),

@@ -1,31 +1,522 @@
-//! The server side of Wangsu CDN Pro purges: `POST /cdn/purges`, `GET /cdn/purges/{id}`
-//! (PROVIDERS.md §3).
+//! The server side of Wangsu CDN Pro purges (PROVIDERS.md §3): `POST /cdn/purges`,
+//! `GET /cdn/purges/{id}` and `GET /cdn/purges/purgeTokens?target=…`.
+//!
+//! `POST` checks run in this order: credentials and clock (401 `AccessDenied`), the customer's
+//! token bucket (429 with `x-rate-limit-retry-after-seconds`; every authenticated call spends a
+//! token, refused ones too, as the doc says), injected faults, then the body — `target` (400
+//! `InvalidTarget`), `action`, per-call caps, every entry through [`crate::provider::wangsu_rules`]
+//! (400 `InvalidPurgeUrl` / `InvalidRegexPattern` naming it, `DuplicateFileHeaderName`), the
+//! "invalid URL" fault — and last the rolling-24-hour quotas of the target. Success is 201 with
+//! an empty body and `Location: http://<host>/cdn/purges/<24-hex id>`.
+//!
+//! Codes Wangsu does not document and the emulator had to choose (the client maps them):
+//! 400 `TooManyPurgeEntries` (a cap), 400 `PurgeQuotaExceeded` (a rolling quota; Wangsu
+//! documents no code, PROVIDERS.md §3.3), 429 `TooManyRequests` (empty bucket), 400
+//! `InvalidRequestBody`, `InvalidPurgeAction`, `NoPurgeEntries`, `InvalidFileHeader`. Simplified
+//! on purpose: one emulated customer for all accounts, no per-IP bucket for unauthenticated
+//! calls, GETs spend no tokens, every host counts as deployed, and purges finish at once.
 
-use std::sync::Arc;
+mod auth;
+mod state;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
+mod tests;
 
-use axum::extract::State as AxumState;
-use axum::http::StatusCode;
+use std::sync::{Arc, PoisonError};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use rand::Rng;
+use serde::Deserialize;
+use serde_json::{Value, json};
 
-use super::Shared;
+use super::state::InjectedFault;
+use super::{RecordedCall, RejectedCall, Shared, WangsuRequest, now_ms};
+use crate::provider::{Header, wangsu_rules};
+pub(crate) use state::WangsuState;
+use state::{QuotaClass, Task};
 
 /// The username the emulator accepts by default for Wangsu's API-key scheme.
 pub const EMULATOR_WANGSU_USERNAME: &str = "emulator-user";
 /// The api key paired with [`EMULATOR_WANGSU_USERNAME`]. A demo value, safe to print.
 pub const EMULATOR_WANGSU_API_KEY: &str = "emulator-api-key";
+/// The AccessKey the emulator accepts by default for the AK/SK scheme.
+pub const EMULATOR_WANGSU_ACCESS_KEY: &str = "EMULATORWANGSUACCESSKEY0000000000000";
+/// The SecretKey paired with [`EMULATOR_WANGSU_ACCESS_KEY`]. A demo value, safe to print.
+pub const EMULATOR_WANGSU_SECRET_KEY: &str = "emulator-wangsu-secret-key";
 
-/// The Wangsu API's accounts and limits (PROVIDERS.md §3.4).
-#[derive(Debug, Clone, Default)]
-pub struct WangsuLimits {}
+/// The `RecordedCall::action` of every Wangsu purge.
+const RECORD_ACTION: &str = "CreatePurge";
 
-/// Token buckets, rolling quotas and purge tasks of the Wangsu API.
-#[derive(Debug, Default)]
-pub(crate) struct WangsuState {}
-
-pub(crate) async fn create(AxumState(_shared): AxumState<Arc<Shared>>) -> Response {
-    StatusCode::NOT_IMPLEMENTED.into_response()
+/// The Wangsu API's accounts and limits (PROVIDERS.md §3.4). Defaults are Wangsu's published
+/// defaults; every account belongs to one emulated customer, so they share the bucket and quotas.
+#[derive(Debug, Clone)]
+pub struct WangsuLimits {
+    /// `(username, api_key)` pairs for the API-key scheme.
+    pub accounts: Vec<(String, String)>,
+    /// `(AccessKey, SecretKey)` pairs for the AK/SK scheme.
+    pub aksk_accounts: Vec<(String, String)>,
+    /// Most `fileUrls` per call (`maxFilePurgeEntries`, 1000).
+    pub files_per_call: usize,
+    /// Most `dirUrls` per call (20).
+    pub dirs_per_call: usize,
+    /// Most `regexPatterns` per call (2).
+    pub regex_per_call: usize,
+    /// File entries per target in any 24 hours (5000).
+    pub files_per_24h: u64,
+    /// Directory plus regex entries per target in any 24 hours (20).
+    pub dirs_per_24h: u64,
+    /// Token-bucket refill per minute (`apiRate`, 30).
+    pub api_rate_per_min: u32,
+    /// Token-bucket size (`apiMaxBurst`, 60).
+    pub api_burst: u32,
+    /// Allowed distance of `Date`/`x-cnc-timestamp` from server time; also the AK/SK replay
+    /// window (300 s).
+    pub max_date_skew_secs: i64,
 }
 
-pub(crate) async fn status(AxumState(_shared): AxumState<Arc<Shared>>) -> Response {
-    StatusCode::NOT_IMPLEMENTED.into_response()
+impl Default for WangsuLimits {
+    fn default() -> Self {
+        WangsuLimits {
+            accounts: vec![(
+                EMULATOR_WANGSU_USERNAME.into(),
+                EMULATOR_WANGSU_API_KEY.into(),
+            )],
+            aksk_accounts: vec![(
+                EMULATOR_WANGSU_ACCESS_KEY.into(),
+                EMULATOR_WANGSU_SECRET_KEY.into(),
+            )],
+            files_per_call: 1000,
+            dirs_per_call: 20,
+            regex_per_call: 2,
+            files_per_24h: 5000,
+            dirs_per_24h: 20,
+            api_rate_per_min: 30,
+            api_burst: 60,
+            max_date_skew_secs: 300,
+        }
+    }
+}
+
+/// A refused call: HTTP status, Wangsu-style code and message, and for 429 the wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after_secs: Option<u64>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+
+    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        Refusal::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    fn throttled(code: &'static str, message: impl Into<String>, secs: u64) -> Self {
+        Refusal {
+            retry_after_secs: Some(secs),
+            ..Refusal::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        }
+    }
+}
+
+fn random_hex(n: usize) -> String {
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| char::from(b"0123456789abcdef"[rng.random_range(0..16)]))
+        .collect()
+}
+
+/// `<8 hex seconds><16 hex>`, the shape of CDN Pro purge ids (`5dca2205f9e9cc0001df7b33`).
+fn purge_id(now_ms: i64) -> String {
+    format!("{:08x}{}", now_ms.div_euclid(1000) as u32, random_hex(16))
+}
+
+/// An answer with `x-cnc-request-id`, the `extra` headers and, when given, a JSON body.
+fn respond(
+    status: StatusCode,
+    request_id: &str,
+    extra: &[(&'static str, String)],
+    json_body: Option<String>,
+) -> Response {
+    let mut response = match json_body {
+        Some(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        None => status.into_response(),
+    };
+    let headers = response.headers_mut();
+    for (name, value) in [("x-cnc-request-id", request_id)]
+        .into_iter()
+        .chain(extra.iter().map(|(n, v)| (*n, v.as_str())))
+    {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    }
+    response
+}
+
+fn refusal_response(refusal: &Refusal, request_id: &str) -> Response {
+    let extra: Vec<(&'static str, String)> = refusal
+        .retry_after_secs
+        .map(|s| ("x-rate-limit-retry-after-seconds", s.to_string()))
+        .into_iter()
+        .collect();
+    let body = json!({"code": refusal.code, "message": refusal.message}).to_string();
+    respond(refusal.status, request_id, &extra, Some(body))
+}
+
+/// The create-purge body as received; unknown fields are ignored like the real API does.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+struct CreateBody {
+    target: Option<Value>,
+    file_urls: Vec<String>,
+    file_headers: Vec<Header>,
+    dir_urls: Vec<String>,
+    regex_patterns: Vec<String>,
+    action: Option<String>,
+    name: Option<String>,
+    webhook: Option<String>,
+}
+
+impl CreateBody {
+    fn items(&self) -> Vec<String> {
+        [&self.file_urls, &self.dir_urls, &self.regex_patterns]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+}
+
+/// `POST /cdn/purges`.
+pub(crate) async fn create(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let received_ms = now_ms();
+    let request_id = random_hex(32);
+    let parsed = serde_json::from_slice::<CreateBody>(&body);
+    let (response, latency) = {
+        let mut state = shared.lock();
+        let mut ws = shared.wangsu.lock().unwrap_or_else(PoisonError::into_inner);
+        let limits = &shared.config.wangsu;
+        let mut decide = || -> Result<Response, Refusal> {
+            let account = auth::authenticate(
+                limits,
+                &mut ws,
+                (&method, &uri, &headers, &body),
+                true,
+                received_ms,
+            )?;
+            let remaining = ws
+                .take_token(limits.api_rate_per_min, limits.api_burst, received_ms)
+                .map_err(|secs| {
+                    Refusal::throttled(
+                        "TooManyRequests",
+                        format!("API rate limit exceeded; retry after {secs} s"),
+                        secs,
+                    )
+                })?;
+            match state.next_fault() {
+                None => {}
+                Some(InjectedFault::Internal(m)) => {
+                    return Err(Refusal::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "InternalError",
+                        m,
+                    ));
+                }
+                Some(InjectedFault::RateLimited(m)) => {
+                    return Err(Refusal::throttled("TooManyRequests", m, 1));
+                }
+            }
+            let body = parsed.as_ref().map_err(|e| {
+                Refusal::bad(
+                    "InvalidRequestBody",
+                    format!("the request body is not a create-purge JSON object: {e}"),
+                )
+            })?;
+            let request = validate(limits, body)?;
+            let items = body.items();
+            if let Some(bad) = state.invalid_item(&items) {
+                return Err(Refusal::bad(
+                    "InvalidPurgeUrl",
+                    format!(
+                        "The purge URL '{bad}' is invalid. Special letters need to be encoded."
+                    ),
+                ));
+            }
+            let dirs = (request.dir_urls.len() + request.regex_patterns.len()) as u64;
+            ws.take_quota(
+                &request.target,
+                (request.file_urls.len() as u64, limits.files_per_24h),
+                (dirs, limits.dirs_per_24h),
+                received_ms,
+            )
+            .map_err(|m| Refusal::bad(crate::provider::wangsu::QUOTA_CODE, m))?;
+            let id = purge_id(received_ms);
+            let request = WangsuRequest {
+                purge_id: id.clone(),
+                ..request
+            };
+            state.record_accepted(RecordedCall {
+                action: RECORD_ACTION.into(),
+                secret_id: account,
+                items,
+                flush_type: Some(request.action.clone()),
+                at_ms: received_ms as f64,
+                wangsu: Some(request.clone()),
+            });
+            ws.add_task(Task {
+                request,
+                submitted_ms: received_ms,
+                api_request_id: request_id.clone(),
+            });
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            let extra = [
+                ("location", format!("http://{host}/cdn/purges/{id}")),
+                ("x-rate-limit-remaining", remaining.to_string()),
+            ];
+            Ok(respond(StatusCode::CREATED, &request_id, &extra, None))
+        };
+        let response = match decide() {
+            Ok(response) => response,
+            Err(refusal) => {
+                state.record_rejected(RejectedCall {
+                    action: RECORD_ACTION.into(),
+                    code: refusal.code.to_string(),
+                    items: parsed.as_ref().map(CreateBody::items).unwrap_or_default(),
+                    at_ms: received_ms as f64,
+                });
+                refusal_response(&refusal, &request_id)
+            }
+        };
+        (response, state.latency())
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    response
+}
+
+/// Checks a parsed body the way the API does and returns it as the record to keep (without the
+/// purge id, which is given only on acceptance).
+fn validate(limits: &WangsuLimits, body: &CreateBody) -> Result<WangsuRequest, Refusal> {
+    let target = match body.target.as_ref().and_then(Value::as_str) {
+        Some(t @ ("production" | "staging")) => t.to_string(),
+        Some(t) => {
+            return Err(Refusal::bad(
+                "InvalidTarget",
+                format!("The target '{t}' is invalid; use 'production' or 'staging'."),
+            ));
+        }
+        None => {
+            return Err(Refusal::bad(
+                "InvalidTarget",
+                "The target is required: 'production' or 'staging'.",
+            ));
+        }
+    };
+    let action = match body.action.as_deref() {
+        None => "invalidate",
+        Some(a @ ("invalidate" | "delete")) => a,
+        Some(a) => {
+            return Err(Refusal::bad(
+                "InvalidPurgeAction",
+                format!("The action '{a}' is invalid; use 'invalidate' or 'delete'."),
+            ));
+        }
+    };
+    if body.file_urls.is_empty() && body.dir_urls.is_empty() && body.regex_patterns.is_empty() {
+        return Err(Refusal::bad(
+            "NoPurgeEntries",
+            "At least one of fileUrls, dirUrls and regexPatterns must be given.",
+        ));
+    }
+    for (list, n, cap) in [
+        ("fileUrls", body.file_urls.len(), limits.files_per_call),
+        ("dirUrls", body.dir_urls.len(), limits.dirs_per_call),
+        (
+            "regexPatterns",
+            body.regex_patterns.len(),
+            limits.regex_per_call,
+        ),
+    ] {
+        if n > cap {
+            return Err(Refusal::bad(
+                crate::provider::wangsu::TOO_MANY_ENTRIES_CODE,
+                format!("{list} has {n} entries; at most {cap} are allowed in one request."),
+            ));
+        }
+    }
+    let url_checks = [
+        (
+            &body.file_urls,
+            wangsu_rules::check_file_url as fn(&str) -> _,
+        ),
+        (&body.dir_urls, wangsu_rules::check_dir_url),
+    ];
+    for (list, check) in url_checks {
+        for url in list {
+            check(url).map_err(|why| {
+                Refusal::bad(
+                    "InvalidPurgeUrl",
+                    format!("The purge URL '{url}' is invalid: {why}."),
+                )
+            })?;
+        }
+    }
+    for pattern in &body.regex_patterns {
+        wangsu_rules::check_regex(pattern).map_err(|why| {
+            Refusal::bad(
+                "InvalidRegexPattern",
+                format!("The regex pattern '{pattern}' is invalid: {why}."),
+            )
+        })?;
+    }
+    let mut names: Vec<String> = Vec::with_capacity(body.file_headers.len());
+    for h in &body.file_headers {
+        wangsu_rules::check_header(&h.name, &h.value)
+            .map_err(|why| Refusal::bad("InvalidFileHeader", format!("{why}.")))?;
+        let lower = h.name.to_ascii_lowercase();
+        if names.contains(&lower) {
+            return Err(Refusal::bad(
+                "DuplicateFileHeaderName",
+                format!(
+                    "The header name '{}' appears more than once in fileHeaders.",
+                    h.name
+                ),
+            ));
+        }
+        names.push(lower);
+    }
+    Ok(WangsuRequest {
+        purge_id: String::new(),
+        file_urls: body.file_urls.clone(),
+        dir_urls: body.dir_urls.clone(),
+        regex_patterns: body.regex_patterns.clone(),
+        file_headers: body.file_headers.clone(),
+        action: action.to_string(),
+        target,
+        name: body.name.clone(),
+        webhook: body.webhook.clone(),
+    })
+}
+
+/// Authenticates a GET (no token spent, no replay rule) and runs `answer` on the state.
+fn authenticated_get(
+    shared: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    answer: impl FnOnce(&mut WangsuState, i64) -> Result<Value, Refusal>,
+) -> Response {
+    let now = now_ms();
+    let request_id = random_hex(32);
+    let mut ws = shared.wangsu.lock().unwrap_or_else(PoisonError::into_inner);
+    let result = auth::authenticate(
+        &shared.config.wangsu,
+        &mut ws,
+        (method, uri, headers, &[]),
+        false,
+        now,
+    )
+    .and_then(|_account| answer(&mut ws, now));
+    match result {
+        Ok(body) => respond(StatusCode::OK, &request_id, &[], Some(body.to_string())),
+        Err(refusal) => refusal_response(&refusal, &request_id),
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+/// `GET /cdn/purges/{id}`: the purge's status; every purge is finished at once.
+pub(crate) async fn status(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    authenticated_get(&shared, &method, &uri, &headers, |ws, _| {
+        // One emulated customer: every account sees every purge.
+        let task = ws.task(&id).ok_or_else(|| {
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                "InvalidPurgeTaskId",
+                format!("The purge task '{id}' does not exist."),
+            )
+        })?;
+        let r = &task.request;
+        Ok(json!({
+            "purgeId": r.purge_id,
+            "status": "finished",
+            "successRate": 100,
+            "submissionTime": rfc3339(task.submitted_ms),
+            "finishTime": rfc3339(task.submitted_ms),
+            "action": r.action,
+            "target": r.target,
+            "name": r.name,
+            "fileUrls": r.file_urls,
+            "dirUrls": r.dir_urls,
+            "regexPatterns": r.regex_patterns,
+            "fileHeaders": r.file_headers,
+            "dirHeaders": [],
+            "apiRequestId": task.api_request_id,
+            "customerId": "emulator-customer",
+            "webhook": r.webhook,
+        }))
+    })
+}
+
+/// The query of `GET /cdn/purges/purgeTokens`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TokensQuery {
+    target: Option<String>,
+}
+
+/// `GET /cdn/purges/purgeTokens?target=…`: what is left of the rolling quotas.
+pub(crate) async fn purge_tokens(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Query(query): Query<TokensQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let limits = &shared.config.wangsu;
+    authenticated_get(&shared, &method, &uri, &headers, |ws, now| {
+        let target = query.target.as_deref().unwrap_or("production");
+        if !matches!(target, "production" | "staging") {
+            return Err(Refusal::bad(
+                "InvalidTarget",
+                format!("The target '{target}' is invalid; use 'production' or 'staging'."),
+            ));
+        }
+        Ok(json!({
+            "filePurgeTokens": ws.quota_left(target, QuotaClass::Files, limits.files_per_24h, now),
+            "dirPurgeTokens": ws.quota_left(target, QuotaClass::Dirs, limits.dirs_per_24h, now),
+        }))
+    })
 }

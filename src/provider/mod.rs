@@ -205,6 +205,11 @@ pub type PurgeFuture<'a> =
 pub trait Provider: Send + Sync + fmt::Debug {
     /// What this API supports.
     fn capabilities(&self) -> Capabilities;
+    /// Whether directory purges honour the flush type. When not (legacy v2: RefreshCdnDir only
+    /// expires), flush and delete directory items share one lane and one call.
+    fn dir_flush_type(&self) -> bool {
+        true
+    }
     /// The API action name used for a batch of this kind (the `action` metric label).
     fn action(&self, kind: Kind) -> &'static str;
     /// Submits one batch. Never retries by itself: the dispatcher owns retries.

@@ -37,6 +37,12 @@ pub const ACTION_DIRS: &str = "RefreshCdnDir";
 pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 /// Largest Nonce we send: a positive integer that fits any server's signed 32-bit parsing.
 const NONCE_MAX: u64 = i32::MAX as u64;
+/// Longest GET URL we send. Tencent documents no number ("use POST for many URLs, a GET may
+/// exceed the length limit"); 8 KiB is the common server default for a request line (nginx
+/// `large_client_header_buffers`), and reqwest cannot build URLs past 64 KiB at all. A longer
+/// GET is answered locally with `BatchTooLarge`, so the dispatcher halves the lane's batch size
+/// until the query fits instead of retrying a request that can never be sent.
+pub const MAX_GET_URL_BYTES: usize = 8192;
 
 /// A Tencent Cloud API 2.0 CDN account. Cheap to share; holds a pooled HTTP client.
 pub struct TencentV2 {
@@ -179,6 +185,11 @@ impl TencentV2 {
         }
         let nonce = rand::rng().random_range(1..=NONCE_MAX);
         let prepared = self.prepare(batch, chrono::Utc::now().timestamp(), nonce);
+        if prepared.body.is_none() && prepared.url.as_str().len() > MAX_GET_URL_BYTES {
+            return Err(ProviderError::BatchTooLarge {
+                code: "GetUrlTooLong".into(),
+            });
+        }
         let request = match prepared.body {
             Some(body) => self
                 .client
@@ -187,7 +198,11 @@ impl TencentV2 {
                 .body(body),
             None => self.client.get(prepared.url),
         };
-        let response = request.send().await.map_err(transport_error)?;
+        // Errors drop the URL: for GET it carries every item and the SecretId.
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(e.without_url()))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -197,7 +212,7 @@ impl TencentV2 {
             .map(Duration::from_secs);
         // The request reached the API: a failure reading the answer leaves the outcome unknown.
         let body = response.bytes().await.map_err(|e| {
-            let mut err = transport_error(e);
+            let mut err = transport_error(e.without_url());
             if let ProviderError::Transient { maybe_applied, .. } = &mut err {
                 *maybe_applied = true;
             }
@@ -241,6 +256,10 @@ impl Provider for TencentV2 {
             regex: false,
             headers: false,
         }
+    }
+
+    fn dir_flush_type(&self) -> bool {
+        false
     }
 
     fn action(&self, kind: Kind) -> &'static str {

@@ -23,10 +23,12 @@
 //!   read as [`ProviderError::QuotaExhausted`].
 
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::wangsu_sign::{self, AKSK_AUTH_METHOD, AkSkInput};
@@ -56,6 +58,10 @@ pub const TOO_MANY_ENTRIES_CODE: &str = "TooManyPurgeEntries";
 pub const RETRY_AFTER_HEADER: &str = "x-rate-limit-retry-after-seconds";
 /// The API's request id, for support tickets.
 pub const REQUEST_ID_HEADER: &str = "x-cnc-request-id";
+/// How long the client remembers its AK/SK signatures: comfortably past any retry that could
+/// land in the same second, far below the API's 5-minute replay window (older entries cannot
+/// collide with a fresh `now`).
+const REPLAY_MEMORY_SECS: i64 = 10;
 
 /// A Wangsu CDN Pro account. Cheap to share; holds a pooled HTTP client.
 pub struct Wangsu {
@@ -73,6 +79,8 @@ pub struct Wangsu {
     target: String,
     webhook: Option<String>,
     purge_name: Option<String>,
+    /// `(timestamp, sha256(body))` of recent AK/SK signatures, see [`Wangsu::fresh_timestamp`].
+    recent_signatures: Mutex<Vec<(i64, [u8; 32])>>,
 }
 
 impl fmt::Debug for Wangsu {
@@ -177,39 +185,51 @@ impl Wangsu {
             target,
             webhook,
             purge_name,
+            recent_signatures: Mutex::default(),
         })
     }
 
-    /// Serializes and signs `batch` at `now` (Unix seconds).
+    /// Serializes and signs `batch` at `now` (Unix seconds). Pure but for the AK/SK replay
+    /// memory ([`Wangsu::fresh_timestamp`]).
     fn prepare(&self, batch: &Batch, now: i64) -> Result<Prepared, serde_json::Error> {
-        let empty: &[String] = &[];
-        let items = batch.items.as_slice();
-        let body = serde_json::to_vec(&PurgeBody {
-            name: self.purge_name.as_deref(),
-            file_urls: if batch.kind == Kind::Url {
-                items
-            } else {
-                empty
-            },
-            file_headers: if batch.kind == Kind::Url {
-                &batch.headers
+        let body = self.body(batch)?;
+        let timestamp = match self.auth {
+            WangsuAuth::AkSk => self.fresh_timestamp(now, &body),
+            WangsuAuth::ApiKey => now,
+        };
+        Ok(self.sign(batch.kind, body, timestamp))
+    }
+
+    /// The JSON body for `batch`: serialized once, and exactly these bytes are signed and sent.
+    fn body(&self, batch: &Batch) -> Result<Vec<u8>, serde_json::Error> {
+        // Each list carries the batch's items only for its own kind; the others stay empty
+        // and are left out of the JSON.
+        let items = |kind: Kind| -> &[String] {
+            if batch.kind == kind {
+                &batch.items
             } else {
                 &[]
-            },
-            dir_urls: if batch.kind == Kind::Dir {
-                items
-            } else {
-                empty
-            },
-            regex_patterns: if batch.kind == Kind::Regex {
-                items
-            } else {
-                empty
-            },
+            }
+        };
+        let file_headers: &[Header] = if batch.kind == Kind::Url {
+            &batch.headers
+        } else {
+            &[]
+        };
+        serde_json::to_vec(&PurgeBody {
+            name: self.purge_name.as_deref(),
+            file_urls: items(Kind::Url),
+            file_headers,
+            dir_urls: items(Kind::Dir),
+            regex_patterns: items(Kind::Regex),
             action: wangsu_action(batch.flush_type),
             target: &self.target,
             webhook: self.webhook.as_deref(),
-        })?;
+        })
+    }
+
+    /// The headers that sign `body` at `now` with the configured scheme.
+    fn sign(&self, kind: Kind, body: Vec<u8>, now: i64) -> Prepared {
         let mut headers = vec![
             ("Content-Type", CONTENT_TYPE.to_string()),
             ("Accept", CONTENT_TYPE.to_string()),
@@ -245,11 +265,31 @@ impl Wangsu {
                 headers.push(("Authorization", signed.authorization));
             }
         }
-        Ok(Prepared {
-            action: action_for(batch.kind),
+        Prepared {
+            action: action_for(kind),
             body,
             headers,
-        })
+        }
+    }
+
+    /// The AK/SK timestamp for `body`: `now`, unless this client already signed the same body
+    /// at that second (a retry soon after a failure), then the next free second. The API
+    /// refuses a repeated signature for 5 minutes, and the signature depends only on the
+    /// timestamp and the body, so this is what keeps a quick retry from being taken for a
+    /// replay. Only identical bodies move, so the clock never drifts under load.
+    fn fresh_timestamp(&self, now: i64, body: &[u8]) -> i64 {
+        let digest: [u8; 32] = Sha256::digest(body).into();
+        let mut recent = self
+            .recent_signatures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        recent.retain(|(ts, _)| *ts > now - REPLAY_MEMORY_SECS);
+        let mut ts = now;
+        while recent.contains(&(ts, digest)) {
+            ts += 1;
+        }
+        recent.push((ts, digest));
+        ts
     }
 
     async fn call(&self, batch: &Batch) -> Result<Receipt, ProviderError> {

@@ -145,12 +145,6 @@ pub enum VerifyError {
     Mismatch,
 }
 
-/// The username of a `Basic` header (without checking anything else), for records and logs.
-pub fn basic_username(authorization: &str) -> Option<String> {
-    let (username, _) = decode_basic(authorization).ok()?;
-    Some(username)
-}
-
 fn decode_basic(authorization: &str) -> Result<(String, String), VerifyError> {
     let encoded = authorization
         .strip_prefix("Basic ")
@@ -492,7 +486,6 @@ mod tests {
             verify_api_key(&s.authorization, date, keys),
             Ok("u".to_string())
         );
-        assert_eq!(basic_username(&s.authorization).as_deref(), Some("u"));
         assert_eq!(
             verify_api_key(&s.authorization, "Mon, 06 Nov 2023 08:09:11 GMT", keys),
             Err(VerifyError::Mismatch)

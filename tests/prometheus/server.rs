@@ -185,10 +185,10 @@ impl Prometheus {
     /// Evaluates `query` now: the result series, or the error (a parse error included).
     pub async fn query(&self, query: &str) -> Result<Vec<Value>, String> {
         let data = self.api("/api/v1/query", &[("query", query)]).await?;
-        match &data["result"] {
-            Value::Array(series) => Ok(series.clone()),
+        match (data["resultType"].as_str(), &data["result"]) {
+            (Some("vector" | "matrix"), Value::Array(series)) => Ok(series.clone()),
             // A scalar or string result: one value.
-            other => Ok(vec![other.clone()]),
+            (_, other) => Ok(vec![other.clone()]),
         }
     }
 

@@ -379,3 +379,23 @@ async fn a_timeout_after_sending_may_have_been_applied() {
     assert_eq!(emu.accepted().len(), 1, "the call did take effect");
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_get_too_long_to_send_is_a_batch_too_large_not_a_retry() {
+    let emu = start(V2Limits::default(), Faults::default()).await;
+    let get = client(&emu, "http_method = \"GET\"");
+    let big = batch(Kind::Url, 200);
+    let e = assert_code(get.purge(&big).await, "GetUrlTooLong");
+    assert!(matches!(e, ProviderError::BatchTooLarge { .. }), "{e:?}");
+    assert!(
+        emu.accepted().is_empty() && emu.rejected().is_empty(),
+        "nothing was sent"
+    );
+    // Halved until it fits, as the dispatcher does; and the whole batch fits in a POST body.
+    let mut half = big.clone();
+    half.items.truncate(50);
+    get.purge(&half).await.unwrap();
+    client(&emu, "").purge(&big).await.unwrap();
+    assert_eq!(emu.accepted().len(), 2);
+    emu.shutdown().await;
+}

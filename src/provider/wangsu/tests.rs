@@ -220,6 +220,26 @@ fn aksk_scheme_signs_host_content_type_and_body() {
 }
 
 #[test]
+fn aksk_never_signs_the_same_body_twice_in_one_second() {
+    let p = provider("http://127.0.0.1:8089/", AKSK_AUTH, "");
+    let b = batch(Kind::Url, FlushType::Flush, &["https://a.example.com/x"]);
+    let stamps: Vec<String> = (0..3)
+        .map(|_| {
+            let prepared = p.prepare(&b, NOW).unwrap();
+            header(&prepared, "x-cnc-timestamp").unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(stamps, ["1699258150", "1699258151", "1699258152"]);
+    // Another body at the same second keeps the real clock.
+    let other = batch(Kind::Url, FlushType::Flush, &["https://a.example.com/y"]);
+    let prepared = p.prepare(&other, NOW).unwrap();
+    assert_eq!(header(&prepared, "x-cnc-timestamp"), Some("1699258150"));
+    // Later, the memory is gone and the clock is used again.
+    let later = p.prepare(&b, NOW + 60).unwrap();
+    assert_eq!(header(&later, "x-cnc-timestamp"), Some("1699258210"));
+}
+
+#[test]
 fn capabilities_and_action_labels() {
     let p = api_key_provider("");
     assert_eq!(
