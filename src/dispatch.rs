@@ -428,6 +428,16 @@ impl Dispatcher {
             m.pending
                 .with_label_values(&[name, kind.as_str()])
                 .set(n as i64);
+            let c = &self.p.config;
+            let default_cap = match kind {
+                Kind::Url => c.urls_per_call,
+                Kind::Dir => c.dirs_per_call,
+                Kind::Regex => c.regex_per_call,
+            };
+            let cap = lanes().map(|l| l.cap).max().unwrap_or(default_cap);
+            m.batch_limit
+                .with_label_values(&[name, kind.as_str()])
+                .set(cap as i64);
             let oldest = lanes().filter_map(Lane::oldest_since).min();
             m.oldest_pending
                 .with_label_values(&[name, kind.as_str()])

@@ -82,6 +82,10 @@ pub struct Metrics {
     /// `purge_quota_reset_seconds{provider,kind}` (kind = url | dir | regex): seconds until the
     /// provider's quota window resets or frees up. Set by the dispatcher.
     pub quota_reset: GaugeVec,
+    /// `purge_batch_limit{provider,kind}`: the per-call cap batches of that kind are formed
+    /// against (`urls_per_call` and friends, or less after the provider said a batch was too
+    /// large). Set by the dispatcher.
+    pub batch_limit: IntGaugeVec,
     /// `purge_ready{dependency}` (dependency = amqp | redis | providers): 1 while that `/readyz`
     /// check passes (`providers`: no provider stopped after an auth failure). Set by
     /// `http::Readiness` whenever an input changes, so "not ready" can be alerted on from metrics.
@@ -311,6 +315,12 @@ impl Metrics {
                 &r,
                 "purge_quota_reset_seconds",
                 "Seconds until the provider's quota window resets or frees up.",
+                pk,
+            ),
+            batch_limit: gauge(
+                &r,
+                "purge_batch_limit",
+                "Items per call that batches are formed against (the per-call cap, lowered after a batch-too-large answer).",
                 pk,
             ),
             ready: gauge(

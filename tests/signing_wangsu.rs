@@ -7,12 +7,16 @@
 //! request, string to sign, signature and `Authorization` — and the verifiers the emulator uses
 //! accept exactly those headers and refuse them for another key.
 //!
+//! Also, beyond the vectors: dates are English, GMT and zero-padded whatever the locale, and
+//! parsed strictly; both verifiers refuse a wrong key, a changed date or body, a missing signed
+//! header and malformed headers; `Debug` never shows a secret.
+//!
 //! Pass criteria: no field differs (a failure names the case and the field) and the number of
 //! cases checked equals the documented count, so a vector cannot be skipped silently.
 
 use purge_worker::provider::wangsu_sign::{
-    self, AkSkInput, AkSkReceived, parse_aksk_authorization, sign_aksk, sign_api_key, verify_aksk,
-    verify_api_key,
+    self, AkSkInput, AkSkReceived, VerifyError, http_date, parse_aksk_authorization,
+    parse_http_date, sign_aksk, sign_api_key, verify_aksk, verify_api_key,
 };
 use serde_json::Value;
 
@@ -223,4 +227,136 @@ fn every_aksk_vector_is_reproduced_byte_for_byte() {
         checked += 1;
     }
     assert_eq!(checked, EXPECTED_AKSK_CASES);
+}
+
+#[test]
+fn dates_are_english_gmt_and_zero_padded() {
+    assert_eq!(
+        http_date(1_337_283_478).as_deref(),
+        Some("Thu, 17 May 2012 19:37:58 GMT")
+    );
+    assert_eq!(
+        http_date(1_736_035_200).as_deref(),
+        Some("Sun, 05 Jan 2025 00:00:00 GMT")
+    );
+    assert_eq!(
+        parse_http_date("Thu, 17 May 2012 19:37:58 GMT"),
+        Some(1_337_283_478)
+    );
+    for bad in [
+        "Fri, 17 May 2012 19:37:58 GMT",
+        "Thu, 17 May 2012 19:37:58 +0000",
+        "Sun, 5 Jan 2025 00:00:00 GMT",
+        "2012-05-17T19:37:58Z",
+    ] {
+        assert_eq!(parse_http_date(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn api_key_round_trip_and_refusals() {
+    let date = "Mon, 06 Nov 2023 08:09:10 GMT";
+    let s = sign_api_key("u", "k3y$With!Special", date);
+    let keys = |u: &str| (u == "u").then_some("k3y$With!Special");
+    assert_eq!(
+        verify_api_key(&s.authorization, date, keys),
+        Ok("u".to_string())
+    );
+    assert_eq!(
+        verify_api_key(&s.authorization, "Mon, 06 Nov 2023 08:09:11 GMT", keys),
+        Err(VerifyError::Mismatch)
+    );
+    let other = sign_api_key("v", "k", date);
+    assert_eq!(
+        verify_api_key(&other.authorization, date, keys),
+        Err(VerifyError::UnknownAccount)
+    );
+    assert!(matches!(
+        verify_api_key("Bearer x", date, keys),
+        Err(VerifyError::Malformed(_))
+    ));
+    let debug = format!("{s:?}");
+    assert!(
+        !debug.contains(&s.password) && !debug.contains("Basic"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn aksk_round_trip_and_refusals() {
+    let input = AkSkInput {
+        method: "POST",
+        host: "127.0.0.1:8089",
+        path: "/cdn/purges",
+        query: "",
+        content_type: "application/json",
+        payload: br#"{"target":"production"}"#,
+        timestamp: 1_700_000_000,
+        access_key: "AK",
+        secret_key: "SK",
+    };
+    let signed = sign_aksk(&input);
+    let auth = parse_aksk_authorization(&signed.authorization).unwrap();
+    assert_eq!(auth.access_key, "AK");
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("host", "127.0.0.1:8089"),
+    ];
+    let received = AkSkReceived {
+        method: "POST",
+        path: "/cdn/purges",
+        query: "",
+        headers: &headers,
+        payload: input.payload,
+        timestamp: "1700000000",
+    };
+    assert_eq!(verify_aksk(&auth, &received, "SK"), Ok(()));
+    assert_eq!(
+        verify_aksk(&auth, &received, "other"),
+        Err(VerifyError::Mismatch)
+    );
+    let tampered = AkSkReceived {
+        payload: br#"{"target":"staging"}"#,
+        ..received
+    };
+    assert_eq!(
+        verify_aksk(&auth, &tampered, "SK"),
+        Err(VerifyError::Mismatch)
+    );
+    let no_host = AkSkReceived {
+        headers: &headers[..1],
+        ..received
+    };
+    assert_eq!(
+        verify_aksk(&auth, &no_host, "SK"),
+        Err(VerifyError::MissingSignedHeader("host".into()))
+    );
+    assert!(parse_aksk_authorization("CNC-HMAC-SHA256 Credential=AK").is_err());
+    assert!(!format!("{input:?}").contains("\"SK\""));
+}
+
+#[test]
+fn get_queries_are_decoded_and_post_queries_ignored() {
+    let line = |method, query| {
+        let signed = sign_aksk(&AkSkInput {
+            method,
+            host: "h",
+            path: "/p",
+            query,
+            content_type: "application/json",
+            payload: b"",
+            timestamp: 0,
+            access_key: "AK",
+            secret_key: "SK",
+        });
+        signed
+            .canonical_request
+            .lines()
+            .nth(2)
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(line("GET", "a=b%2Fc&d=%E4%B8%AD"), "a=b/c&d=中");
+    assert_eq!(line("GET", "bad=%zz"), "bad=%zz");
+    assert_eq!(line("POST", "a=b"), "");
 }

@@ -106,7 +106,7 @@ async fn cms_burst_becomes_the_fewest_refresh_calls() {
     let url_calls = items_of(&emu, "RefreshCdnUrl");
     assert_eq!(url_calls.len(), 1);
     assert_eq!(url_calls[0].iter().cloned().collect::<BTreeSet<_>>(), urls);
-    let mut dir_calls: Vec<BTreeSet<String>> = items_of(&emu, "RefreshCdnDir")
+    let dir_calls: Vec<BTreeSet<String>> = items_of(&emu, "RefreshCdnDir")
         .into_iter()
         .map(|c| c.into_iter().collect())
         .collect();

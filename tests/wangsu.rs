@@ -303,3 +303,67 @@ async fn one_worker_routes_each_host_to_its_api() {
     env.cleanup().await;
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_retry_after_is_honoured() {
+    // The customer's bucket: 3 calls of burst, then one per second. The worker is configured
+    // faster than that (20/s), so only the provider's 429 can slow it down.
+    let emu = emulator(EmulatorConfig {
+        wangsu: purge_worker::emulator::WangsuLimits {
+            api_rate_per_min: 60,
+            api_burst: 3,
+            ..Default::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let mut env = TestEnv::new("wangsu-429").await;
+    let config = env.config(
+        &[ProviderSpec {
+            name: "ws".into(),
+            endpoint: emu.endpoint(),
+            extra: format!("{}urls_per_call = 1\nmax_in_flight = 1\n", fast_wangsu()),
+            domains: vec![("www.example.com".into(), false)],
+        }],
+        "max_linger_ms = 0",
+    );
+    let urls: Vec<String> = (0..8)
+        .map(|i| format!("https://www.example.com/{i}.css"))
+        .collect();
+    env.publish_json(&json!({ "urls": urls })).await;
+    let w = Running::start(config).await;
+    wait_until("the message acked", TIMEOUT, || async { w.acked() == 1 }).await;
+    w.stop().await;
+
+    let purged: BTreeSet<String> = purged(&emu).into_iter().collect();
+    assert_eq!(purged, urls.iter().cloned().collect::<BTreeSet<_>>());
+    let refused = emu.rejected();
+    assert!(
+        refused.len() >= 2 && refused.iter().all(|r| r.code == "TooManyRequests"),
+        "the bucket must have run dry: {refused:?}"
+    );
+    // At 60/min the emulator answers `x-rate-limit-retry-after-seconds: 1`: after each 429 the
+    // next call (accepted or refused) may only come once that second has passed.
+    let mut times: Vec<(f64, bool)> = emu
+        .accepted()
+        .iter()
+        .map(|c| (c.at_ms, false))
+        .chain(refused.iter().map(|r| (r.at_ms, true)))
+        .collect();
+    times.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let gaps: Vec<f64> = times
+        .windows(2)
+        .filter(|w| w[0].1)
+        .map(|w| w[1].0 - w[0].0)
+        .collect();
+    println!(
+        "wangsu 429: {} refused, gaps after each 429 (ms): {gaps:?}",
+        refused.len()
+    );
+    assert!(
+        gaps.iter().all(|&g| g >= 990.0),
+        "a call came before the retry-after expired: {gaps:?}"
+    );
+    env.cleanup().await;
+    emu.shutdown().await;
+}

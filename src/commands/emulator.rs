@@ -79,6 +79,31 @@ pub struct EmulatorArgs {
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub v2_requests_per_minute: u32,
 
+    /// Wangsu: most fileUrls in one POST /cdn/purges; more get 400 TooManyPurgeEntries.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub wangsu_files_per_call: usize,
+
+    /// Wangsu: most dirUrls in one POST /cdn/purges; more get 400 TooManyPurgeEntries.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub wangsu_dirs_per_call: usize,
+
+    /// Wangsu: file entries per target in any 24 hours; more get 400 PurgeQuotaExceeded.
+    #[arg(long, value_name = "N", default_value_t = 5000)]
+    pub wangsu_files_per_24h: u64,
+
+    /// Wangsu: directory plus regex entries per target in any 24 hours; more get 400
+    /// PurgeQuotaExceeded.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub wangsu_dirs_per_24h: u64,
+
+    /// Wangsu: API token-bucket refill per minute (apiRate); an empty bucket answers 429.
+    #[arg(long, value_name = "N", default_value_t = 30)]
+    pub wangsu_api_rate_per_min: u32,
+
+    /// Wangsu: API token-bucket size (apiMaxBurst).
+    #[arg(long, value_name = "N", default_value_t = 60)]
+    pub wangsu_api_burst: u32,
+
     /// SecretId of the emulated account, replacing the built-in demo account (needs
     /// --secret-key).
     #[arg(long, value_name = "ID", requires = "secret_key")]
@@ -109,7 +134,15 @@ impl EmulatorArgs {
 
     /// The Wangsu API's accounts and limits these arguments describe.
     fn wangsu_limits(&self) -> crate::emulator::WangsuLimits {
-        crate::emulator::WangsuLimits::default()
+        crate::emulator::WangsuLimits {
+            files_per_call: self.wangsu_files_per_call,
+            dirs_per_call: self.wangsu_dirs_per_call,
+            files_per_24h: self.wangsu_files_per_24h,
+            dirs_per_24h: self.wangsu_dirs_per_24h,
+            api_rate_per_min: self.wangsu_api_rate_per_min,
+            api_burst: self.wangsu_api_burst,
+            ..crate::emulator::WangsuLimits::default()
+        }
     }
 
     /// The emulator configuration these arguments describe.
@@ -151,6 +184,13 @@ pub async fn run(args: EmulatorArgs, shutdown: CancellationToken) -> anyhow::Res
     println!(
         "emulator (Tencent Cloud API 3.0) listening on {} — accepts {credentials}",
         emulator.endpoint()
+    );
+    println!(
+        "  Wangsu CDN Pro (/cdn/purges) accepts username={} api_key={} or AccessKey={} SecretKey={}",
+        crate::emulator::EMULATOR_WANGSU_USERNAME,
+        crate::emulator::EMULATOR_WANGSU_API_KEY,
+        crate::emulator::EMULATOR_WANGSU_ACCESS_KEY,
+        crate::emulator::EMULATOR_WANGSU_SECRET_KEY,
     );
     shutdown.cancelled().await;
     emulator.shutdown().await;
@@ -222,6 +262,25 @@ mod tests {
         );
         let defaults = Cli::try_parse_from(["x"]).unwrap().args.config();
         assert_eq!(defaults.tencent_v2, crate::emulator::V2Limits::default());
+    }
+
+    #[test]
+    fn wangsu_flags_map_onto_its_limits() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--wangsu-files-per-24h",
+            "7",
+            "--wangsu-api-burst",
+            "2",
+        ])
+        .unwrap();
+        let w = cli.args.config().wangsu;
+        assert_eq!((w.files_per_24h, w.api_burst), (7, 2));
+        assert_eq!(
+            (w.files_per_call, w.dirs_per_24h, w.api_rate_per_min),
+            (1000, 20, 30)
+        );
+        assert_eq!(w.accounts[0].0, crate::emulator::EMULATOR_WANGSU_USERNAME);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! calls, GETs spend no tokens, every host counts as deployed, and purges finish at once.
 
 mod auth;
+mod body;
 mod state;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
@@ -32,9 +33,10 @@ use rand::Rng;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use body::{CreateBody, validate};
+
 use super::state::InjectedFault;
 use super::{RecordedCall, RejectedCall, Shared, WangsuRequest, now_ms};
-use crate::provider::{Header, wangsu_rules};
 pub(crate) use state::WangsuState;
 use state::{QuotaClass, Task};
 
@@ -52,7 +54,8 @@ const RECORD_ACTION: &str = "CreatePurge";
 
 /// The Wangsu API's accounts and limits (PROVIDERS.md §3.4). Defaults are Wangsu's published
 /// defaults; every account belongs to one emulated customer, so they share the bucket and quotas.
-#[derive(Debug, Clone)]
+/// `Debug` names the accounts but not their keys.
+#[derive(Clone)]
 pub struct WangsuLimits {
     /// `(username, api_key)` pairs for the API-key scheme.
     pub accounts: Vec<(String, String)>,
@@ -75,6 +78,26 @@ pub struct WangsuLimits {
     /// Allowed distance of `Date`/`x-cnc-timestamp` from server time; also the AK/SK replay
     /// window (300 s).
     pub max_date_skew_secs: i64,
+}
+
+impl std::fmt::Debug for WangsuLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names = |accounts: &[(String, String)]| -> Vec<String> {
+            accounts.iter().map(|(id, _)| id.clone()).collect()
+        };
+        f.debug_struct("WangsuLimits")
+            .field("accounts", &names(&self.accounts))
+            .field("aksk_accounts", &names(&self.aksk_accounts))
+            .field("files_per_call", &self.files_per_call)
+            .field("dirs_per_call", &self.dirs_per_call)
+            .field("regex_per_call", &self.regex_per_call)
+            .field("files_per_24h", &self.files_per_24h)
+            .field("dirs_per_24h", &self.dirs_per_24h)
+            .field("api_rate_per_min", &self.api_rate_per_min)
+            .field("api_burst", &self.api_burst)
+            .field("max_date_skew_secs", &self.max_date_skew_secs)
+            .finish()
+    }
 }
 
 impl Default for WangsuLimits {
@@ -174,30 +197,6 @@ fn refusal_response(refusal: &Refusal, request_id: &str) -> Response {
         .collect();
     let body = json!({"code": refusal.code, "message": refusal.message}).to_string();
     respond(refusal.status, request_id, &extra, Some(body))
-}
-
-/// The create-purge body as received; unknown fields are ignored like the real API does.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-struct CreateBody {
-    target: Option<Value>,
-    file_urls: Vec<String>,
-    file_headers: Vec<Header>,
-    dir_urls: Vec<String>,
-    regex_patterns: Vec<String>,
-    action: Option<String>,
-    name: Option<String>,
-    webhook: Option<String>,
-}
-
-impl CreateBody {
-    fn items(&self) -> Vec<String> {
-        [&self.file_urls, &self.dir_urls, &self.regex_patterns]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect()
-    }
 }
 
 /// `POST /cdn/purges`.
@@ -315,110 +314,6 @@ pub(crate) async fn create(
         tokio::time::sleep(latency).await;
     }
     response
-}
-
-/// Checks a parsed body the way the API does and returns it as the record to keep (without the
-/// purge id, which is given only on acceptance).
-fn validate(limits: &WangsuLimits, body: &CreateBody) -> Result<WangsuRequest, Refusal> {
-    let target = match body.target.as_ref().and_then(Value::as_str) {
-        Some(t @ ("production" | "staging")) => t.to_string(),
-        Some(t) => {
-            return Err(Refusal::bad(
-                "InvalidTarget",
-                format!("The target '{t}' is invalid; use 'production' or 'staging'."),
-            ));
-        }
-        None => {
-            return Err(Refusal::bad(
-                "InvalidTarget",
-                "The target is required: 'production' or 'staging'.",
-            ));
-        }
-    };
-    let action = match body.action.as_deref() {
-        None => "invalidate",
-        Some(a @ ("invalidate" | "delete")) => a,
-        Some(a) => {
-            return Err(Refusal::bad(
-                "InvalidPurgeAction",
-                format!("The action '{a}' is invalid; use 'invalidate' or 'delete'."),
-            ));
-        }
-    };
-    if body.file_urls.is_empty() && body.dir_urls.is_empty() && body.regex_patterns.is_empty() {
-        return Err(Refusal::bad(
-            "NoPurgeEntries",
-            "At least one of fileUrls, dirUrls and regexPatterns must be given.",
-        ));
-    }
-    for (list, n, cap) in [
-        ("fileUrls", body.file_urls.len(), limits.files_per_call),
-        ("dirUrls", body.dir_urls.len(), limits.dirs_per_call),
-        (
-            "regexPatterns",
-            body.regex_patterns.len(),
-            limits.regex_per_call,
-        ),
-    ] {
-        if n > cap {
-            return Err(Refusal::bad(
-                crate::provider::wangsu::TOO_MANY_ENTRIES_CODE,
-                format!("{list} has {n} entries; at most {cap} are allowed in one request."),
-            ));
-        }
-    }
-    let url_checks = [
-        (
-            &body.file_urls,
-            wangsu_rules::check_file_url as fn(&str) -> _,
-        ),
-        (&body.dir_urls, wangsu_rules::check_dir_url),
-    ];
-    for (list, check) in url_checks {
-        for url in list {
-            check(url).map_err(|why| {
-                Refusal::bad(
-                    "InvalidPurgeUrl",
-                    format!("The purge URL '{url}' is invalid: {why}."),
-                )
-            })?;
-        }
-    }
-    for pattern in &body.regex_patterns {
-        wangsu_rules::check_regex(pattern).map_err(|why| {
-            Refusal::bad(
-                "InvalidRegexPattern",
-                format!("The regex pattern '{pattern}' is invalid: {why}."),
-            )
-        })?;
-    }
-    let mut names: Vec<String> = Vec::with_capacity(body.file_headers.len());
-    for h in &body.file_headers {
-        wangsu_rules::check_header(&h.name, &h.value)
-            .map_err(|why| Refusal::bad("InvalidFileHeader", format!("{why}.")))?;
-        let lower = h.name.to_ascii_lowercase();
-        if names.contains(&lower) {
-            return Err(Refusal::bad(
-                "DuplicateFileHeaderName",
-                format!(
-                    "The header name '{}' appears more than once in fileHeaders.",
-                    h.name
-                ),
-            ));
-        }
-        names.push(lower);
-    }
-    Ok(WangsuRequest {
-        purge_id: String::new(),
-        file_urls: body.file_urls.clone(),
-        dir_urls: body.dir_urls.clone(),
-        regex_patterns: body.regex_patterns.clone(),
-        file_headers: body.file_headers.clone(),
-        action: action.to_string(),
-        target,
-        name: body.name.clone(),
-        webhook: body.webhook.clone(),
-    })
 }
 
 /// Authenticates a GET (no token spent, no replay rule) and runs `answer` on the state.

@@ -24,12 +24,12 @@
 
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
 
-use reqwest::header::HeaderMap;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
+
+use answer::{header_text, interpret};
 
 use super::wangsu_sign::{self, AKSK_AUTH_METHOD, AkSkInput};
 use super::{
@@ -54,6 +54,9 @@ pub const ACTION_REGEX: &str = "purges.regex";
 pub const QUOTA_CODE: &str = "PurgeQuotaExceeded";
 /// The code the emulator answers for more entries than a call may carry (also undocumented).
 pub const TOO_MANY_ENTRIES_CODE: &str = "TooManyPurgeEntries";
+/// Lower-case fragments that mark a 4xx code as a spent allowance (`PurgeQuotaExceeded`, or
+/// anything a future API revision names after quotas or purge tokens).
+pub const QUOTA_CODE_HINTS: &[&str] = &["quota", "purgetoken"];
 /// Seconds to wait after a 429, as the API says it.
 pub const RETRY_AFTER_HEADER: &str = "x-rate-limit-retry-after-seconds";
 /// The API's request id, for support tickets.
@@ -366,166 +369,7 @@ impl Provider for Wangsu {
     }
 }
 
-fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Seconds the API asks us to wait: its own header first, then a standard `Retry-After` in
-/// seconds (fractions rounded up).
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    [RETRY_AFTER_HEADER, "retry-after"]
-        .into_iter()
-        .find_map(|name| header_text(headers, name)?.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| Duration::from_secs(s.ceil() as u64))
-}
-
-/// The purge id: the last path segment of `Location` (absolute, or relative to the API).
-fn purge_id(location: &str) -> Option<String> {
-    let base = url::Url::parse("http://api.invalid/cdn/purges").ok()?;
-    let url = base.join(location.trim()).ok()?;
-    let id = url.path_segments()?.rev().find(|s| !s.is_empty())?;
-    (id != "purges").then(|| id.to_string())
-}
-
-/// Turns an HTTP answer into a receipt or a classified error. `items` are the batch's items, so
-/// an `InvalidPurgeUrl` naming one of them reports exactly that one.
-fn interpret(
-    status: u16,
-    headers: &HeaderMap,
-    body: &[u8],
-    items: &[String],
-) -> Result<Receipt, ProviderError> {
-    let request_id = header_text(headers, REQUEST_ID_HEADER).map(str::to_string);
-    if (200..300).contains(&status) {
-        return match header_text(headers, "location").and_then(purge_id) {
-            Some(task_id) => Ok(Receipt {
-                task_id,
-                request_id,
-            }),
-            None => Err(ProviderError::Transient {
-                code: "MalformedResponse".into(),
-                message: format!("HTTP {status} without a Location naming the purge"),
-                maybe_applied: true,
-            }),
-        };
-    }
-    let error = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            let code = v.get("code")?.as_str()?.to_string();
-            let message = v
-                .get("message")
-                .and_then(|m| m.as_str())
-                .unwrap_or("")
-                .to_string();
-            Some((code, message))
-        });
-    match error {
-        Some((code, message)) => Err(classify(status, code, message, headers, items)),
-        None => Err(non_api_answer(status, headers)),
-    }
-}
-
-/// An error status without the API's `{code, message}` body: a gateway, or the wrong endpoint.
-/// 401/403/429 keep their documented meaning; other 4xx (but 408) and 502/503 were refused before
-/// the API saw the request; anything else might have been forwarded.
-fn non_api_answer(status: u16, headers: &HeaderMap) -> ProviderError {
-    let code = format!("HttpStatus.{status}");
-    match status {
-        429 => ProviderError::RateLimited {
-            code,
-            retry_after: retry_after(headers),
-        },
-        401 | 403 => ProviderError::Auth {
-            code,
-            message: format!("HTTP {status} without an API error body"),
-        },
-        413 => ProviderError::BatchTooLarge { code },
-        _ => {
-            let refused_early =
-                matches!(status, 400..=499 if status != 408) || matches!(status, 502 | 503);
-            ProviderError::Transient {
-                code,
-                message: format!("HTTP {status} without an API error body"),
-                maybe_applied: !refused_early,
-            }
-        }
-    }
-}
-
-/// Whether a 4xx code reports a spent allowance (Wangsu documents no such code).
-fn is_quota_code(code: &str) -> bool {
-    let lower = code.to_ascii_lowercase();
-    lower.contains("quota") || lower.contains("purgetoken")
-}
-
-/// The one place Wangsu answers become [`ProviderError`] classes (PROVIDERS.md §3.3).
-fn classify(
-    status: u16,
-    code: String,
-    message: String,
-    headers: &HeaderMap,
-    items: &[String],
-) -> ProviderError {
-    match status {
-        429 => ProviderError::RateLimited {
-            code,
-            retry_after: retry_after(headers),
-        },
-        401 | 403 => ProviderError::Auth { code, message },
-        // The API's own 5xx refused the call before creating a purge.
-        500..=599 => ProviderError::Transient {
-            code,
-            message,
-            maybe_applied: false,
-        },
-        _ if is_quota_code(&code) => ProviderError::QuotaExhausted { code },
-        413 => ProviderError::BatchTooLarge { code },
-        _ if code == TOO_MANY_ENTRIES_CODE => ProviderError::BatchTooLarge { code },
-        400..=499 => {
-            let named = if code.starts_with("InvalidPurgeUrl") || code.starts_with("InvalidRegex") {
-                named_items(&message, items)
-            } else {
-                None
-            };
-            ProviderError::InvalidItems {
-                code,
-                message,
-                items: named,
-            }
-        }
-        _ => ProviderError::Transient {
-            code,
-            message,
-            maybe_applied: true,
-        },
-    }
-}
-
-/// The batch items an error message names: those quoted verbatim (`'…'`), else those on a quoted
-/// host (the "host has not been deployed" form). `None` when it names none of them.
-fn named_items(message: &str, items: &[String]) -> Option<Vec<String>> {
-    let quoted = |s: &str| message.contains(&format!("'{s}'"));
-    let exact: Vec<String> = items.iter().filter(|i| quoted(i)).cloned().collect();
-    if !exact.is_empty() {
-        return Some(exact);
-    }
-    let on_host: Vec<String> = items
-        .iter()
-        .filter(|i| item_host(i).is_some_and(|h| quoted(&h)))
-        .cloned()
-        .collect();
-    (!on_host.is_empty()).then_some(on_host)
-}
-
-/// The host of a URL item or a regex pattern, lower-case.
-fn item_host(item: &str) -> Option<String> {
-    match url::Url::parse(item) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") => u.host_str().map(str::to_string),
-        _ => super::wangsu_rules::regex_host(item),
-    }
-}
+mod answer;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report

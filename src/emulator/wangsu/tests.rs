@@ -65,14 +65,14 @@ fn batch(kind: Kind, flush_type: FlushType, items: &[&str]) -> Batch {
 }
 
 fn files(n: usize) -> Batch {
-    Batch {
-        kind: Kind::Url,
-        flush_type: FlushType::Flush,
-        items: (0..n)
-            .map(|i| format!("https://www.example.com/{i}.js"))
-            .collect(),
-        headers: Vec::new(),
-    }
+    let urls: Vec<String> = (0..n)
+        .map(|i| format!("https://www.example.com/{i}.js"))
+        .collect();
+    batch(
+        Kind::Url,
+        FlushType::Flush,
+        &urls.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
 }
 
 #[track_caller]
@@ -144,16 +144,11 @@ async fn file_purges_with_headers_round_trip_and_report_their_status() {
     let emu = start(WangsuLimits::default()).await;
     let c = client(&emu, &api_key_auth(), "");
     let mut b = files(2);
-    b.headers = vec![
-        crate::provider::Header {
-            name: "X-Device".into(),
-            value: "mobile".into(),
-        },
-        crate::provider::Header {
-            name: "X-Lang".into(),
-            value: "zh".into(),
-        },
-    ];
+    let header = |name: &str, value: &str| crate::provider::Header {
+        name: name.into(),
+        value: value.into(),
+    };
+    b.headers = vec![header("X-Device", "mobile"), header("X-Lang", "zh")];
     let receipt = c.purge(&b).await.unwrap();
     assert_eq!(receipt.task_id.len(), 24, "{receipt:?}");
     assert!(receipt.task_id.bytes().all(|b| b.is_ascii_hexdigit()));

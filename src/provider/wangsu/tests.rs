@@ -1,4 +1,6 @@
-use reqwest::header::{HeaderName, HeaderValue};
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
 use super::*;
