@@ -119,22 +119,20 @@ impl DeadLetter {
             .collect()
     }
 
-    /// Items a provider refused permanently.
+    /// Items of one lane a provider refused permanently.
     pub fn for_provider(
         provider: &str,
-        kind: Kind,
-        flush: crate::provider::FlushType,
+        lane: &crate::coalesce::LaneKey,
         items: &[String],
-        headers: &[crate::provider::Header],
         origin: &Origin,
         code: &str,
         message: &str,
     ) -> DeadLetter {
         let bad = Event::of_kind(
-            kind,
-            flush,
+            lane.kind,
+            lane.flush,
             items.to_vec(),
-            headers,
+            lane.headers(),
             origin.id.clone(),
             origin.source.clone(),
         );

@@ -307,10 +307,8 @@ impl Dispatcher {
             .map(|it| {
                 DeadLetter::for_provider(
                     &name,
-                    key.kind,
-                    key.flush,
+                    &key,
                     &[it.key.to_string()],
-                    key.headers(),
                     &it.origin,
                     code,
                     message,
