@@ -17,11 +17,12 @@
 //! - [`ledger`]: which deliveries wait on what; acks exactly when all their items are done.
 //! - [`dispatch`]: one task per provider: rate limits, quota, submit, classify, retry, park.
 //! - [`ratelimit`]: governor quotas derived so no sliding window is ever exceeded.
-//! - [`quota`]: the daily quota in Redis (atomic Lua reserve and refund).
+//! - [`quota`]: the daily or rolling-24-hour quota in Redis (atomic Lua reserve and refund).
 //! - [`amqp`]: connection supervision, topology, consumer, dead-letter and parking publishes.
 //! - [`provider`]: the provider boundary and one module per API family.
 //! - [`emulator`]: the server side of every provider API, for tests and demos.
 //! - [`metrics`], [`http`]: Prometheus registry and `/metrics` `/healthz` `/readyz`.
+//! - [`queue_depth`]: `purge_queue_messages` from passive declares on the consumer's connection.
 //! - [`worker`]: wires the stages together: `run(config, shutdown)`.
 //! - [`commands`]: the CLI subcommands.
 

@@ -23,20 +23,32 @@ async fn rolling_window_counts_any_24_hours() {
     let t0 = 1_800_000_000 - 1_800_000_000 % ROLLING_BUCKET_SECS + 10;
     let limit = 100;
 
-    let r = q.reserve("ws", Kind::Url, limit, 60, t0, ROLLING).await.unwrap();
+    let r = q
+        .reserve("ws", Kind::Url, limit, 60, t0, ROLLING)
+        .await
+        .unwrap();
     assert_eq!((r.granted, r.used), (60, 60));
     // Eight hours later, only what is left of the 24 hours is granted: a partial grant.
     let t1 = t0 + 8 * 3600;
-    let r1 = q.reserve("ws", Kind::Url, limit, 60, t1, ROLLING).await.unwrap();
+    let r1 = q
+        .reserve("ws", Kind::Url, limit, 60, t1, ROLLING)
+        .await
+        .unwrap();
     assert_eq!((r1.granted, r1.used), (40, 100));
-    let none = q.reserve("ws", Kind::Url, limit, 1, t1 + 60, ROLLING).await.unwrap();
+    let none = q
+        .reserve("ws", Kind::Url, limit, 1, t1 + 60, ROLLING)
+        .await
+        .unwrap();
     assert_eq!(none.granted, 0, "full");
     // The oldest spending (bucket of t0) frees 24 h after that bucket ends.
     let bucket_end = t0 - 10 + ROLLING_BUCKET_SECS;
     assert_eq!(none.free_at, bucket_end + DAY);
 
     // Exactly 24 h after t0 it still counts (a calendar day would have reset by now)...
-    let r = q.reserve("ws", Kind::Url, limit, 1, t0 + DAY, ROLLING).await.unwrap();
+    let r = q
+        .reserve("ws", Kind::Url, limit, 1, t0 + DAY, ROLLING)
+        .await
+        .unwrap();
     assert_eq!(r.granted, 0, "24 h after t0 the first 60 still count");
     // ...and once its bucket has aged out, those 60 come back, but not t1's 40.
     let r = q
@@ -47,7 +59,10 @@ async fn rolling_window_counts_any_24_hours() {
 
     // A refund goes back to the reservation's bucket.
     q.refund(&r, 25).await.unwrap();
-    let u = q.used("ws", Kind::Url, bucket_end + DAY, ROLLING).await.unwrap();
+    let u = q
+        .used("ws", Kind::Url, bucket_end + DAY, ROLLING)
+        .await
+        .unwrap();
     assert_eq!(u.used, 75);
 
     // Kinds are separate; exhaust fills what is left and says when it frees.
@@ -56,7 +71,10 @@ async fn rolling_window_counts_any_24_hours() {
     assert_eq!(d.used, 20);
     assert_eq!(d.free_at, t2 + ROLLING_BUCKET_SECS + DAY);
     let u = q.used("ws", Kind::Url, t2, ROLLING).await.unwrap();
-    assert_eq!(u.used, 75, "the url window was not touched by the dir exhaust");
+    assert_eq!(
+        u.used, 75,
+        "the url window was not touched by the dir exhaust"
+    );
     env.cleanup().await;
 }
 

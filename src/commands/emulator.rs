@@ -182,7 +182,7 @@ pub async fn run(args: EmulatorArgs, shutdown: CancellationToken) -> anyhow::Res
         None => format!("secret_id={EMULATOR_SECRET_ID} secret_key={EMULATOR_SECRET_KEY}"),
     };
     println!(
-        "emulator (Tencent Cloud API 3.0) listening on {} — accepts {credentials}",
+        "emulator (Tencent Cloud API 3.0 and 2.0, Wangsu CDN Pro) listening on {} — accepts {credentials}",
         emulator.endpoint()
     );
     println!(

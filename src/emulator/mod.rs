@@ -1,9 +1,11 @@
-//! The CDN API emulator: the server side of Tencent Cloud API 3.0 (TC3-signed `PurgeUrlsCache`,
-//! `PurgePathCache`, `DescribePurgeQuota`) on axum, for integration tests and demos.
+//! The CDN API emulator, on axum, for integration tests and demos: the server side of Tencent
+//! Cloud API 3.0 (TC3-signed `PurgeUrlsCache`, `PurgePathCache`, `DescribePurgeQuota` on `POST /`),
+//! the legacy Tencent API 2.0 (`/v2/index.php`, `RefreshCdnUrl`, `RefreshCdnDir`) and Wangsu CDN
+//! Pro (`/cdn/purges`).
 //!
-//! It enforces what the real API enforces — signature, clock skew, per-call caps, the per-account
-//! rate limit, daily quotas on the UTC+8 day — and can inject the failures a worker must survive
-//! ([`Faults`]). Every purge call is recorded, so tests assert on what reached the "CDN" instead
+//! Each enforces what the real API enforces — signature, clock skew, per-call caps, the account's
+//! rate limit, daily or rolling quotas — and all share the injected failures a worker must survive
+//! ([`Faults`]), each answering them in its own error shape. Every purge call is recorded, so tests assert on what reached the "CDN" instead
 //! of on log lines:
 //!
 //! - `GET /_emulator/requests` — accepted purge calls ([`RecordedCall`]), in arrival order;
@@ -102,8 +104,9 @@ pub struct Faults {
     /// Added before every API answer (after the call was decided), to provoke client timeouts
     /// on calls that did take effect.
     pub latency: Duration,
-    /// A purge batch containing any of these exact strings is refused as a whole with
-    /// `InvalidParameter.CdnParamError`, like the real API, without saying which item it was.
+    /// A purge batch containing any of these exact strings is refused as a whole: Tencent 3.0
+    /// `InvalidParameter.CdnParamError` and v2 4000/9110 without saying which item it was (like
+    /// the real APIs), Wangsu 400 `InvalidPurgeUrl` naming it.
     pub invalid_urls: HashSet<String>,
 }
 
