@@ -179,4 +179,33 @@ mod tests {
             }
         }
     }
+
+    /// Wangsu's defaults (2/s, 60/min, 150/5m) hold every window and never empty the provider's
+    /// token bucket (60 tokens refilled at 30/min, failed calls included).
+    #[test]
+    fn wangsu_defaults_never_empty_the_customer_bucket() {
+        let raw: crate::config::RawConfig = toml::from_str(
+            "[[providers]]\nname = \"ws\"\nkind = \"wangsu\"\nusername = \"u\"\napi_key = \"k\"\n\
+             [[providers.domains]]\nhost = \"*\"\n",
+        )
+        .unwrap();
+        let limits = crate::config::Config::from_raw(raw).unwrap().providers[0]
+            .rate_limits
+            .clone();
+        assert!(limits.iter().any(|l| l.window == Duration::from_secs(300) && l.limit == 150));
+        let total = Duration::from_secs(1800);
+        let times = greedy(&limits, Duration::from_millis(7), total);
+        for l in &limits {
+            assert!(max_in_window(&times, l.window) <= l.limit as usize, "{l:?}");
+        }
+        let (mut tokens, mut last) = (60.0_f64, 0_u128);
+        for &t in &times {
+            tokens = (tokens + (t - last) as f64 / 2e9).min(60.0);
+            last = t;
+            tokens -= 1.0;
+            assert!(tokens >= 0.0, "bucket empty at {} s", t / 1_000_000_000);
+        }
+        // 30 minutes at the bucket's refill rate is 900 calls; the pacing uses at least 90 %.
+        assert!(times.len() >= 810, "{} calls in 30 min", times.len());
+    }
 }
