@@ -140,6 +140,12 @@ impl Lane {
         }
     }
 
+    /// Nothing waiting, in flight or being parked, and not parked: the lane holds no state worth
+    /// keeping.
+    pub fn is_idle(&self) -> bool {
+        self.waiting() == 0 && self.in_flight == 0 && !self.parking && self.parked_until.is_none()
+    }
+
     /// Items waiting (not in flight).
     pub fn waiting(&self) -> usize {
         self.pending.len() + self.retry.iter().map(|b| b.items.len()).sum::<usize>()
@@ -361,5 +367,36 @@ mod tests {
             .collect();
         assert_eq!(order, vec![vec![2], vec![3, 30], vec![4], vec![40]]);
         assert_eq!(lane.waiting(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_is_idle_only_when_it_holds_nothing() {
+        let o = Arc::new(Origin::default());
+        let headers: HeaderSet = Some(Arc::from(vec![Header {
+            name: "x-device".into(),
+            value: "mobile".into(),
+        }]));
+        let mut lane = Lane::new(
+            LaneKey {
+                kind: Kind::Url,
+                flush: FlushType::Flush,
+                headers,
+            },
+            10,
+            100,
+        );
+        assert!(lane.is_idle());
+        lane.add(key("https://a/1"), 1, &o, Instant::now());
+        assert!(!lane.is_idle(), "waiting");
+        let b = lane.take().unwrap();
+        lane.in_flight += b.items.len();
+        assert!(!lane.is_idle(), "in flight");
+        lane.in_flight -= b.items.len();
+        assert!(lane.is_idle());
+        lane.parking = true;
+        assert!(!lane.is_idle(), "being parked");
+        lane.parking = false;
+        lane.parked_until = Some(1);
+        assert!(!lane.is_idle(), "parked");
     }
 }

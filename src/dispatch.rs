@@ -191,7 +191,20 @@ impl Dispatcher {
             Kind::Dir => (c.dirs_per_call, c.dirs_per_day),
             Kind::Regex => (c.regex_per_call, c.dirs_per_day),
         };
-        self.lanes.push(Lane::new(key, cap, limit));
+        let lane = Lane::new(key, cap, limit);
+        // Header sets come from events, so without reuse every distinct set ever seen would keep
+        // a lane for the life of the process. An idle header lane holds nothing and no task
+        // refers to it (every task keeps `in_flight` above zero until its outcome is handled),
+        // so its slot can take the new key without disturbing any other lane's index.
+        if let Some(i) = self
+            .lanes
+            .iter()
+            .position(|l| l.key.headers.is_some() && l.is_idle())
+        {
+            self.lanes[i] = lane;
+            return i;
+        }
+        self.lanes.push(lane);
         self.lanes.len() - 1
     }
 

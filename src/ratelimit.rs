@@ -192,7 +192,11 @@ mod tests {
         let limits = crate::config::Config::from_raw(raw).unwrap().providers[0]
             .rate_limits
             .clone();
-        assert!(limits.iter().any(|l| l.window == Duration::from_secs(300) && l.limit == 150));
+        assert!(
+            limits
+                .iter()
+                .any(|l| l.window == Duration::from_secs(300) && l.limit == 150)
+        );
         let total = Duration::from_secs(1800);
         let times = greedy(&limits, Duration::from_millis(7), total);
         for l in &limits {

@@ -169,6 +169,24 @@ async fn burst_of_files_headers_wildcards_and_regex_takes_the_fewest_calls() {
             .all(|c| c.wangsu.as_ref().is_some_and(|w| w.target == "production")),
         "target defaults to production"
     );
+    // A new header set after the burst: an idle header lane is recycled for it, and the call
+    // carries the new set, not the lane's old one.
+    env.publish_json(&json!({"urls": ["https://www.example.com/a.js"], "headers": [{"name": "X-Device", "value": "tablet"}]}))
+        .await;
+    wait_until("the late event acked", TIMEOUT, || async {
+        w.acked() == events.len() as u64 + 1
+    })
+    .await;
+    let last = emu.accepted().pop().expect("a call");
+    assert_eq!(
+        shape(&last),
+        (
+            "files".into(),
+            s(&["https://www.example.com/a.js"]),
+            vec![header("x-device", "tablet")],
+            "invalidate".into()
+        )
+    );
     w.stop().await;
     assert_eq!(env.ready(&env.dlq).await, 0, "nothing was dead-lettered");
     env.cleanup().await;
