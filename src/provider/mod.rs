@@ -226,6 +226,18 @@ pub(crate) fn host_header(url: &url::Url) -> String {
     }
 }
 
+/// The pooled HTTP client of one provider: connect and whole-request timeouts from the config,
+/// so a hung API cannot hold a dispatch slot forever.
+pub(crate) fn http_client(
+    cfg: &crate::config::ProviderConfig,
+) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .connect_timeout(cfg.connect_timeout)
+        .timeout(cfg.request_timeout)
+        .user_agent(concat!("purge-worker/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Text of an error and its sources, for the `message` of a transport failure.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();

@@ -352,20 +352,7 @@ pub fn parse_authorization(header: &str) -> Result<Authorization<'_>, VerifyErro
     if secret_id.is_empty() || date.is_empty() || service.is_empty() {
         return Err(VerifyError::Malformed("empty Credential element"));
     }
-    let names_ok = !signed_headers.is_empty()
-        && signed_headers.split(';').all(|n| {
-            !n.is_empty()
-                && n.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        });
-    if !names_ok {
-        return Err(VerifyError::Malformed(
-            "SignedHeaders is not a ;-list of lowercase header names",
-        ));
-    }
-    if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(VerifyError::Malformed("Signature is not 64 hex digits"));
-    }
+    check_signed_parts(signed_headers, signature).map_err(VerifyError::Malformed)?;
     Ok(Authorization {
         secret_id,
         date,
@@ -375,7 +362,28 @@ pub fn parse_authorization(header: &str) -> Result<Authorization<'_>, VerifyErro
     })
 }
 
-/// A received request, as the verifier needs it.
+/// The `SignedHeaders` and `Signature` parts of an HMAC-SHA256 Authorization header (TC3 and
+/// Wangsu's `CNC-HMAC-SHA256` share them): a `;`-list of lowercase header names and 64 hex digits.
+pub(crate) fn check_signed_parts(
+    signed_headers: &str,
+    signature: &str,
+) -> Result<(), &'static str> {
+    let names_ok = !signed_headers.is_empty()
+        && signed_headers.split(';').all(|n| {
+            !n.is_empty()
+                && n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    if !names_ok {
+        return Err("SignedHeaders is not a ;-list of lowercase header names");
+    }
+    if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("Signature is not 64 hex digits");
+    }
+    Ok(())
+}
+
+/// A received request, as the verifier needs it (TC3, and Wangsu's AK/SK scheme).
 #[derive(Debug, Clone, Copy)]
 pub struct Received<'a> {
     /// The request method.
@@ -388,7 +396,8 @@ pub struct Received<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     /// The body bytes as received.
     pub payload: &'a [u8],
-    /// `X-TC-Timestamp` exactly as received (it is signed as written).
+    /// The timestamp header (`X-TC-Timestamp`, `x-cnc-timestamp`) exactly as received: it is
+    /// signed as written.
     pub timestamp: &'a str,
 }
 

@@ -85,11 +85,7 @@ impl TencentV3 {
     /// Builds the client from a validated provider config: connect and whole-request timeouts
     /// from the config, so a hung API cannot hold a dispatch slot forever.
     pub fn new(cfg: &ProviderConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.request_timeout)
-            .user_agent(concat!("purge-worker/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = super::http_client(cfg)?;
         let url = cfg.endpoint.clone();
         let host = host_header(&url);
         Ok(TencentV3 {

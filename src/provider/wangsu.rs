@@ -159,11 +159,7 @@ impl Wangsu {
     /// Builds the client from a validated provider config: connect and whole-request timeouts
     /// from the config, so a hung API cannot hold a dispatch slot forever.
     pub fn new(cfg: &ProviderConfig) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.request_timeout)
-            .user_agent(concat!("purge-worker/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client = super::http_client(cfg)?;
         // The config layer only builds Wangsu options for this kind; anything else falls back
         // to the API-key scheme on production.
         let (auth, target, webhook, purge_name) = match &cfg.options {

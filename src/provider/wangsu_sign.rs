@@ -372,20 +372,7 @@ pub fn parse_aksk_authorization(header: &str) -> Result<AkSkAuthorization<'_>, V
         .ok_or(VerifyError::Malformed("no Credential"))?;
     let signed_headers = signed_headers.ok_or(VerifyError::Malformed("no SignedHeaders"))?;
     let signature = signature.ok_or(VerifyError::Malformed("no Signature"))?;
-    let names_ok = !signed_headers.is_empty()
-        && signed_headers.split(';').all(|n| {
-            !n.is_empty()
-                && n.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        });
-    if !names_ok {
-        return Err(VerifyError::Malformed(
-            "SignedHeaders is not a ;-list of lowercase header names",
-        ));
-    }
-    if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(VerifyError::Malformed("Signature is not 64 hex digits"));
-    }
+    super::tc3::check_signed_parts(signed_headers, signature).map_err(VerifyError::Malformed)?;
     Ok(AkSkAuthorization {
         access_key,
         signed_headers,
@@ -393,22 +380,8 @@ pub fn parse_aksk_authorization(header: &str) -> Result<AkSkAuthorization<'_>, V
     })
 }
 
-/// A received request, as the AK/SK verifier needs it.
-#[derive(Debug, Clone, Copy)]
-pub struct AkSkReceived<'a> {
-    /// The request method.
-    pub method: &'a str,
-    /// The request path.
-    pub path: &'a str,
-    /// The raw query string (without `?`), empty if none.
-    pub query: &'a str,
-    /// Every received header as `(name, value)`; looked up case-insensitively.
-    pub headers: &'a [(&'a str, &'a str)],
-    /// The body bytes as received.
-    pub payload: &'a [u8],
-    /// `x-cnc-timestamp` exactly as received (it is signed as written).
-    pub timestamp: &'a str,
-}
+/// A received request, as the AK/SK verifier needs it (the same shape as TC3's).
+pub type AkSkReceived<'a> = super::tc3::Received<'a>;
 
 /// Checks `auth` against the request with `secret_key`: every signed header must be present, the
 /// list must be sorted (as the SDKs write it), and the signature over the received bytes must
