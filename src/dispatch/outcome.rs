@@ -299,8 +299,8 @@ impl Dispatcher {
             .with_label_values(&[&name, key.kind.as_str(), "failed"])
             .inc_by(items.len() as u64);
         for it in &items {
-            warn!(provider = %name, code, item = %it.key, event_id = it.origin.id.as_deref().unwrap_or(""),
-                source = it.origin.source.as_deref().unwrap_or(""), "provider refused the item; dead-lettering it");
+            warn!(provider = %name, code, item = %it.key, event_id = it.origin.id.as_deref(),
+                event_source = it.origin.source.as_deref(), "provider refused the item; dead-lettering it");
         }
         let records: Vec<_> = items
             .iter()
