@@ -130,6 +130,23 @@ impl Publisher {
         *self.channel.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// Detaches the channel and closes it cleanly (bounded wait), so closing the connection
+    /// afterwards does not race a channel that is still closing.
+    pub async fn close(&self) {
+        let ch = self
+            .channel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(ch) = ch {
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                ch.close(200, "purge-worker shutting down".into()),
+            )
+            .await;
+        }
+    }
+
     /// Publishes persistently to `queue` and waits for the broker's confirm; an unroutable
     /// message (returned) or a nack is an error, so the caller keeps the source unacked.
     pub async fn publish(

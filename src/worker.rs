@@ -139,7 +139,7 @@ impl Worker {
                 let _ = d.await;
             }
             let _ = ledger_task.await;
-            publisher.detach();
+            publisher.close().await;
             if let Some(conn) = conn
                 && let Err(e) = conn.close(200, "purge-worker shutting down".into()).await
             {
