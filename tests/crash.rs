@@ -15,12 +15,12 @@ use purge_worker::emulator::{EMULATOR_SECRET_ID, EMULATOR_SECRET_KEY};
 use serde_json::json;
 use support::*;
 
-fn spawn_worker(config: &std::path::Path) -> Child {
+fn spawn_worker(config: &std::path::Path, logs: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_purge-worker"))
         .args(["run", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(logs)
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn purge-worker")
@@ -57,7 +57,7 @@ async fn sigkill_mid_stream_loses_nothing_and_sigterm_drains() {
         env.publish_json(&json!({ "urls": chunk })).await;
     }
 
-    let mut child = spawn_worker(&config);
+    let mut child = spawn_worker(&config, Stdio::null());
     wait_until("the first purge call", TIMEOUT, || async {
         !emu.accepted().is_empty()
     })
@@ -67,7 +67,14 @@ async fn sigkill_mid_stream_loses_nothing_and_sigterm_drains() {
     let before = purged(&emu).len();
     assert!(before < urls.len(), "killed mid-stream ({before} purged)");
 
-    let mut child = spawn_worker(&config);
+    let mut child = spawn_worker(&config, Stdio::piped());
+    // The restarted worker's JSON log lines, read as they come so the pipe never fills.
+    let stdout = child.stdout.take().expect("piped stdout");
+    let logs = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut { stdout }, &mut text);
+        text
+    });
     let expected: BTreeSet<String> = urls.iter().cloned().collect();
     wait_until("every key purged after the restart", TIMEOUT, || async {
         purged(&emu).into_iter().collect::<BTreeSet<_>>() == expected
@@ -88,6 +95,15 @@ async fn sigkill_mid_stream_loses_nothing_and_sigterm_drains() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0), "SIGTERM drains and exits 0");
+    let logs = logs.join().expect("log reader");
+    let errors: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("\"level\":\"ERROR\""))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "a clean shutdown logs no ERROR: {errors:#?}"
+    );
     // Unacked deliveries would be back in the queue once the connection closed.
     assert_eq!(env.ready(&env.queue).await, 0, "everything was acked");
     assert_eq!(env.ready(&env.dlq).await, 0);
