@@ -49,6 +49,71 @@ struct DayUsage {
     used: u64,
 }
 
+/// Per-account sliding rate windows: the arrival times (ms) of calls admitted in the last
+/// window. Shared by the Tencent APIs (3.0 per second, 2.0 per minute).
+#[derive(Debug, Default)]
+pub(crate) struct RateWindows(HashMap<String, VecDeque<i64>>);
+
+impl RateWindows {
+    /// Admits a call if the account has fewer than `limit` admitted calls in the `window_ms`
+    /// before `now_ms`. Refused calls do not occupy the window, so a throttled client recovers
+    /// once it slows down.
+    pub(crate) fn admit(&mut self, account: &str, limit: u32, window_ms: i64, now_ms: i64) -> bool {
+        let window = self.0.entry(account.to_string()).or_default();
+        while window.front().is_some_and(|&t| t <= now_ms - window_ms) {
+            window.pop_front();
+        }
+        if window.len() >= limit as usize {
+            return false;
+        }
+        window.push_back(now_ms);
+        true
+    }
+}
+
+/// Per-account, per-kind daily quotas on the UTC+8 day. Shared by the Tencent APIs.
+#[derive(Debug, Default)]
+pub(crate) struct DayQuotas(HashMap<(String, Kind), DayUsage>);
+
+impl DayQuotas {
+    /// What is left of `limit` today for this account and kind.
+    pub(crate) fn available(&self, account: &str, kind: Kind, limit: u64, now_ms: i64) -> u64 {
+        let today = quota_day(now_ms);
+        let used = self
+            .0
+            .get(&(account.to_string(), kind))
+            .filter(|u| u.day == today)
+            .map_or(0, |u| u.used);
+        limit.saturating_sub(used)
+    }
+
+    /// Spends `n` of today's quota, or refuses the whole call with what is left (Tencent does
+    /// not partially accept a batch).
+    pub(crate) fn take(
+        &mut self,
+        account: &str,
+        kind: Kind,
+        n: u64,
+        limit: u64,
+        now_ms: i64,
+    ) -> Result<(), u64> {
+        let today = quota_day(now_ms);
+        let usage = self.0.entry((account.to_string(), kind)).or_default();
+        if usage.day != today {
+            *usage = DayUsage {
+                day: today,
+                used: 0,
+            };
+        }
+        let left = limit.saturating_sub(usage.used);
+        if n > left {
+            return Err(left);
+        }
+        usage.used += n;
+        Ok(())
+    }
+}
+
 /// Everything that changes while the emulator runs.
 #[derive(Debug, Default)]
 pub(crate) struct State {
@@ -58,8 +123,8 @@ pub(crate) struct State {
     fault_calls: u64,
     /// Per account: arrival times (ms) of purge calls admitted by the rate limit in the last
     /// second.
-    windows: HashMap<String, VecDeque<i64>>,
-    usage: HashMap<(String, Kind), DayUsage>,
+    windows: RateWindows,
+    usage: DayQuotas,
     accepted: Vec<RecordedCall>,
     rejected: Vec<RejectedCall>,
 }
@@ -98,14 +163,10 @@ impl State {
         account: &str,
         now_ms: i64,
     ) -> Result<(), Refusal> {
-        let window = self.windows.entry(account.to_string()).or_default();
-        while window
-            .front()
-            .is_some_and(|&t| t <= now_ms - RATE_WINDOW_MS)
+        if !self
+            .windows
+            .admit(account, config.requests_per_second, RATE_WINDOW_MS, now_ms)
         {
-            window.pop_front();
-        }
-        if window.len() >= config.requests_per_second as usize {
             return Err(Refusal::new(
                 "RequestLimitExceeded",
                 format!(
@@ -114,8 +175,6 @@ impl State {
                 ),
             ));
         }
-        window.push_back(now_ms);
-
         match self.next_fault() {
             None => Ok(()),
             Some(InjectedFault::Internal(message)) => Err(Refusal::new("InternalError", message)),
@@ -155,13 +214,7 @@ impl State {
 
     /// What is left of `limit` today for this account and kind.
     pub(crate) fn available(&self, account: &str, kind: Kind, limit: u64, now_ms: i64) -> u64 {
-        let today = quota_day(now_ms);
-        let used = self
-            .usage
-            .get(&(account.to_string(), kind))
-            .filter(|u| u.day == today)
-            .map_or(0, |u| u.used);
-        limit.saturating_sub(used)
+        self.usage.available(account, kind, limit, now_ms)
     }
 
     /// Spends `n` of today's quota, or refuses the whole call if fewer are left (Tencent does
@@ -174,29 +227,20 @@ impl State {
         limit: u64,
         now_ms: i64,
     ) -> Result<(), Refusal> {
-        let today = quota_day(now_ms);
-        let usage = self.usage.entry((account.to_string(), kind)).or_default();
-        if usage.day != today {
-            *usage = DayUsage {
-                day: today,
-                used: 0,
-            };
-        }
-        let left = limit.saturating_sub(usage.used);
-        if n > left {
-            let code = match kind {
-                Kind::Url => "LimitExceeded.CdnPurgeUrlExceedDayLimit",
-                Kind::Dir | Kind::Regex => "LimitExceeded.CdnPurgePathExceedDayLimit",
-            };
-            return Err(Refusal::new(
-                code,
-                format!(
-                    "daily {kind} purge quota exceeded: {n} requested, {left} of {limit} left today"
-                ),
-            ));
-        }
-        usage.used += n;
-        Ok(())
+        self.usage
+            .take(account, kind, n, limit, now_ms)
+            .map_err(|left| {
+                let code = match kind {
+                    Kind::Url => "LimitExceeded.CdnPurgeUrlExceedDayLimit",
+                    Kind::Dir | Kind::Regex => "LimitExceeded.CdnPurgePathExceedDayLimit",
+                };
+                Refusal::new(
+                    code,
+                    format!(
+                        "daily {kind} purge quota exceeded: {n} requested, {left} of {limit} left today"
+                    ),
+                )
+            })
     }
 
     /// Records an accepted purge call.

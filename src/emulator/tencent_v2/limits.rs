@@ -4,9 +4,9 @@
 //! Pure and synchronous like the API 3.0 state: every method takes `now_ms`, so the replay
 //! window, the sliding minute and the UTC+8 day boundary are tested with exact times.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
-use super::super::state::quota_day;
+use super::super::state::{DayQuotas, RateWindows};
 use super::V2Refusal;
 use crate::provider::Kind;
 
@@ -45,13 +45,6 @@ impl Default for V2Limits {
     }
 }
 
-/// One account's use of one kind's daily quota.
-#[derive(Debug, Clone, Copy, Default)]
-struct DayUsage {
-    day: i64,
-    used: u64,
-}
-
 /// Nonces seen, rate windows and quotas of the v2 API.
 #[derive(Debug, Default)]
 pub(crate) struct V2State {
@@ -60,8 +53,8 @@ pub(crate) struct V2State {
     nonces: HashMap<(String, u64), i64>,
     next_prune: usize,
     /// Per account: arrival times (ms) of calls admitted by the rate limit in the last minute.
-    windows: HashMap<String, VecDeque<i64>>,
-    usage: HashMap<(String, Kind), DayUsage>,
+    windows: RateWindows,
+    usage: DayQuotas,
 }
 
 impl V2State {
@@ -108,20 +101,15 @@ impl V2State {
         account: &str,
         now_ms: i64,
     ) -> Result<(), V2Refusal> {
-        let window = self.windows.entry(account.to_string()).or_default();
-        while window
-            .front()
-            .is_some_and(|&t| t <= now_ms - RATE_WINDOW_MS)
+        if !self
+            .windows
+            .admit(account, limits.requests_per_minute, RATE_WINDOW_MS, now_ms)
         {
-            window.pop_front();
-        }
-        if window.len() >= limits.requests_per_minute as usize {
             return Err(rate_limited(format!(
                 "request rate exceeded: at most {} calls per minute",
                 limits.requests_per_minute
             )));
         }
-        window.push_back(now_ms);
         Ok(())
     }
 
@@ -135,27 +123,18 @@ impl V2State {
         limit: u64,
         now_ms: i64,
     ) -> Result<(), V2Refusal> {
-        let today = quota_day(now_ms);
-        let usage = self.usage.entry((account.to_string(), kind)).or_default();
-        if usage.day != today {
-            *usage = DayUsage {
-                day: today,
-                used: 0,
-            };
-        }
-        let left = limit.saturating_sub(usage.used);
-        if n > left {
-            let (business, what) = match kind {
-                Kind::Url => (22044, "URL刷新数目超出单日限额"),
-                Kind::Dir | Kind::Regex => (22046, "目录刷新数目超出单日限额"),
-            };
-            return Err(V2Refusal::business(
-                business,
-                format!("{what} ({n} requested, {left} of {limit} left today)"),
-            ));
-        }
-        usage.used += n;
-        Ok(())
+        self.usage
+            .take(account, kind, n, limit, now_ms)
+            .map_err(|left| {
+                let (business, what) = match kind {
+                    Kind::Url => (22044, "URL刷新数目超出单日限额"),
+                    Kind::Dir | Kind::Regex => (22046, "目录刷新数目超出单日限额"),
+                };
+                V2Refusal::business(
+                    business,
+                    format!("{what} ({n} requested, {left} of {limit} left today)"),
+                )
+            })
     }
 }
 
