@@ -12,7 +12,6 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use purge_worker::emulator::{EmulatorConfig, Faults};
 use serde_json::json;
 use support::*;
 
@@ -160,14 +159,7 @@ async fn bad_input_corpus_is_dead_lettered_with_codes_and_reasons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_the_provider_rejects_is_isolated_and_dead_lettered_alone() {
     let bad = "https://www.example.com/bad.html";
-    let emu = emulator(EmulatorConfig {
-        faults: Faults {
-            invalid_urls: [bad.to_string()].into(),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await;
+    let emu = emulator_rejecting(bad).await;
     let mut env = TestEnv::new("isolate").await;
     let config = env.config(&[spec(&emu)], "max_linger_ms = 200");
     let good: Vec<String> = (0..7)

@@ -139,14 +139,7 @@ async fn cms_burst_becomes_the_fewest_refresh_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_host_is_isolated_and_dead_lettered_alone() {
     let bad = "https://www.example.com/bad.html";
-    let emu = emulator(EmulatorConfig {
-        faults: Faults {
-            invalid_urls: [bad.to_string()].into(),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-    .await;
+    let emu = emulator_rejecting(bad).await;
     let mut env = TestEnv::new("v2isolate").await;
     let spec = v2_spec("cdn", &emu, "", &[("www.example.com", false)]);
     let config = env.config(&[spec], "max_linger_ms = 200");

@@ -10,7 +10,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use purge_worker::emulator::{EmulatorConfig, Faults, RecordedCall};
+use purge_worker::emulator::{EmulatorConfig, RecordedCall};
 use purge_worker::provider::Header;
 use serde_json::json;
 use support::*;
@@ -196,14 +196,7 @@ async fn burst_of_files_headers_wildcards_and_regex_takes_the_fewest_calls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_url_is_dead_lettered_alone() {
     let bad = "https://www.example.com/not-deployed.js";
-    let emu = emulator(EmulatorConfig {
-        faults: Faults {
-            invalid_urls: [bad.to_string()].into(),
-            ..Faults::default()
-        },
-        ..EmulatorConfig::default()
-    })
-    .await;
+    let emu = emulator_rejecting(bad).await;
     let mut env = TestEnv::new("wangsu-invalid").await;
     let config = env.config(
         &[ProviderSpec {

@@ -315,6 +315,18 @@ pub async fn emulator(config: EmulatorConfig) -> Emulator {
         .expect("emulator binds")
 }
 
+/// An emulator that refuses, as an invalid item, any purge call carrying `url`.
+pub async fn emulator_rejecting(url: &str) -> Emulator {
+    emulator(EmulatorConfig {
+        faults: purge_worker::emulator::Faults {
+            invalid_urls: [url.to_string()].into(),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+}
+
 /// A worker started in-process, with its shutdown token.
 pub struct Running {
     pub worker: Worker,
