@@ -11,37 +11,18 @@
 //! Pass criteria: no field differs (a failure names the case and the field) and the number of
 //! cases checked equals the file's case count, so a vector cannot be skipped silently.
 
+mod vectors;
+
 use base64::Engine;
 use purge_worker::provider::tc3::{self, Received, SignInput};
-use serde_json::Value;
+use vectors::{check, fixture, s};
 
 /// The case count PROVIDERS.md §4 documents for `vectors/tc3.json`.
 const EXPECTED_CASES: usize = 11;
 
-fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tc3.json");
-    let text = std::fs::read_to_string(path).expect("tests/fixtures/tc3.json is readable");
-    serde_json::from_str(&text).expect("tests/fixtures/tc3.json is JSON")
-}
-
-#[track_caller]
-fn s<'a>(v: &'a Value, key: &str, case: &str) -> &'a str {
-    v[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("case {case}: `{key}` is missing or not a string"))
-}
-
-#[track_caller]
-fn check(case: &str, field: &str, got: &str, want: &str) {
-    assert!(
-        got == want,
-        "case {case}: {field} differs\n  got:  {got:?}\n  want: {want:?}"
-    );
-}
-
 #[test]
 fn every_sdk_vector_is_reproduced_byte_for_byte() {
-    let doc = fixture();
+    let doc = fixture("tc3.json");
     let cases = doc["cases"].as_array().expect("`cases` is an array");
     let mut checked = 0;
     for case in cases {
@@ -161,7 +142,7 @@ fn every_sdk_vector_is_reproduced_byte_for_byte() {
 
 #[test]
 fn published_worked_example_is_reproduced() {
-    let doc = fixture();
+    let doc = fixture("tc3.json");
     let cross = &doc["doc_crosscheck"];
     let id = "doc_crosscheck.published";
     let published = &cross["published"];

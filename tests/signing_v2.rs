@@ -10,11 +10,14 @@
 //! Pass criteria: no field differs (a failure names the case and the field), and the numbers of
 //! cases and of HMAC results checked equal the file's, so a vector cannot be skipped silently.
 
+mod vectors;
+
 use purge_worker::provider::qcloud_v2::{
     self, SignInput, SignatureMethod, VerifyError, form_encode,
 };
 use purge_worker::provider::tencent_v2::FORM_CONTENT_TYPE;
 use serde_json::Value;
+use vectors::{check, fixture, s};
 
 /// Cases in `vectors/v2.json` (PROVIDERS.md §4).
 const EXPECTED_CASES: usize = 12;
@@ -31,19 +34,6 @@ const SDK_ORDER: [&str; 6] = [
     "SignatureMethod",
 ];
 
-fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/v2.json");
-    let text = std::fs::read_to_string(path).expect("tests/fixtures/v2.json is readable");
-    serde_json::from_str(&text).expect("tests/fixtures/v2.json is JSON")
-}
-
-#[track_caller]
-fn s<'a>(v: &'a Value, key: &str, case: &str) -> &'a str {
-    v[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("case {case}: `{key}` is missing or not a string"))
-}
-
 /// A JSON string or integer as the SDK prints it.
 #[track_caller]
 fn text(v: &Value, case: &str) -> String {
@@ -52,14 +42,6 @@ fn text(v: &Value, case: &str) -> String {
         Value::Number(n) => n.to_string(),
         other => panic!("case {case}: {other} is not a string or number"),
     }
-}
-
-#[track_caller]
-fn check(case: &str, field: &str, got: &str, want: &str) {
-    assert!(
-        got == want,
-        "case {case}: {field} differs\n  got:  {got:?}\n  want: {want:?}"
-    );
 }
 
 fn method_named(name: &str, case: &str) -> SignatureMethod {
@@ -331,7 +313,7 @@ fn check_underscore_case(id: &str, case: &Value) -> usize {
 
 #[test]
 fn every_sdk_vector_is_reproduced_byte_for_byte() {
-    let doc = fixture();
+    let doc = fixture("v2.json");
     let cases = doc["cases"].as_array().expect("`cases` is an array");
     let (mut checked, mut signatures) = (0, 0);
     for case in cases {

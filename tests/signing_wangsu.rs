@@ -14,40 +14,21 @@
 //! Pass criteria: no field differs (a failure names the case and the field) and the number of
 //! cases checked equals the documented count, so a vector cannot be skipped silently.
 
+mod vectors;
+
 use purge_worker::provider::wangsu_sign::{
     self, AkSkInput, AkSkReceived, VerifyError, http_date, parse_aksk_authorization,
     parse_http_date, sign_aksk, sign_api_key, verify_aksk, verify_api_key,
 };
-use serde_json::Value;
+use vectors::{check, fixture, s};
 
 /// The case counts PROVIDERS.md §4 documents for `vectors/wangsu.json`.
 const EXPECTED_API_KEY_CASES: usize = 3;
 const EXPECTED_AKSK_CASES: usize = 3;
 
-fn fixture() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/wangsu.json");
-    let text = std::fs::read_to_string(path).expect("tests/fixtures/wangsu.json is readable");
-    serde_json::from_str(&text).expect("tests/fixtures/wangsu.json is JSON")
-}
-
-#[track_caller]
-fn s<'a>(v: &'a Value, key: &str, case: &str) -> &'a str {
-    v[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("case {case}: `{key}` is missing or not a string"))
-}
-
-#[track_caller]
-fn check(case: &str, field: &str, got: &str, want: &str) {
-    assert!(
-        got == want,
-        "case {case}: {field} differs\n  got:  {got:?}\n  want: {want:?}"
-    );
-}
-
 #[test]
 fn every_api_key_vector_is_reproduced_byte_for_byte() {
-    let doc = fixture();
+    let doc = fixture("wangsu.json");
     let cases = doc["api_key_basic"]["cases"]
         .as_array()
         .expect("`api_key_basic.cases` is an array");
@@ -134,7 +115,7 @@ fn every_api_key_vector_is_reproduced_byte_for_byte() {
 
 #[test]
 fn every_aksk_vector_is_reproduced_byte_for_byte() {
-    let doc = fixture();
+    let doc = fixture("wangsu.json");
     let cases = doc["aksk_cnc_hmac_sha256"]["cases"]
         .as_array()
         .expect("`aksk_cnc_hmac_sha256.cases` is an array");
