@@ -279,3 +279,25 @@ pub(crate) fn unsupported_regex(batch: &Batch) -> ProviderError {
         items: Some(batch.items.clone()),
     }
 }
+
+/// A short name for an error's class and the detail that changes what the dispatcher does, for
+/// classification tables in the providers' tests.
+#[cfg(test)]
+pub(crate) fn test_class(e: &ProviderError) -> &'static str {
+    match e {
+        ProviderError::RateLimited {
+            retry_after: None, ..
+        } => "rate",
+        ProviderError::RateLimited { .. } => "rate+after",
+        ProviderError::QuotaExhausted { .. } => "quota",
+        ProviderError::BatchTooLarge { .. } => "batch",
+        ProviderError::Transient {
+            maybe_applied: false,
+            ..
+        } => "transient",
+        ProviderError::Transient { .. } => "transient+applied",
+        ProviderError::InvalidItems { items: None, .. } => "invalid",
+        ProviderError::InvalidItems { .. } => "invalid+items",
+        ProviderError::Auth { .. } => "auth",
+    }
+}

@@ -3,29 +3,11 @@ use serde_json::Value;
 use super::*;
 use crate::provider::FlushType;
 use crate::provider::qcloud_v2::{PATH, VerifyError};
+use crate::provider::test_class as class;
 
 /// Tencent's example credentials, as used by every vector.
 const VECTOR_ID: &str = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE";
 const VECTOR_KEY: &str = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE";
-
-fn class(e: &ProviderError) -> &'static str {
-    match e {
-        ProviderError::RateLimited {
-            retry_after: None, ..
-        } => "rate",
-        ProviderError::RateLimited { .. } => "rate+after",
-        ProviderError::QuotaExhausted { .. } => "quota",
-        ProviderError::BatchTooLarge { .. } => "batch",
-        ProviderError::Transient {
-            maybe_applied: false,
-            ..
-        } => "transient",
-        ProviderError::Transient { .. } => "transient+applied",
-        ProviderError::InvalidItems { items: None, .. } => "invalid",
-        ProviderError::InvalidItems { .. } => "invalid+items",
-        ProviderError::Auth { .. } => "auth",
-    }
-}
 
 fn provider_with(endpoint: &str, extra: &str, id: &str, key: &str) -> TencentV2 {
     let text = format!(

@@ -1,24 +1,6 @@
 use super::*;
 use crate::provider::FlushType;
-
-fn class(e: &ProviderError) -> &'static str {
-    match e {
-        ProviderError::RateLimited {
-            retry_after: None, ..
-        } => "rate",
-        ProviderError::RateLimited { .. } => "rate+after",
-        ProviderError::QuotaExhausted { .. } => "quota",
-        ProviderError::BatchTooLarge { .. } => "batch",
-        ProviderError::Transient {
-            maybe_applied: false,
-            ..
-        } => "transient",
-        ProviderError::Transient { .. } => "transient+applied",
-        ProviderError::InvalidItems { items: None, .. } => "invalid",
-        ProviderError::InvalidItems { .. } => "invalid+items",
-        ProviderError::Auth { .. } => "auth",
-    }
-}
+use crate::provider::test_class as class;
 
 #[test]
 fn every_documented_code_lands_in_its_class() {
