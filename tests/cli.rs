@@ -81,6 +81,21 @@ async fn check_publish_and_quota_behave_like_a_cli_should() {
     let o = cli(&["publish", "--config", good_s, "ftp://www.example.com/a"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("ftp"), "{}", text(&o));
+    let o = cli(&[
+        "publish",
+        "--config",
+        good_s,
+        "--header",
+        "X-Device:mobile",
+        "--header",
+        "x-device: tablet",
+        "https://www.example.com/a",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("given twice"), "{}", text(&o));
+    let o = cli(&["publish", "--config", good_s, "--regex", "ftp://h.com/.*"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("regex pattern"), "{}", text(&o));
 
     let o = cli(&[
         "publish",

@@ -134,6 +134,23 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             reason: r,
         })?;
     }
+    for r in &args.regex {
+        wangsu_rules::check_regex(r).map_err(|reason| ConfigError::Invalid {
+            key: format!("--regex `{r}`"),
+            reason,
+        })?;
+    }
+    // The worker's order (sorted by lower-case name), so equal sets form one lane; a name given
+    // twice would get the whole event dead-lettered, so it is refused here.
+    let mut headers = args.headers.clone();
+    headers.sort();
+    if let Some(w) = headers.windows(2).find(|w| w[0].name == w[1].name) {
+        return Err(ConfigError::Invalid {
+            key: format!("--header `{}`", w[0].name),
+            reason: "is given twice".into(),
+        }
+        .into());
+    }
     let conn = Connection::connect(cfg.amqp.url.expose(), ConnectionProperties::default())
         .await
         .context("cannot connect to RabbitMQ (amqp.url)")?;
@@ -163,11 +180,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         } else {
             Vec::new()
         },
-        headers: {
-            let mut h = args.headers.clone();
-            h.sort();
-            h
-        },
+        headers: headers.clone(),
     };
 
     let Some(file) = &args.file else {
