@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::provider::Kind;
 use crate::routing::HostPattern;
 
 /// The environment variable naming a config file when `--config` is not given.
@@ -512,6 +513,26 @@ pub struct ProviderConfig {
     pub request_timeout: Duration,
     pub max_in_flight: usize,
     pub domains: Vec<DomainRule>,
+}
+
+impl ProviderConfig {
+    /// Items of `kind` per call.
+    pub fn per_call(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Url => self.urls_per_call,
+            Kind::Dir => self.dirs_per_call,
+            Kind::Regex => self.regex_per_call,
+        }
+    }
+
+    /// The daily (or rolling 24-hour) allowance `kind` spends: regex purges spend the directory
+    /// one.
+    pub fn per_day(&self, kind: Kind) -> u64 {
+        match kind {
+            Kind::Url => self.urls_per_day,
+            Kind::Dir | Kind::Regex => self.dirs_per_day,
+        }
+    }
 }
 
 /// A host (or host pattern) routed to a provider.

@@ -186,11 +186,7 @@ impl Dispatcher {
             return i;
         }
         let c = &self.p.config;
-        let (cap, limit) = match key.kind {
-            Kind::Url => (c.urls_per_call, c.urls_per_day),
-            Kind::Dir => (c.dirs_per_call, c.dirs_per_day),
-            Kind::Regex => (c.regex_per_call, c.dirs_per_day),
-        };
+        let (cap, limit) = (c.per_call(key.kind), c.per_day(key.kind));
         let lane = Lane::new(key, cap, limit);
         // Header sets come from events, so without reuse every distinct set ever seen would keep
         // a lane for the life of the process. An idle header lane holds nothing and no task
@@ -441,13 +437,10 @@ impl Dispatcher {
             m.pending
                 .with_label_values(&[name, kind.as_str()])
                 .set(n as i64);
-            let c = &self.p.config;
-            let default_cap = match kind {
-                Kind::Url => c.urls_per_call,
-                Kind::Dir => c.dirs_per_call,
-                Kind::Regex => c.regex_per_call,
-            };
-            let cap = lanes().map(|l| l.cap).max().unwrap_or(default_cap);
+            let cap = lanes()
+                .map(|l| l.cap)
+                .max()
+                .unwrap_or(self.p.config.per_call(kind));
             m.batch_limit
                 .with_label_values(&[name, kind.as_str()])
                 .set(cap as i64);
