@@ -165,7 +165,7 @@ fn lane_key() -> LaneKey {
 /// One URL lane per provider, as each dispatcher would hold.
 fn lanes(providers: usize) -> Vec<Lane> {
     (0..providers)
-        .map(|_| Lane::new(lane_key(), BATCH, u64::MAX))
+        .map(|_| Lane::new(lane_key(), BATCH))
         .collect()
 }
 
@@ -173,9 +173,9 @@ fn lanes(providers: usize) -> Vec<Lane> {
 fn drain(lanes: &mut [Lane]) -> (usize, usize) {
     let (mut batches, mut items) = (0, 0);
     for lane in lanes {
-        while let Some(b) = lane.take() {
+        while let Some(b) = lane.take(Instant::now()) {
             batches += 1;
-            items += b.items.len();
+            items += b.len();
             black_box(&b);
         }
     }
@@ -271,7 +271,7 @@ fn benches(c: &mut Criterion) {
                     let lane = &mut lanes[p];
                     lane.add(key, id as u64, &origin, now);
                     if lane.waiting() >= BATCH
-                        && let Some(batch) = lane.take()
+                        && let Some(batch) = lane.take(now)
                     {
                         batches += 1;
                         black_box(batch);

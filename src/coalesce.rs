@@ -4,7 +4,8 @@
 //! type). A key already pending in its lane is not added twice: the new delivery joins the waiters
 //! of the pending item. Once an item is taken into a batch it leaves `pending`, so an event for
 //! the same key arriving after the batch was sent is purged again — dedupe never swallows a newer
-//! change. Batches put back after a failure wait in `retry`, ahead of fresh items.
+//! change. Batches put back after a failure wait in `retry`, ahead of fresh items, and dedupe
+//! covers them too.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -55,24 +56,56 @@ pub struct PendingItem {
     pub since: Instant,
     /// The first request's event, for dead-letter records.
     pub origin: Arc<Origin>,
-    /// Failed attempts so far.
+    /// Failed calls that held this item (alone or with others).
     pub attempts: u32,
+    /// Failed calls that held this item alone: at `max_attempts` it is dead-lettered.
+    pub alone: u32,
+    /// The provider's count of accepted calls when this item first failed: a failure after
+    /// other calls were accepted since is the item's fault, not the provider's.
+    pub failed_at: Option<u64>,
 }
 
 impl PendingItem {
+    /// A new item with one waiting delivery.
+    pub fn new(key: CacheKey, delivery: DeliveryId, origin: Arc<Origin>, now: Instant) -> Self {
+        PendingItem {
+            key,
+            first: delivery,
+            more: Vec::new(),
+            since: now,
+            origin,
+            attempts: 0,
+            alone: 0,
+            failed_at: None,
+        }
+    }
+
+    /// Takes over the waiters of another copy of the same key (the earlier arrival time counts).
+    fn absorb(&mut self, other: PendingItem) {
+        self.more.push(other.first);
+        self.more.extend(other.more);
+        self.since = self.since.min(other.since);
+    }
+
+    /// Keeps only the waiters for which `live` holds; `false` when none is left.
+    fn retain_waiters(&mut self, live: &impl Fn(DeliveryId) -> bool) -> bool {
+        self.more.retain(|d| live(*d));
+        if live(self.first) {
+            return true;
+        }
+        match self.more.pop() {
+            Some(d) => {
+                self.first = d;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Every waiting delivery (one entry per request, duplicates included).
     pub fn waiters(&self) -> impl Iterator<Item = DeliveryId> + '_ {
         std::iter::once(self.first).chain(self.more.iter().copied())
     }
-}
-
-/// A batch put back for another attempt.
-#[derive(Debug, Clone)]
-pub struct RetryBatch {
-    pub items: Vec<PendingItem>,
-    /// Part of a split that isolates items the provider refused: a refused batch of one is
-    /// dead-lettered, a larger one is split again.
-    pub isolating: bool,
 }
 
 /// Pending items in arrival order, with O(1) dedupe lookup and O(batch) removal from the front
@@ -107,57 +140,72 @@ impl PendingQueue {
     }
 }
 
+/// Items put back after a failed call: they wait in `retry` (ahead of fresh items) and stay
+/// findable by key, so a new request for a key that waits for its retry joins it instead of
+/// spending quota on a second copy.
+#[derive(Debug, Default)]
+struct RetryPool {
+    /// Batches in the order they were put back, each with the earliest instant it may be sent.
+    batches: VecDeque<RetryBatch>,
+    /// Every item of `batches`, by key.
+    items: HashMap<CacheKey, PendingItem, foldhash::fast::RandomState>,
+    /// Items in `items` (the sum of the batches' lengths).
+    len: usize,
+}
+
+/// Keys of one retry batch and when it may go.
+#[derive(Debug)]
+struct RetryBatch {
+    keys: Vec<CacheKey>,
+    not_before: Instant,
+}
+
 /// One lane's state.
 #[derive(Debug)]
 pub struct Lane {
     pub key: LaneKey,
     pending: PendingQueue,
-    retry: VecDeque<RetryBatch>,
-    /// Items per call; shrinks when the provider says a batch was too large.
+    retry: RetryPool,
+    /// Items per call; halves when the provider says a batch was too large and grows back after
+    /// full batches are accepted again, up to `max_cap`.
     pub cap: usize,
-    /// Daily quota of this kind.
-    pub daily_limit: u64,
-    /// Unix time until which the lane's quota is spent.
-    pub parked_until: Option<i64>,
-    /// Items in calls or publishes not yet answered (for the pending gauge).
+    /// The provider's per-call limit for this lane's kind.
+    pub max_cap: usize,
+    /// Items taken out of the lane and not yet settled: in a call, or in a dead-letter or parking
+    /// publish (for the pending gauge, and so a busy lane is never recycled).
     pub in_flight: usize,
     /// A parking publish for this lane is under way.
     pub parking: bool,
 }
 
 impl Lane {
-    /// A new empty lane.
-    pub fn new(key: LaneKey, cap: usize, daily_limit: u64) -> Lane {
+    /// A new empty lane whose calls take at most `cap` items.
+    pub fn new(key: LaneKey, cap: usize) -> Lane {
+        let cap = cap.max(1);
         Lane {
             key,
             pending: PendingQueue::default(),
-            retry: VecDeque::new(),
-            cap: cap.max(1),
-            daily_limit,
-            parked_until: None,
+            retry: RetryPool::default(),
+            cap,
+            max_cap: cap,
             in_flight: 0,
             parking: false,
         }
     }
 
-    /// Nothing waiting, in flight or being parked, and not parked: the lane holds no state worth
-    /// keeping.
+    /// Nothing waiting, in flight or being parked: the lane holds no state worth keeping.
     pub fn is_idle(&self) -> bool {
-        self.waiting() == 0 && self.in_flight == 0 && !self.parking && self.parked_until.is_none()
+        self.waiting() == 0 && self.in_flight == 0 && !self.parking
     }
 
     /// Items waiting (not in flight).
     pub fn waiting(&self) -> usize {
-        self.pending.len() + self.retry.iter().map(|b| b.items.len()).sum::<usize>()
+        self.pending.len() + self.retry.len
     }
 
     /// When the oldest waiting item (pending or put back for retry) was first requested.
     pub fn oldest_since(&self) -> Option<Instant> {
-        let retry = self
-            .retry
-            .iter()
-            .flat_map(|b| b.items.iter().map(|i| i.since))
-            .min();
+        let retry = self.retry.items.values().map(|i| i.since).min();
         let pending = self.pending.items.front().map(|i| i.since);
         match (retry, pending) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -165,7 +213,8 @@ impl Lane {
         }
     }
 
-    /// Adds a request; returns `false` when it joined an item already pending (deduplicated).
+    /// Adds a request; returns `false` when it joined an item already waiting (deduplicated),
+    /// whether pending or waiting for a retry.
     pub fn add(
         &mut self,
         key: CacheKey,
@@ -173,6 +222,10 @@ impl Lane {
         origin: &Arc<Origin>,
         now: Instant,
     ) -> bool {
+        if let Some(item) = self.retry.items.get_mut(&key) {
+            item.more.push(delivery);
+            return false;
+        }
         let p = &mut self.pending;
         match p.index.entry(key) {
             Entry::Occupied(e) => {
@@ -183,220 +236,137 @@ impl Lane {
             Entry::Vacant(e) => {
                 let key = e.key().clone();
                 e.insert(p.head + p.items.len() as u64);
-                p.items.push_back(PendingItem {
-                    key,
-                    first: delivery,
-                    more: Vec::new(),
-                    since: now,
-                    origin: origin.clone(),
-                    attempts: 0,
-                });
+                p.items
+                    .push_back(PendingItem::new(key, delivery, origin.clone(), now));
                 true
             }
         }
     }
 
-    /// When the lane should flush: at once if a retry batch waits or a full batch is pending,
-    /// otherwise when the oldest pending item has lingered long enough. `None` when empty.
-    pub fn due_at(&self, linger: Duration) -> Option<Instant> {
-        if let Some(b) = self.retry.front() {
-            return Some(
-                b.items
-                    .first()
-                    .map(|i| i.since)
-                    .unwrap_or_else(Instant::now),
-            );
-        }
-        let oldest = self.pending.items.front()?;
-        if self.pending.len() >= self.cap {
-            Some(oldest.since)
-        } else {
-            Some(oldest.since + linger)
+    /// When the lane should flush: a retry batch at its `not_before`; a full pending batch at
+    /// once; otherwise when the oldest pending item has lingered (at once when `draining`).
+    /// `None` when nothing waits.
+    pub fn due_at(&self, linger: Duration, draining: bool) -> Option<Instant> {
+        let retry = self.retry.batches.iter().map(|b| b.not_before).min();
+        let pending = self.pending.items.front().map(|oldest| {
+            if self.pending.len() >= self.cap || draining {
+                oldest.since
+            } else {
+                oldest.since.checked_add(linger).unwrap_or(oldest.since)
+            }
+        });
+        match (retry, pending) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
-    /// Takes the next batch: a retry batch first (trimmed to the cap), else up to `cap` of the
-    /// oldest pending items.
-    pub fn take(&mut self) -> Option<RetryBatch> {
-        if let Some(mut b) = self.retry.pop_front() {
-            if b.items.len() > self.cap {
-                let rest = b.items.split_off(self.cap);
-                self.retry.push_front(RetryBatch {
-                    items: rest,
-                    isolating: b.isolating,
-                });
+    /// Takes the next batch: the first retry batch whose time has come (trimmed to the cap),
+    /// else up to `cap` of the oldest pending items.
+    pub fn take(&mut self, now: Instant) -> Option<Vec<PendingItem>> {
+        let r = &mut self.retry;
+        if let Some(at) = r.batches.iter().position(|b| b.not_before <= now) {
+            let mut b = r.batches.remove(at)?;
+            if b.keys.len() > self.cap {
+                let rest = b.keys.split_off(self.cap);
+                r.batches.insert(
+                    at,
+                    RetryBatch {
+                        keys: rest,
+                        not_before: b.not_before,
+                    },
+                );
             }
-            return Some(b);
+            let items: Vec<PendingItem> = b.keys.iter().filter_map(|k| r.items.remove(k)).collect();
+            r.len -= items.len();
+            return Some(items);
         }
         if self.pending.is_empty() {
             return None;
         }
         let n = self.cap.min(self.pending.len());
-        let items = self.pending.take_front(n);
-        Some(RetryBatch {
-            items,
-            isolating: false,
-        })
+        Some(self.pending.take_front(n))
     }
 
-    /// Takes everything waiting (to park it or at shutdown).
+    /// Takes everything waiting (to park it).
     pub fn take_all(&mut self) -> Vec<PendingItem> {
-        let mut all: Vec<PendingItem> = self.retry.drain(..).flat_map(|b| b.items).collect();
+        let r = &mut self.retry;
+        let mut all: Vec<PendingItem> = r
+            .batches
+            .drain(..)
+            .flat_map(|b| b.keys)
+            .filter_map(|k| r.items.remove(&k))
+            .collect();
+        r.len = 0;
         let n = self.pending.len();
         all.extend(self.pending.take_front(n));
         all
     }
 
-    /// Puts a batch back, ahead of fresh items.
-    pub fn put_back(&mut self, items: Vec<PendingItem>, isolating: bool) {
-        if !items.is_empty() {
-            self.retry.push_front(RetryBatch { items, isolating });
+    /// Puts items back to be sent again from `not_before` on, as one retry batch behind those
+    /// already waiting (a batch that failed goes behind the others, so one failing batch cannot
+    /// keep the front). An item whose key was requested again meanwhile is merged into the new
+    /// pending copy: one purge after now covers both.
+    pub fn retry(&mut self, items: Vec<PendingItem>, not_before: Instant) {
+        self.put(items, not_before, false);
+    }
+
+    /// Returns items taken by [`Lane::take`] that were never sent (no quota, no rate permit yet),
+    /// first in line, due at once.
+    pub fn restore(&mut self, items: Vec<PendingItem>, now: Instant) {
+        self.put(items, now, true);
+    }
+
+    fn put(&mut self, items: Vec<PendingItem>, not_before: Instant, front: bool) {
+        let mut keys = Vec::with_capacity(items.len());
+        for it in items {
+            if let Some(&seq) = self.pending.index.get(&it.key) {
+                let at = (seq - self.pending.head) as usize;
+                self.pending.items[at].absorb(it);
+                continue;
+            }
+            keys.push(it.key.clone());
+            self.retry.len += 1;
+            self.retry.items.insert(it.key.clone(), it);
+        }
+        if keys.is_empty() {
+            return;
+        }
+        let b = RetryBatch { keys, not_before };
+        if front {
+            self.retry.batches.push_front(b);
+        } else {
+            self.retry.batches.push_back(b);
         }
     }
 
-    /// Puts back a batch as several retry batches of at most `size` items, in order.
-    pub fn put_back_split(&mut self, mut items: Vec<PendingItem>, size: usize, isolating: bool) {
-        let size = size.max(1);
-        let mut chunks = Vec::new();
-        while items.len() > size {
-            let rest = items.split_off(size);
-            chunks.push(std::mem::replace(&mut items, rest));
+    /// Drops waiters for which `live` is false (deliveries of a dead channel: the broker
+    /// redelivers them), and items left with no waiter. Returns the items dropped. O(items): run
+    /// only when a channel died.
+    pub fn prune(&mut self, live: impl Fn(DeliveryId) -> bool) -> usize {
+        let before = self.waiting();
+        let r = &mut self.retry;
+        r.items.retain(|_, it| it.retain_waiters(&live));
+        let items = &r.items;
+        for b in &mut r.batches {
+            b.keys.retain(|k| items.contains_key(k));
         }
-        chunks.push(items);
-        for chunk in chunks.into_iter().rev() {
-            self.put_back(chunk, isolating);
+        r.batches.retain(|b| !b.keys.is_empty());
+        r.len = r.items.len();
+        let p = &mut self.pending;
+        let kept: VecDeque<PendingItem> = p
+            .items
+            .drain(..)
+            .filter_map(|mut it| it.retain_waiters(&live).then_some(it))
+            .collect();
+        p.items = kept;
+        p.index.clear();
+        for (i, it) in p.items.iter().enumerate() {
+            p.index.insert(it.key.clone(), p.head + i as u64);
         }
+        before - self.waiting()
     }
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::cache_key::CacheKey;
-
-    fn key(s: &str) -> CacheKey {
-        CacheKey::from_normalized(s)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn dedupes_pending_keys_and_batches_by_cap_and_linger() {
-        let linger = Duration::from_millis(500);
-        let o = Arc::new(Origin::default());
-        let mut lane = Lane::new(
-            LaneKey {
-                kind: Kind::Url,
-                flush: FlushType::Flush,
-                headers: None,
-            },
-            3,
-            100,
-        );
-        let t0 = Instant::now();
-        assert!(lane.add(key("https://a/1"), 1, &o, t0));
-        assert!(
-            !lane.add(key("https://a/1"), 2, &o, t0),
-            "duplicate joins the pending item"
-        );
-        assert_eq!(lane.due_at(linger), Some(t0 + linger));
-        assert!(lane.add(key("https://a/2"), 3, &o, t0));
-        assert!(lane.add(key("https://a/3"), 4, &o, t0));
-        assert_eq!(lane.due_at(linger), Some(t0), "a full batch is due at once");
-        let b = lane.take().unwrap();
-        assert_eq!(b.items.len(), 3);
-        assert_eq!(b.items[0].waiters().collect::<Vec<_>>(), vec![1, 2]);
-        // After the batch left, the same key is pending again (purged again).
-        assert!(lane.add(key("https://a/1"), 5, &o, t0));
-        lane.put_back(b.items, false);
-        assert_eq!(lane.take().unwrap().items.len(), 3, "retries go first");
-        assert_eq!(lane.take().unwrap().items[0].first, 5);
-        assert!(lane.take().is_none());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn split_put_back_keeps_order_and_size() {
-        let o = Arc::new(Origin::default());
-        let mut lane = Lane::new(
-            LaneKey {
-                kind: Kind::Dir,
-                flush: FlushType::Delete,
-                headers: None,
-            },
-            10,
-            100,
-        );
-        let now = Instant::now();
-        for i in 0..7 {
-            lane.add(key(&format!("https://a/{i}/")), i, &o, now);
-        }
-        let b = lane.take().unwrap();
-        lane.put_back_split(b.items, 3, true);
-        let sizes: Vec<usize> = std::iter::from_fn(|| lane.take())
-            .map(|b| b.items.len())
-            .collect();
-        assert_eq!(sizes, vec![3, 3, 1]);
-    }
-    #[tokio::test(start_paused = true)]
-    async fn dedupe_stays_exact_after_partial_takes() {
-        let o = Arc::new(Origin::default());
-        let mut lane = Lane::new(
-            LaneKey {
-                kind: Kind::Url,
-                flush: FlushType::Flush,
-                headers: None,
-            },
-            2,
-            100,
-        );
-        let now = Instant::now();
-        for i in 0..5u64 {
-            assert!(lane.add(key(&format!("https://a/{i}")), i, &o, now));
-        }
-        assert_eq!(lane.take().unwrap().items.len(), 2); // 0 and 1 leave
-        assert!(
-            !lane.add(key("https://a/3"), 30, &o, now),
-            "3 is still pending"
-        );
-        assert!(
-            lane.add(key("https://a/0"), 40, &o, now),
-            "0 was sent: pending again"
-        );
-        let order: Vec<Vec<u64>> = std::iter::from_fn(|| lane.take())
-            .flat_map(|b| b.items)
-            .map(|i| i.waiters().collect())
-            .collect();
-        assert_eq!(order, vec![vec![2], vec![3, 30], vec![4], vec![40]]);
-        assert_eq!(lane.waiting(), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_lane_is_idle_only_when_it_holds_nothing() {
-        let o = Arc::new(Origin::default());
-        let headers: HeaderSet = Some(Arc::from(vec![Header {
-            name: "x-device".into(),
-            value: "mobile".into(),
-        }]));
-        let mut lane = Lane::new(
-            LaneKey {
-                kind: Kind::Url,
-                flush: FlushType::Flush,
-                headers,
-            },
-            10,
-            100,
-        );
-        assert!(lane.is_idle());
-        lane.add(key("https://a/1"), 1, &o, Instant::now());
-        assert!(!lane.is_idle(), "waiting");
-        let b = lane.take().unwrap();
-        lane.in_flight += b.items.len();
-        assert!(!lane.is_idle(), "in flight");
-        lane.in_flight -= b.items.len();
-        assert!(lane.is_idle());
-        lane.parking = true;
-        assert!(!lane.is_idle(), "being parked");
-        lane.parking = false;
-        lane.parked_until = Some(1);
-        assert!(!lane.is_idle(), "parked");
-    }
-}
+mod tests;

@@ -49,6 +49,9 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// Calls in flight per provider at once (the rate limiter still spaces them).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
+/// Failed calls an item may have alone before it is dead-lettered: with the default backoff
+/// (200 ms doubling) that is about 25 s of retries once the item is isolated.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 
 /// Errors from loading or validating configuration. Each names the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +145,7 @@ pub struct RawProvider {
     pub connect_timeout_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub max_in_flight: Option<usize>,
+    pub max_attempts: Option<u32>,
     /// tencent-v2: `POST` (default) or `GET`.
     pub http_method: Option<String>,
     /// tencent-v2: `HmacSHA1` (default) or `HmacSHA256`.
@@ -512,6 +516,8 @@ pub struct ProviderConfig {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
+    /// Failed calls an item may have alone before it is dead-lettered (`provider_failed`).
+    pub max_attempts: u32,
     pub domains: Vec<DomainRule>,
 }
 

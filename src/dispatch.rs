@@ -1,11 +1,15 @@
-//! One task per provider: coalesce items into lanes, pace calls, reserve quota, submit, and decide
-//! what every provider answer means for the items (see `outcome`).
+//! One task per provider: the I/O shell around the pure [`core`]. The core holds lanes and gates
+//! and decides what every provider answer means ([`decide`]); the shell only asks the quota, the
+//! rate limiter and the provider, and publishes dead letters and parked items.
 //!
 //! Flush policy (DESIGN): a lane's batch leaves when it is full or its oldest item has lingered
-//! `max_linger`, and only when the rate limiter grants a call and the quota reservation succeeds.
-//! While the limiter is the bottleneck, batches fill up by themselves.
+//! `max_linger`, and only when the quota reservation succeeds and then the rate limiter grants a
+//! call, in that order and with nothing between the grant and the send, so a slow Redis answer
+//! can never squeeze two sends closer together than the limiter allowed.
 
-mod outcome;
+mod core;
+mod decide;
+mod publish;
 
 use std::sync::Arc;
 
@@ -16,19 +20,19 @@ use tracing::{info, warn};
 
 use crate::amqp::Publisher;
 use crate::cache_key::CacheKey;
-use crate::coalesce::{HeaderSet, Lane, LaneKey, Origin, PendingItem};
+use crate::coalesce::{HeaderSet, Origin, PendingItem};
 use crate::config::{ProviderConfig, QuotaWindow};
 use crate::http::Readiness;
-use crate::ledger::{DeliveryId, LedgerHandle};
+use crate::ledger::{DeliveryId, LedgerHandle, Sessions};
 use crate::metrics::Metrics;
-use crate::provider::{Batch, FlushType, Kind, Provider};
-use crate::quota::{QuotaPolicy, QuotaStore, unix_now};
+use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
+use crate::quota::{QuotaPolicy, QuotaStore, Reservation, unix_now};
 use crate::ratelimit::MultiWindow;
 
-use outcome::Outcome;
+pub use self::core::AUTH_PROBE_INTERVAL;
+use self::core::{Core, Effect, Next, Settings, later};
+use self::decide::RetryPolicy;
 
-/// How long calls stay stopped after an authentication failure before one probe call is tried.
-pub const AUTH_PROBE_INTERVAL: Duration = Duration::from_secs(60);
 /// Input messages taken at once before batches are formed (bounds the time between pumps).
 const MAX_DRAIN_PER_PUMP: usize = 4096;
 /// Pause after Redis failed to answer a reservation (no call is made without one: fail closed).
@@ -57,11 +61,47 @@ pub struct DispatcherParts {
     pub publisher: Publisher,
     pub metrics: Metrics,
     pub readiness: Arc<Readiness>,
+    /// Which consumer channel is live: items only dead deliveries wait for are dropped.
+    pub sessions: Sessions,
     pub linger: Duration,
     pub drain_timeout: Duration,
     /// Where quota-parked items wait for the reset.
     pub parking_queue: String,
     pub dead_letter_queue: String,
+}
+
+/// A finished background task of a dispatcher.
+enum Outcome {
+    Call {
+        lane: usize,
+        items: Vec<PendingItem>,
+        reservation: Reservation,
+        result: Result<Receipt, ProviderError>,
+        elapsed: Duration,
+    },
+    /// A dead-letter or parking publish: `done` items settled, `failed` ones go back.
+    Published {
+        lane: usize,
+        done: usize,
+        parking: bool,
+        failed: Vec<PendingItem>,
+    },
+}
+
+/// A batch with its quota reserved, waiting only for the rate limiter's permit.
+struct Armed {
+    lane: usize,
+    items: Vec<PendingItem>,
+    reservation: Reservation,
+}
+
+/// The kinds a provider takes (regex only where supported): the only `kind` labels it exports.
+fn kinds(provider: &dyn Provider) -> &'static [Kind] {
+    if provider.capabilities().regex {
+        &Kind::ALL
+    } else {
+        &[Kind::Url, Kind::Dir]
+    }
 }
 
 /// Starts a provider's dispatcher. It runs until `input` is closed (shutdown), then drains:
@@ -71,13 +111,8 @@ pub fn spawn(
     input: mpsc::Receiver<Vec<Incoming>>,
 ) -> tokio::task::JoinHandle<()> {
     let limiter = MultiWindow::new(&parts.config.rate_limits);
-    let mut actions = vec![
-        parts.provider.action(Kind::Url),
-        parts.provider.action(Kind::Dir),
-    ];
-    if parts.provider.capabilities().regex {
-        actions.push(parts.provider.action(Kind::Regex));
-    }
+    let kinds = kinds(parts.provider.as_ref());
+    let actions: Vec<&str> = kinds.iter().map(|k| parts.provider.action(*k)).collect();
     parts.metrics.init_provider(&parts.config.name, &actions);
     for (kind, limit) in [
         (Kind::Url, parts.config.urls_per_day),
@@ -87,21 +122,32 @@ pub fn spawn(
             .metrics
             .quota_limit
             .with_label_values(&[&parts.config.name, kind.as_str()])
-            .set(limit as i64);
+            .set(limit.min(i64::MAX as u64) as i64);
     }
+    let c = &parts.config;
+    let caps = parts.provider.capabilities();
+    let settings = Settings {
+        linger: parts.linger,
+        retry: RetryPolicy {
+            base: c.retry_base,
+            max: c.retry_max,
+            max_attempts: c.max_attempts,
+        },
+        max_in_flight: c.max_in_flight,
+        per_call: Kind::ALL.map(|k| c.per_call(k)),
+        url_flush: caps.url_flush_type,
+        dir_flush: parts.provider.dir_flush_type(),
+    };
     let d = Dispatcher {
+        epoch: parts.sessions.epoch(),
         p: parts,
-        lanes: Vec::new(),
+        kinds,
+        core: Core::new(settings),
         limiter,
         tasks: JoinSet::new(),
-        calls_in_flight: 0,
-        backoff_until: None,
-        failures: 0,
-        stopped: false,
-        stopped_until: None,
+        armed: None,
         wake_at: None,
         rate_waiting_since: None,
-        draining: false,
     };
     let span = tracing::info_span!("dispatcher", provider = %d.p.config.name, kind = d.p.config.kind.as_str());
     tokio::spawn(tracing::Instrument::instrument(d.run(input), span))
@@ -109,21 +155,16 @@ pub fn spawn(
 
 struct Dispatcher {
     p: DispatcherParts,
-    lanes: Vec<Lane>,
+    kinds: &'static [Kind],
+    core: Core,
     limiter: MultiWindow,
     /// Provider calls, parking publishes and dead-letter publishes under way.
     tasks: JoinSet<Outcome>,
-    calls_in_flight: usize,
-    /// No calls before this (rate-limited or failing provider).
-    backoff_until: Option<Instant>,
-    /// Consecutive transient failures (the backoff exponent).
-    failures: u32,
-    /// Calls stopped after an authentication failure.
-    stopped: bool,
-    stopped_until: Option<Instant>,
+    armed: Option<Armed>,
     wake_at: Option<Instant>,
     rate_waiting_since: Option<Instant>,
-    draining: bool,
+    /// The consumer epoch the lanes were last pruned for.
+    epoch: u64,
 }
 
 impl Dispatcher {
@@ -131,15 +172,19 @@ impl Dispatcher {
         let mut input_open = true;
         let mut deadline: Option<Instant> = None;
         loop {
-            self.pump(Instant::now()).await;
+            self.pump().await;
             self.update_gauges();
-            if !input_open && self.is_idle() {
+            if !input_open && self.core.is_idle() && self.armed.is_none() {
                 break;
             }
             let wake = self.wake_at;
             tokio::select! {
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => match joined {
                     Ok(outcome) => self.handle(outcome).await,
+                    // A call or publish task that panicked took items with it, so the in-flight
+                    // accounting can no longer be trusted: die, so the supervisor ends the
+                    // process and the broker redelivers what was not acked.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                     Err(e) => warn!(provider = %self.p.config.name, error = %e, "dispatcher task failed"),
                 },
                 msg = input.recv(), if input_open => match msg {
@@ -157,282 +202,382 @@ impl Dispatcher {
                     }
                     None => {
                         input_open = false;
-                        self.draining = true;
-                        deadline = Some(Instant::now() + self.p.drain_timeout);
+                        self.core.draining = true;
+                        deadline = Some(later(Instant::now(), self.p.drain_timeout));
                     }
                 },
                 _ = sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {}
                 _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                    let left: usize = self.lanes.iter().map(|l| l.waiting() + l.in_flight).sum();
-                    warn!(provider = %self.p.config.name, items = left,
+                    warn!(provider = %self.p.config.name, items = self.core.items(),
                         "drain deadline reached; unfinished items stay unacked and will be redelivered");
                     break;
                 }
             }
         }
+        if let Some(a) = self.armed.take() {
+            self.refund(&a.reservation, a.items.len()).await;
+        }
         self.update_gauges();
-    }
-
-    fn is_idle(&self) -> bool {
-        self.tasks.is_empty() && self.lanes.iter().all(|l| l.waiting() == 0)
     }
 
     fn wake(&mut self, at: Instant) {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
 
-    fn lane_index(&mut self, key: LaneKey) -> usize {
-        if let Some(i) = self.lanes.iter().position(|l| l.key == key) {
-            return i;
-        }
-        let c = &self.p.config;
-        let (cap, limit) = (c.per_call(key.kind), c.per_day(key.kind));
-        let lane = Lane::new(key, cap, limit);
-        // Header sets come from events, so without reuse every distinct set ever seen would keep
-        // a lane for the life of the process. An idle header lane holds nothing and no task
-        // refers to it (every task keeps `in_flight` above zero until its outcome is handled),
-        // so its slot can take the new key without disturbing any other lane's index.
-        if let Some(i) = self
-            .lanes
-            .iter()
-            .position(|l| l.key.headers.is_some() && l.is_idle())
-        {
-            self.lanes[i] = lane;
-            return i;
-        }
-        self.lanes.push(lane);
-        self.lanes.len() - 1
-    }
-
     fn add(&mut self, items: Vec<Incoming>) {
-        let url_flush = self.p.provider.capabilities().url_flush_type;
-        let dir_flush = self.p.provider.dir_flush_type();
-        for it in items {
-            // The flush type only splits lanes where the provider honours it for that kind.
-            let honoured = match it.kind {
-                Kind::Url => url_flush,
-                Kind::Dir | Kind::Regex => dir_flush,
-            };
-            let flush = if !honoured {
-                FlushType::Flush
-            } else {
-                it.flush
-            };
-            let i = self.lane_index(LaneKey {
-                kind: it.kind,
-                flush,
-                headers: it.headers,
-            });
-            if !self.lanes[i].add(it.key, it.delivery, &it.origin, it.received) {
+        let dups = self.core.add(items);
+        for (kind, n) in Kind::ALL.iter().zip(dups) {
+            if n > 0 {
                 self.p
                     .metrics
                     .items
-                    .with_label_values(&[&self.p.config.name, it.kind.as_str(), "deduplicated"])
-                    .inc();
+                    .with_label_values(&[&self.p.config.name, kind.as_str(), "deduplicated"])
+                    .inc_by(n);
             }
         }
     }
 
-    /// Forms and sends every batch that is due and allowed now; sets `wake_at` for the rest.
-    async fn pump(&mut self, now: Instant) {
+    /// Sends every batch that is due and allowed now; sets `wake_at` for the rest.
+    async fn pump(&mut self) {
         self.wake_at = None;
-        let now_unix = unix_now();
-        for i in 0..self.lanes.len() {
-            if let Some(until) = self.lanes[i].parked_until {
-                if now_unix >= until {
-                    self.unpark(i);
-                } else {
-                    if !self.lanes[i].parking && self.lanes[i].waiting() > 0 {
-                        self.spawn_park(i, until, now_unix);
-                    }
-                    let left = Duration::from_secs((until - now_unix).max(1) as u64);
-                    self.wake(now + left);
-                }
+        let epoch = self.p.sessions.epoch();
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            let sessions = self.p.sessions.clone();
+            let dropped = self.core.prune(|d| sessions.is_live(d));
+            if dropped > 0 {
+                info!(provider = %self.p.config.name, items = dropped,
+                    "dropped items only deliveries of a lost channel waited for; the broker redelivers them");
             }
-        }
-        if let Some(t) = self.stopped_until {
-            if now < t {
-                self.wake(t);
-                return;
-            }
-            // Probing after an auth failure: one call at a time.
-            if self.stopped && self.calls_in_flight > 0 {
-                return;
-            }
-        }
-        if let Some(t) = self.backoff_until {
-            if now < t {
-                self.wake(t);
-                return;
-            }
-            self.backoff_until = None;
         }
         loop {
-            if self.calls_in_flight >= self.p.config.max_in_flight
-                || (self.stopped && self.calls_in_flight > 0)
-            {
-                return;
+            for (lane, items, until) in self.core.take_parkable() {
+                self.spawn_park(lane, items, until);
             }
-            let mut best: Option<(usize, Instant)> = None;
-            let mut next_due: Option<Instant> = None;
-            for (i, lane) in self.lanes.iter().enumerate() {
-                if lane.parked_until.is_some() {
-                    continue;
-                }
-                let Some(due) = lane.due_at(self.p.linger) else {
-                    continue;
-                };
-                if due <= now || self.draining {
-                    if best.is_none_or(|(_, d)| due < d) {
-                        best = Some((i, due));
+            let now = Instant::now();
+            if let Some(a) = self.armed.take() {
+                match self.limiter.try_acquire() {
+                    Ok(()) => self.send(a, now),
+                    Err(wait) => {
+                        self.armed = Some(a);
+                        self.wake(later(now, wait));
+                        return;
                     }
-                } else {
-                    next_due = Some(next_due.map_or(due, |d| d.min(due)));
                 }
             }
-            if let Some(due) = next_due {
-                self.wake(due);
-            }
-            let Some((i, _)) = best else { return };
-            if let Err(wait) = self.limiter.try_acquire() {
-                self.rate_waiting_since.get_or_insert(now);
-                self.wake(now + wait);
-                return;
-            }
-            if let Some(since) = self.rate_waiting_since.take() {
-                self.p
-                    .metrics
-                    .rate_limit_wait
-                    .with_label_values(&[&self.p.config.name])
-                    .inc_by(now.saturating_duration_since(since).as_secs_f64());
-            }
-            let Some(batch) = self.lanes[i].take() else {
-                continue;
-            };
-            // Regex purges spend the directory allowance.
-            let kind = self.lanes[i].key.kind.quota_kind();
-            let limit = self.lanes[i].daily_limit;
-            let c = &self.p.config;
-            let want = batch.items.len() as u64;
-            let reserved = self
-                .p
-                .quota
-                .reserve(&c.name, kind, limit, want, now_unix, QuotaPolicy::of(c))
-                .await;
-            match reserved {
-                Err(e) => {
-                    self.p.metrics.quota_errors.inc();
-                    warn!(provider = %c.name, error = %e, "cannot reserve quota in Redis; holding calls (fail closed)");
-                    self.lanes[i].put_back(batch.items, batch.isolating);
-                    self.backoff_until = Some(now + QUOTA_RETRY);
-                    self.wake(now + QUOTA_RETRY);
+            let (lane, items) = match self.core.next(now) {
+                Next::Wait(at) => {
+                    if let Some(at) = at {
+                        self.wake(at);
+                    }
                     return;
                 }
-                Ok(r) => {
-                    self.p
-                        .metrics
-                        .quota_used
-                        .with_label_values(&[&c.name, kind.as_str()])
-                        .set(r.used as i64);
-                    if r.granted == 0 {
-                        self.lanes[i].put_back(batch.items, batch.isolating);
-                        self.park(i, r.free_at.max(now_unix + 1));
-                        if let Some(until) = self.lanes[i].parked_until {
-                            self.spawn_park(i, until, now_unix);
-                        }
-                        continue;
-                    }
-                    let mut items = batch.items;
-                    if r.granted < want {
-                        let rest = items.split_off(r.granted as usize);
-                        self.lanes[i].put_back(rest, batch.isolating);
-                    }
-                    self.submit(i, items, batch.isolating, r, now);
+                Next::Send { lane, items } => (lane, items),
+            };
+            // Form the batch only when a permit is near: while the limiter is the bottleneck,
+            // batches keep filling.
+            if let Some(at) = self.limiter.ready_at().map(|t| t.0).filter(|at| *at > now) {
+                self.core.restore(lane, items, now);
+                self.rate_waiting_since.get_or_insert(now);
+                self.wake(at);
+                return;
+            }
+            let Some(armed) = self.reserve(lane, items, now).await else {
+                continue;
+            };
+            let now = Instant::now();
+            match self.limiter.try_acquire() {
+                Ok(()) => self.send(armed, now),
+                Err(wait) => {
+                    self.armed = Some(armed);
+                    self.wake(later(now, wait));
+                    return;
                 }
             }
         }
     }
 
-    fn submit(
+    /// Reserves quota for a batch: the granted part comes back armed, the rest is restored; a
+    /// spent window parks the kind. `None` when nothing was granted.
+    async fn reserve(
         &mut self,
         lane: usize,
-        items: Vec<PendingItem>,
-        isolating: bool,
-        reservation: crate::quota::Reservation,
+        mut items: Vec<PendingItem>,
         now: Instant,
-    ) {
-        let key = self.lanes[lane].key.clone();
+    ) -> Option<Armed> {
+        let kind = self.core.lanes[lane].key.kind.quota_kind();
+        let c = &self.p.config;
+        let limit = c.per_day(kind);
+        let want = items.len() as u64;
+        let now_unix = unix_now();
+        let reserved = self
+            .p
+            .quota
+            .reserve(&c.name, kind, limit, want, now_unix, QuotaPolicy::of(c))
+            .await;
+        let r = match reserved {
+            Err(e) => {
+                self.p.metrics.quota_errors.inc();
+                warn!(provider = %c.name, error = %e, "cannot reserve quota in Redis; holding calls (fail closed)");
+                self.core.restore(lane, items, now);
+                self.core.hold(later(now, QUOTA_RETRY));
+                return None;
+            }
+            Ok(r) => r,
+        };
+        self.p
+            .metrics
+            .quota_used
+            .with_label_values(&[&c.name, kind.as_str()])
+            .set(r.used.min(i64::MAX as u64) as i64);
+        if r.granted == 0 {
+            self.core.restore(lane, items, now);
+            self.park(kind, r.free_at.max(now_unix + 1), now, now_unix);
+            return None;
+        }
+        if r.granted < want {
+            let rest = items.split_off(r.granted as usize);
+            self.core.give_back(lane, rest, now);
+        }
+        Some(Armed {
+            lane,
+            items,
+            reservation: r,
+        })
+    }
+
+    /// Parks a quota kind (its lanes' items move to the parking queue on the next pump).
+    fn park(&mut self, kind: Kind, until: i64, now: Instant, now_unix: i64) {
+        if !self.core.park(kind, until, now, now_unix) {
+            return;
+        }
+        let at = chrono::DateTime::from_timestamp(until, 0).map(|d| d.to_rfc3339());
+        warn!(provider = %self.p.config.name, kind = %kind, until = at.as_deref().unwrap_or("?"),
+            window = self.p.config.quota_window.as_str(),
+            "quota spent: this kind is parked until quota comes back; its items move to the parking queue");
+    }
+
+    /// Sends an armed batch: the rate permit was just granted.
+    fn send(&mut self, a: Armed, now: Instant) {
+        if let Some(since) = self.rate_waiting_since.take() {
+            self.p
+                .metrics
+                .rate_limit_wait
+                .with_label_values(&[&self.p.config.name])
+                .inc_by(now.saturating_duration_since(since).as_secs_f64());
+        }
+        let key = self.core.lanes[a.lane].key.clone();
         let name = &self.p.config.name;
         let m = &self.p.metrics;
         m.batch_size
             .with_label_values(&[name, key.kind.as_str()])
-            .observe(items.len() as f64);
+            .observe(a.items.len() as f64);
         let latency = m
             .event_to_submit
             .with_label_values(&[name, key.kind.as_str()]);
-        for it in &items {
+        for it in &a.items {
             latency.observe(now.saturating_duration_since(it.since).as_secs_f64());
         }
         let batch = Batch {
             kind: key.kind,
             flush_type: key.flush,
-            items: items.iter().map(|it| it.key.as_str().to_string()).collect(),
+            items: a
+                .items
+                .iter()
+                .map(|it| it.key.as_str().to_string())
+                .collect(),
             headers: key.headers().to_vec(),
         };
-        self.lanes[lane].in_flight += items.len();
-        self.calls_in_flight += 1;
         let provider = self.p.provider.clone();
         self.tasks.spawn(async move {
             let start = Instant::now();
             let result = provider.purge(&batch).await;
             Outcome::Call {
-                lane,
-                items,
-                isolating,
-                reservation,
+                lane: a.lane,
+                items: a.items,
+                reservation: a.reservation,
                 result,
                 elapsed: start.elapsed(),
             }
         });
     }
 
-    /// Marks a lane parked until `until` (Unix time): the provider-local day's end, or when the
-    /// rolling window's oldest spending stops counting.
-    fn park(&mut self, lane: usize, until: i64) {
-        let l = &mut self.lanes[lane];
-        if l.parked_until != Some(until) {
-            l.parked_until = Some(until);
-            self.p
-                .metrics
-                .parked_until
-                .with_label_values(&[&self.p.config.name, l.key.kind.as_str()])
-                .set(until);
-            let at = chrono::DateTime::from_timestamp(until, 0).map(|d| d.to_rfc3339());
-            warn!(provider = %self.p.config.name, kind = %l.key.kind, flush = l.key.flush.as_str(),
-                until = at.as_deref().unwrap_or("?"),
-                window = self.p.config.quota_window.as_str(),
-                "daily quota spent: lane parked until quota comes back; its items move to the parking queue");
+    async fn refund(&self, reservation: &Reservation, n: usize) {
+        if let Err(e) = self.p.quota.refund(reservation, n as u64).await {
+            warn!(provider = %self.p.config.name, error = %e, "quota refund failed; the window's count stays higher than used");
         }
     }
 
-    fn unpark(&mut self, lane: usize) {
-        let l = &mut self.lanes[lane];
-        l.parked_until = None;
-        self.p
-            .metrics
-            .parked_until
-            .with_label_values(&[&self.p.config.name, l.key.kind.as_str()])
-            .set(0);
-        info!(provider = %self.p.config.name, kind = %l.key.kind, "quota day reset: lane resumes");
+    async fn handle(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Call {
+                lane,
+                items,
+                reservation,
+                result,
+                elapsed,
+            } => {
+                self.handle_call(lane, items, reservation, result, elapsed)
+                    .await
+            }
+            Outcome::Published {
+                lane,
+                done,
+                parking,
+                failed,
+            } => {
+                if parking {
+                    let kind = self.core.lanes[lane].key.kind;
+                    self.p
+                        .metrics
+                        .parked_items
+                        .with_label_values(&[&self.p.config.name, kind.as_str()])
+                        .inc_by(done as u64);
+                }
+                let now = Instant::now();
+                if !failed.is_empty() {
+                    self.core.hold(later(now, publish::REPUBLISH_PAUSE));
+                }
+                self.core.settled(lane, done, parking, failed, now);
+            }
+        }
+    }
+
+    async fn handle_call(
+        &mut self,
+        lane: usize,
+        items: Vec<PendingItem>,
+        reservation: Reservation,
+        result: Result<Receipt, ProviderError>,
+        elapsed: Duration,
+    ) {
+        let name = self.p.config.name.clone();
+        let kind = self.core.lanes[lane].key.kind;
+        let action = self.p.provider.action(kind);
+        let m = self.p.metrics.clone();
+        m.api_duration
+            .with_label_values(&[&name, action])
+            .observe(elapsed.as_secs_f64());
+        let n = items.len();
+        let label = result
+            .as_ref()
+            .map_or_else(ProviderError::result_label, |_| "ok");
+        m.api_requests
+            .with_label_values(&[&name, action, label])
+            .inc();
+        match &result {
+            Ok(receipt) => {
+                m.items
+                    .with_label_values(&[&name, kind.as_str(), "submitted"])
+                    .inc_by(n as u64);
+                info!(provider = %name, action, items = n, task_id = %receipt.task_id, "purge accepted");
+            }
+            Err(e) => {
+                if matches!(
+                    e,
+                    ProviderError::RateLimited { .. } | ProviderError::Transient { .. }
+                ) {
+                    let reason = match e {
+                        ProviderError::RateLimited { .. } => "rate_limited",
+                        _ => "transient",
+                    };
+                    m.retries.with_label_values(&[&name, reason]).inc();
+                }
+                // A call that may have been applied, or that the provider counted against a spent
+                // quota, keeps its reservation.
+                let keep = matches!(
+                    e,
+                    ProviderError::Transient {
+                        maybe_applied: true,
+                        ..
+                    } | ProviderError::QuotaExhausted { .. }
+                );
+                if !keep {
+                    self.refund(&reservation, n).await;
+                }
+            }
+        }
+        let now = Instant::now();
+        let effects = self
+            .core
+            .finish(lane, items, result.as_ref().map(|_| ()), now);
+        for effect in effects {
+            self.apply(effect).await;
+        }
+    }
+
+    async fn apply(&mut self, effect: Effect) {
+        let name = self.p.config.name.clone();
+        match effect {
+            Effect::Done(waiters) => self.p.ledger.done(waiters).await,
+            Effect::DeadLetter {
+                lane,
+                items,
+                error,
+                code,
+                message,
+            } => self.spawn_dead_letter(lane, items, error, &code, &message),
+            Effect::QuotaExhausted { kind } => {
+                let c = &self.p.config;
+                let policy = QuotaPolicy::of(c);
+                let now_unix = unix_now();
+                let until = match self
+                    .p
+                    .quota
+                    .exhaust(
+                        &c.name,
+                        kind.quota_kind(),
+                        c.per_day(kind),
+                        now_unix,
+                        policy,
+                    )
+                    .await
+                {
+                    Ok(usage) => usage.free_at.max(now_unix + 1),
+                    Err(e) => {
+                        warn!(provider = %name, error = %e, "could not record the provider's quota exhaustion in Redis");
+                        policy.next_reset(now_unix)
+                    }
+                };
+                self.park(kind.quota_kind(), until, Instant::now(), now_unix);
+            }
+            Effect::AuthStopped => {
+                self.p
+                    .metrics
+                    .auth_failures
+                    .with_label_values(&[&name])
+                    .inc();
+                self.p
+                    .metrics
+                    .provider_stopped
+                    .with_label_values(&[&name])
+                    .set(1);
+                self.p.readiness.provider_stopped(true);
+            }
+            Effect::AuthResumed => {
+                self.p
+                    .metrics
+                    .provider_stopped
+                    .with_label_values(&[&name])
+                    .set(0);
+                self.p.readiness.provider_stopped(false);
+                info!(provider = %name, "provider accepts our credentials again; calls resume");
+            }
+        }
     }
 
     fn update_gauges(&self) {
         let name = &self.p.config.name;
         let now = Instant::now();
         let now_unix = unix_now();
-        for kind in Kind::ALL {
-            let lanes = || self.lanes.iter().filter(move |l| l.key.kind == kind);
-            let n: usize = lanes().map(|l| l.waiting() + l.in_flight).sum();
+        for &kind in self.kinds {
+            let lanes = || self.core.lanes.iter().filter(move |l| l.key.kind == kind);
+            let armed = self
+                .armed
+                .as_ref()
+                .filter(|a| self.core.lanes[a.lane].key.kind == kind)
+                .map_or(0, |a| a.items.len());
+            let n: usize = lanes().map(|l| l.waiting() + l.in_flight).sum::<usize>() + armed;
             let m = &self.p.metrics;
             m.pending
                 .with_label_values(&[name, kind.as_str()])
@@ -444,23 +589,26 @@ impl Dispatcher {
             m.batch_limit
                 .with_label_values(&[name, kind.as_str()])
                 .set(cap as i64);
-            let oldest = lanes().filter_map(Lane::oldest_since).min();
+            let oldest = lanes().filter_map(|l| l.oldest_since()).min();
             m.oldest_pending
                 .with_label_values(&[name, kind.as_str()])
                 .set(oldest.map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64()));
             // A calendar day always has a reset ahead; a rolling window frees up when a parked
-            // lane's `parked_until` comes (nothing to wait for otherwise).
+            // kind's `until` comes (nothing to wait for otherwise).
             let reset = match self.p.config.quota_window {
                 QuotaWindow::Day => Some(QuotaPolicy::of(&self.p.config).next_reset(now_unix)),
-                QuotaWindow::Rolling24h => lanes().filter_map(|l| l.parked_until).max(),
+                QuotaWindow::Rolling24h => self.core.parked_until_unix(kind),
             };
             m.quota_reset
                 .with_label_values(&[name, kind.as_str()])
-                .set(reset.map_or(0, |t| (t - now_unix).max(0)) as f64);
+                .set(reset.map_or(0, |t| t.saturating_sub(now_unix).max(0)) as f64);
+            m.parked_until
+                .with_label_values(&[name, kind.as_str()])
+                .set(self.core.parked_until_unix(kind).unwrap_or(0));
         }
     }
 }
 
 fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365)
+    later(Instant::now(), Duration::from_secs(86_400 * 365))
 }

@@ -11,6 +11,8 @@
 //! everything on it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use lapin::Acker;
 use lapin::options::BasicAckOptions;
@@ -25,6 +27,46 @@ pub const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Identifies a delivery inside this process (not the AMQP delivery tag, which restarts on every
 /// channel).
 pub type DeliveryId = u64;
+
+/// Bits of a [`DeliveryId`] that number deliveries within one session; the bits above hold the
+/// session's epoch.
+const SEQ_BITS: u32 = 40;
+
+/// Which consumer session is live. Every delivery id carries the epoch of the channel it came on;
+/// when the channel dies, the epoch moves on and every earlier delivery is dead: its ack can never
+/// be sent and the broker redelivers it, so the dispatchers drop its waiters (no quota spent on a
+/// copy the redelivery brings again) and the ledger forgets it (memory stays bounded by prefetch
+/// across reconnects). Cheap to clone; shared by the consumer, the ledger and the dispatchers.
+#[derive(Debug, Clone, Default)]
+pub struct Sessions(Arc<AtomicU64>);
+
+impl Sessions {
+    /// The live epoch.
+    pub fn epoch(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Ends the live session (or starts a new one): every delivery issued so far is dead from now
+    /// on. Returns the new epoch.
+    pub fn advance(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The id of delivery `seq` of session `epoch`.
+    pub fn id(epoch: u64, seq: u64) -> DeliveryId {
+        (epoch << SEQ_BITS) | (seq & ((1 << SEQ_BITS) - 1))
+    }
+
+    /// The epoch a delivery id belongs to.
+    pub fn epoch_of(id: DeliveryId) -> u64 {
+        id >> SEQ_BITS
+    }
+
+    /// Whether `id` came on the live session's channel.
+    pub fn is_live(&self, id: DeliveryId) -> bool {
+        Self::epoch_of(id) == self.epoch()
+    }
+}
 
 /// The pure bookkeeping, generic over what acking means, so it can be tested exhaustively.
 #[derive(Debug)]
@@ -61,6 +103,13 @@ impl<A> Ledger<A> {
         } else {
             None
         }
+    }
+
+    /// Forgets every delivery that `live` rejects (its channel died); returns how many.
+    pub fn retain_live(&mut self, live: impl Fn(DeliveryId) -> bool) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|id, _| live(*id));
+        before - self.entries.len()
     }
 
     /// Deliveries still waiting.
@@ -148,6 +197,7 @@ pub fn spawn(metrics: Metrics, capacity: usize) -> (LedgerHandle, tokio::task::J
     let (tx, mut rx) = mpsc::channel(capacity);
     let task = tokio::spawn(async move {
         let mut ledger: Ledger<Acker> = Ledger::default();
+        let mut epoch = 0;
         while let Some(msg) = rx.recv().await {
             match msg {
                 LedgerMsg::Register {
@@ -155,6 +205,19 @@ pub fn spawn(metrics: Metrics, capacity: usize) -> (LedgerHandle, tokio::task::J
                     outstanding,
                     acker,
                 } => {
+                    // The first delivery of a new session: the older ones can never be acked.
+                    let e = Sessions::epoch_of(id);
+                    if e != epoch {
+                        epoch = e;
+                        let dead = ledger.retain_live(|d| Sessions::epoch_of(d) == e);
+                        metrics.unacked.sub(dead as i64);
+                        if dead > 0 {
+                            debug!(
+                                deliveries = dead,
+                                "forgot deliveries of a dead channel; the broker redelivers them"
+                            );
+                        }
+                    }
                     if let Some(a) = ledger.register(id, outstanding, acker) {
                         ack(&a, &metrics).await;
                     }
@@ -215,6 +278,28 @@ mod tests {
             // Late completions (e.g. after a rebuild) are ignored, never a double ack.
             assert_eq!(l.complete(1), None);
         }
+    }
+
+    #[test]
+    fn delivery_ids_carry_their_session_and_dead_ones_are_forgotten() {
+        let s = Sessions::default();
+        let e1 = s.advance();
+        let a = Sessions::id(e1, 7);
+        assert!(s.is_live(a));
+        let mut l = Ledger::default();
+        l.register(a, 2, "a");
+        let e2 = s.advance();
+        assert!(!s.is_live(a), "the old channel died");
+        let b = Sessions::id(e2, 7);
+        assert_ne!(a, b, "same sequence number, another session");
+        l.register(b, 1, "b");
+        assert_eq!(l.retain_live(|d| s.is_live(d)), 1);
+        assert_eq!(
+            l.complete(a),
+            None,
+            "late completions of dead deliveries are ignored"
+        );
+        assert_eq!(l.complete(b), Some("b"));
     }
 
     #[test]

@@ -14,10 +14,12 @@
 //! owns the limiter, so there is no contention and no starvation.
 
 use std::num::NonZeroU32;
+use std::ops::Add;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, Reference};
 use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
@@ -38,9 +40,13 @@ pub fn derive_quota(limit: &RateLimit) -> Quota {
 type Limiter<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 /// All windows of one provider.
-pub struct MultiWindow<C: Clock = DefaultClock> {
+pub struct MultiWindow<C: Clock = TokioClock> {
     clock: C,
     limiters: Vec<Limiter<C>>,
+    /// The longest window period: after a grant, no permit comes sooner.
+    period: Duration,
+    /// When the next permit can come, as far as we know (a hint; governor decides).
+    ready_at: Option<C::Instant>,
 }
 
 impl<C: Clock> std::fmt::Debug for MultiWindow<C> {
@@ -49,10 +55,45 @@ impl<C: Clock> std::fmt::Debug for MultiWindow<C> {
     }
 }
 
-impl MultiWindow<DefaultClock> {
-    /// Limiters on the real clock.
+/// A point in time of [`TokioClock`]: tokio's `Instant`, so the limiter and the dispatcher read one
+/// clock and tests with paused tokio time drive both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TokioInstant(pub tokio::time::Instant);
+
+impl Add<Nanos> for TokioInstant {
+    type Output = TokioInstant;
+    fn add(self, other: Nanos) -> TokioInstant {
+        let d = Duration::from(other);
+        // Saturate rather than panic: a limiter period is bounded by config validation, but an
+        // Instant far in the future is still better than a dead dispatcher.
+        TokioInstant(self.0.checked_add(d).unwrap_or(self.0))
+    }
+}
+
+impl Reference for TokioInstant {
+    fn duration_since(&self, earlier: Self) -> Nanos {
+        Nanos::from(self.0.saturating_duration_since(earlier.0))
+    }
+    fn saturating_sub(&self, duration: Nanos) -> Self {
+        TokioInstant(self.0.checked_sub(duration.into()).unwrap_or(self.0))
+    }
+}
+
+/// governor's [`Clock`] over `tokio::time::Instant` (paused time in tests moves it too).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = TokioInstant;
+    fn now(&self) -> TokioInstant {
+        TokioInstant(tokio::time::Instant::now())
+    }
+}
+
+impl MultiWindow<TokioClock> {
+    /// Limiters on tokio's clock (the dispatcher's clock).
     pub fn new(limits: &[RateLimit]) -> Self {
-        Self::with_clock(limits, DefaultClock::default())
+        Self::with_clock(limits, TokioClock)
     }
 }
 
@@ -65,17 +106,41 @@ impl<C: Clock + Clone> MultiWindow<C> {
             .iter()
             .map(|l| RateLimiter::direct_with_clock(derive_quota(l), clock.clone()))
             .collect();
-        MultiWindow { clock, limiters }
+        let period = sorted
+            .iter()
+            .map(|l| derive_quota(l).replenish_interval())
+            .max()
+            .unwrap_or_default();
+        MultiWindow {
+            clock,
+            limiters,
+            period,
+            ready_at: None,
+        }
     }
 
     /// Takes one call permit from every window, or says how long to wait before trying again.
-    pub fn try_acquire(&self) -> Result<(), Duration> {
+    pub fn try_acquire(&mut self) -> Result<(), Duration> {
+        let now = self.clock.now();
         for limiter in &self.limiters {
             if let Err(not_until) = limiter.check() {
-                return Err(not_until.wait_time_from(self.clock.now()));
+                let wait = not_until.wait_time_from(now);
+                self.set_ready_at(now + Nanos::from(wait));
+                return Err(wait);
             }
         }
+        self.set_ready_at(now + Nanos::from(self.period));
         Ok(())
+    }
+
+    /// The earliest a permit may come (none taken yet: `None`). Lets the caller form a batch only
+    /// when a permit is near, so batches keep filling while the limiter is the bottleneck.
+    pub fn ready_at(&self) -> Option<C::Instant> {
+        self.ready_at
+    }
+
+    fn set_ready_at(&mut self, at: C::Instant) {
+        self.ready_at = Some(at);
     }
 }
 
@@ -89,7 +154,7 @@ mod tests {
     /// returns the permit times in nanoseconds.
     fn greedy(limits: &[RateLimit], poll: Duration, total: Duration) -> Vec<u128> {
         let clock = FakeRelativeClock::default();
-        let mw = MultiWindow::with_clock(limits, clock.clone());
+        let mut mw = MultiWindow::with_clock(limits, clock.clone());
         let mut now = Duration::ZERO;
         let mut times = Vec::new();
         while now < total {
@@ -182,6 +247,37 @@ mod tests {
 
     /// Wangsu's defaults (2/s, 60/min, 150/5m) hold every window and never empty the provider's
     /// token bucket (60 tokens refilled at 30/min, failed calls included).
+    /// The dispatcher's limiter runs on tokio's clock: under paused time it refuses, says how long
+    /// to wait, and grants again exactly when that much (virtual) time has passed.
+    #[tokio::test(start_paused = true)]
+    async fn the_tokio_clock_drives_the_limiter_under_paused_time() {
+        let mut mw = MultiWindow::new(&[RateLimit {
+            limit: 10,
+            window: Duration::from_secs(1),
+        }]);
+        assert!(mw.try_acquire().is_ok());
+        let wait = mw.try_acquire().unwrap_err();
+        assert!(
+            wait > Duration::from_millis(100) && wait < Duration::from_millis(110),
+            "{wait:?}"
+        );
+        tokio::time::advance(wait - Duration::from_millis(1)).await;
+        assert!(mw.try_acquire().is_err(), "granted early");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(mw.try_acquire().is_ok());
+        // An hour of greedy calls in virtual time: never more than 10 in any second.
+        let mut times = Vec::new();
+        let start = tokio::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(3600) {
+            match mw.try_acquire() {
+                Ok(()) => times.push(start.elapsed().as_nanos()),
+                Err(w) => tokio::time::advance(w).await,
+            }
+        }
+        assert!(max_in_window(&times, Duration::from_secs(1)) <= 10);
+        assert!(times.len() >= 34_000, "{}", times.len());
+    }
+
     #[test]
     fn wangsu_defaults_never_empty_the_customer_bucket() {
         let raw: crate::config::RawConfig = toml::from_str(

@@ -91,6 +91,7 @@ impl Worker {
         };
 
         let (ledger, ledger_task) = crate::ledger::spawn(metrics.clone(), LEDGER_CHANNEL);
+        let sessions = crate::ledger::Sessions::default();
         let publisher = Publisher::new(metrics.clone());
         let mut senders = Vec::with_capacity(config.providers.len());
         let mut dispatchers = Vec::with_capacity(config.providers.len());
@@ -107,6 +108,7 @@ impl Worker {
                     publisher: publisher.clone(),
                     metrics: metrics.clone(),
                     readiness: readiness.clone(),
+                    sessions: sessions.clone(),
                     linger: config.batching.max_linger,
                     drain_timeout: config.batching.drain_timeout,
                     parking_queue: config.amqp.parking_queue(&p.name),
@@ -129,7 +131,9 @@ impl Worker {
             metrics: metrics.clone(),
             readiness: readiness.clone(),
             queue_depth: depth_slot,
-            next_id: 0,
+            sessions: sessions.clone(),
+            epoch: 0,
+            next_seq: 0,
         };
         let task = tokio::spawn(async move {
             // Runs until shutdown; returns the live connection so acks can still be sent.

@@ -334,6 +334,10 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
             &at("max_in_flight"),
             p.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
         )?,
+        max_attempts: match p.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS) {
+            v @ 1..=1000 => v,
+            _ => return Err(invalid(&at("max_attempts"), "must be between 1 and 1000")),
+        },
         domains,
     })
 }

@@ -152,6 +152,11 @@ pub enum ProviderError {
         message: String,
         items: Option<Vec<String>>,
     },
+    /// The provider refused the batch because of one of its hosts (not a domain of this account,
+    /// not online, or not authorised for these credentials): the host's items are dead-lettered,
+    /// the other hosts keep flowing. A batch with several hosts is split by host first.
+    #[error("provider refused a host of the batch ({code}): {message}")]
+    HostRefused { code: String, message: String },
     /// Credentials, permissions, account state or clock skew: stop calling this provider.
     #[error("provider refused our credentials ({code}): {message}")]
     Auth { code: String, message: String },
@@ -166,6 +171,7 @@ impl ProviderError {
             ProviderError::Transient { .. } => "retryable_error",
             ProviderError::BatchTooLarge { .. }
             | ProviderError::InvalidItems { .. }
+            | ProviderError::HostRefused { .. }
             | ProviderError::Auth { .. } => "permanent_error",
         }
     }
@@ -178,6 +184,7 @@ impl ProviderError {
             | ProviderError::BatchTooLarge { code }
             | ProviderError::Transient { code, .. }
             | ProviderError::InvalidItems { code, .. }
+            | ProviderError::HostRefused { code, .. }
             | ProviderError::Auth { code, .. } => code,
         }
     }
@@ -298,6 +305,7 @@ pub(crate) fn test_class(e: &ProviderError) -> &'static str {
         ProviderError::Transient { .. } => "transient+applied",
         ProviderError::InvalidItems { items: None, .. } => "invalid",
         ProviderError::InvalidItems { .. } => "invalid+items",
+        ProviderError::HostRefused { .. } => "host",
         ProviderError::Auth { .. } => "auth",
     }
 }

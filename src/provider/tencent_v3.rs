@@ -334,6 +334,20 @@ pub fn classify(code: &str, message: &str) -> ProviderError {
             maybe_applied: false,
         };
     }
+    // Refusals about one domain (not ours, not online, not authorised for this key): the other
+    // hosts of the account still work, so they must not stop the provider.
+    if matches!(
+        code,
+        "UnauthorizedOperation.CdnHostUnauthorized"
+            | "InvalidParameter.CdnHostInvalidStatus"
+            | "ResourceNotFound.CdnHostNotExists"
+            | "ResourceUnavailable.CdnHostIsNotOnline"
+    ) {
+        return ProviderError::HostRefused {
+            code: code_s,
+            message: message_s,
+        };
+    }
     if in_family(code, "AuthFailure")
         || in_family(code, "UnauthorizedOperation")
         || matches!(
@@ -351,9 +365,7 @@ pub fn classify(code: &str, message: &str) -> ProviderError {
         || in_family(code, "UnsupportedOperation")
         || matches!(
             code,
-            "ResourceNotFound.CdnHostNotExists"
-                | "ResourceUnavailable.CdnHostIsNotOnline"
-                | "MissingParameter"
+            "MissingParameter"
                 | "UnknownParameter"
                 | "InvalidAction"
                 | "NoSuchVersion"

@@ -23,7 +23,7 @@ use crate::dead_letter::DeadLetter;
 use crate::dispatch::Incoming;
 use crate::event;
 use crate::http::Readiness;
-use crate::ledger::{self, DeliveryId, LedgerHandle};
+use crate::ledger::{self, DeliveryId, LedgerHandle, Sessions};
 use crate::metrics::Metrics;
 use crate::provider::Kind;
 use crate::queue_depth::ConnectionSlot;
@@ -52,7 +52,11 @@ pub(super) struct Consumer {
     pub readiness: Arc<Readiness>,
     /// Where the queue-depth poller finds the current connection.
     pub queue_depth: ConnectionSlot,
-    pub next_id: DeliveryId,
+    /// The live channel's epoch; delivery ids carry it (see [`Sessions`]).
+    pub sessions: Sessions,
+    pub epoch: u64,
+    /// Deliveries numbered within the session.
+    pub next_seq: u64,
 }
 
 /// Keeps a consuming session alive until `shutdown`, rebuilding connection, topology and consumer
@@ -73,6 +77,8 @@ pub(super) async fn supervise(
         match result {
             Ok(conn) => return Some(conn),
             Err(e) => {
+                // Deliveries of this session can no longer be acked: let every stage drop them.
+                c.sessions.advance();
                 c.readiness.set_amqp(false);
                 c.publisher.detach();
                 c.queue_depth.detach();
@@ -120,6 +126,8 @@ async fn session(
             FieldTable::default(),
         )
         .await?;
+    c.epoch = c.sessions.advance();
+    c.next_seq = 0;
     c.readiness.set_amqp(true);
     info!(queue = %a.queue, prefetch = a.prefetch, "consuming");
 
@@ -188,8 +196,8 @@ impl Consumer {
     async fn handle(&mut self, delivery: Delivery) {
         self.metrics.unacked.inc();
         let received = Instant::now();
-        let id = self.next_id;
-        self.next_id += 1;
+        let id: DeliveryId = Sessions::id(self.epoch, self.next_seq);
+        self.next_seq += 1;
         let ct = delivery
             .properties
             .content_type()

@@ -64,7 +64,6 @@ fn every_documented_code_lands_in_its_class() {
                 "AuthFailure.UnauthorizedOperation",
                 "AuthFailure.MFAFailure",
                 "UnauthorizedOperation.CdnCamUnauthorized",
-                "UnauthorizedOperation.CdnHostUnauthorized",
                 "UnauthorizedOperation.CdnUserAuthFail",
                 "UnauthorizedOperation.CdnUserAuthWait",
                 "UnauthorizedOperation.CdnUserIsSuspended",
@@ -76,6 +75,15 @@ fn every_documented_code_lands_in_its_class() {
             ],
         ),
         (
+            "host",
+            &[
+                "UnauthorizedOperation.CdnHostUnauthorized",
+                "InvalidParameter.CdnHostInvalidStatus",
+                "ResourceNotFound.CdnHostNotExists",
+                "ResourceUnavailable.CdnHostIsNotOnline",
+            ],
+        ),
+        (
             "invalid",
             &[
                 "InvalidParameter.CdnParamError",
@@ -83,9 +91,6 @@ fn every_documented_code_lands_in_its_class() {
                 "InvalidParameter.CdnPurgeWildcardNotAllowed",
                 "InvalidParameter.CdnStatInvalidDate",
                 "InvalidParameter.CdnInterfaceError",
-                "InvalidParameter.CdnHostInvalidStatus",
-                "ResourceNotFound.CdnHostNotExists",
-                "ResourceUnavailable.CdnHostIsNotOnline",
                 "MissingParameter",
                 "InvalidParameterValue",
                 "UnknownParameter",

@@ -1,0 +1,186 @@
+#![allow(clippy::unwrap_used)]
+use super::*;
+use crate::cache_key::CacheKey;
+
+fn key(s: &str) -> CacheKey {
+    CacheKey::from_normalized(s)
+}
+
+fn url_lane(cap: usize) -> Lane {
+    Lane::new(
+        LaneKey {
+            kind: Kind::Url,
+            flush: FlushType::Flush,
+            headers: None,
+        },
+        cap,
+    )
+}
+
+fn waiters(items: &[PendingItem]) -> Vec<Vec<DeliveryId>> {
+    items.iter().map(|i| i.waiters().collect()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn dedupes_pending_keys_and_batches_by_cap_and_linger() {
+    let linger = Duration::from_millis(500);
+    let o = Arc::new(Origin::default());
+    let mut lane = url_lane(3);
+    let t0 = Instant::now();
+    assert!(lane.add(key("https://a/1"), 1, &o, t0));
+    assert!(
+        !lane.add(key("https://a/1"), 2, &o, t0),
+        "duplicate joins the pending item"
+    );
+    assert_eq!(lane.due_at(linger, false), Some(t0 + linger));
+    assert_eq!(
+        lane.due_at(linger, true),
+        Some(t0),
+        "draining skips the linger"
+    );
+    assert!(lane.add(key("https://a/2"), 3, &o, t0));
+    assert!(lane.add(key("https://a/3"), 4, &o, t0));
+    assert_eq!(
+        lane.due_at(linger, false),
+        Some(t0),
+        "a full batch is due at once"
+    );
+    let b = lane.take(t0).unwrap();
+    assert_eq!(b.len(), 3);
+    assert_eq!(b[0].waiters().collect::<Vec<_>>(), vec![1, 2]);
+    // After the batch left, the same key is pending again (purged again).
+    assert!(lane.add(key("https://a/1"), 5, &o, t0));
+    lane.retry(b, t0);
+    // a/1 was requested again while in flight: the put-back copy merges into the new one.
+    assert_eq!(lane.waiting(), 3);
+    let first = lane.take(t0).unwrap();
+    assert_eq!(waiters(&first), vec![vec![3], vec![4]], "retries go first");
+    assert_eq!(waiters(&lane.take(t0).unwrap()), vec![vec![5, 1, 2]]);
+    assert!(lane.take(t0).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_waiting_for_its_retry_takes_new_requests_along() {
+    let o = Arc::new(Origin::default());
+    let mut lane = url_lane(10);
+    let t0 = Instant::now();
+    lane.add(key("https://a/1"), 1, &o, t0);
+    let b = lane.take(t0).unwrap();
+    let later = t0 + Duration::from_secs(5);
+    lane.retry(b, later);
+    assert!(
+        !lane.add(key("https://a/1"), 2, &o, t0),
+        "joins the item waiting for its retry"
+    );
+    assert_eq!(lane.due_at(Duration::ZERO, false), Some(later));
+    assert!(lane.take(t0).is_none(), "not before its time");
+    let b = lane.take(later).unwrap();
+    assert_eq!(waiters(&b), vec![vec![1, 2]]);
+    // Once sent again, a new request is a new purge (the stale rule).
+    assert!(lane.add(key("https://a/1"), 3, &o, later));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_batch_goes_behind_other_retries_and_restore_goes_first() {
+    let o = Arc::new(Origin::default());
+    let mut lane = url_lane(1);
+    let t0 = Instant::now();
+    for i in 0..3 {
+        lane.add(key(&format!("https://a/{i}")), i, &o, t0);
+    }
+    let a = lane.take(t0).unwrap();
+    let b = lane.take(t0).unwrap();
+    lane.retry(a, t0);
+    lane.retry(b, t0);
+    let again = lane.take(t0).unwrap();
+    assert_eq!(again[0].first, 0);
+    lane.retry(again, t0);
+    assert_eq!(
+        lane.take(t0).unwrap()[0].first,
+        1,
+        "the failed one went behind"
+    );
+    let c = lane.take(t0).unwrap();
+    assert_eq!(c[0].first, 0);
+    lane.restore(c, t0);
+    assert_eq!(lane.take(t0).unwrap()[0].first, 0, "restored first in line");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dedupe_stays_exact_after_partial_takes() {
+    let o = Arc::new(Origin::default());
+    let mut lane = url_lane(2);
+    let now = Instant::now();
+    for i in 0..5u64 {
+        assert!(lane.add(key(&format!("https://a/{i}")), i, &o, now));
+    }
+    assert_eq!(lane.take(now).unwrap().len(), 2); // 0 and 1 leave
+    assert!(
+        !lane.add(key("https://a/3"), 30, &o, now),
+        "3 is still pending"
+    );
+    assert!(
+        lane.add(key("https://a/0"), 40, &o, now),
+        "0 was sent: pending again"
+    );
+    let order: Vec<Vec<u64>> = std::iter::from_fn(|| lane.take(now))
+        .flatten()
+        .map(|i| i.waiters().collect())
+        .collect();
+    assert_eq!(order, vec![vec![2], vec![3, 30], vec![4], vec![40]]);
+    assert_eq!(lane.waiting(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn prune_drops_dead_waiters_and_items_nobody_waits_for() {
+    let o = Arc::new(Origin::default());
+    let mut lane = url_lane(10);
+    let now = Instant::now();
+    // Odd ids are "dead".
+    lane.add(key("https://a/1"), 1, &o, now);
+    lane.add(key("https://a/1"), 2, &o, now);
+    lane.add(key("https://a/2"), 3, &o, now);
+    lane.add(key("https://a/3"), 5, &o, now);
+    let b = lane.take(now).unwrap();
+    lane.retry(b, now);
+    lane.add(key("https://a/4"), 7, &o, now);
+    lane.add(key("https://a/5"), 8, &o, now);
+    assert_eq!(lane.waiting(), 5);
+    assert_eq!(lane.prune(|d| d % 2 == 0), 3);
+    assert_eq!(lane.waiting(), 2);
+    let all: Vec<Vec<u64>> = std::iter::from_fn(|| lane.take(now))
+        .flatten()
+        .map(|i| i.waiters().collect())
+        .collect();
+    assert_eq!(all, vec![vec![2], vec![8]]);
+    // Dedupe still works on the rebuilt pending queue.
+    assert!(lane.add(key("https://a/6"), 10, &o, now));
+    assert!(!lane.add(key("https://a/6"), 12, &o, now));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lane_is_idle_only_when_it_holds_nothing() {
+    let o = Arc::new(Origin::default());
+    let headers: HeaderSet = Some(Arc::from(vec![Header {
+        name: "x-device".into(),
+        value: "mobile".into(),
+    }]));
+    let mut lane = Lane::new(
+        LaneKey {
+            kind: Kind::Url,
+            flush: FlushType::Flush,
+            headers,
+        },
+        10,
+    );
+    assert!(lane.is_idle());
+    lane.add(key("https://a/1"), 1, &o, Instant::now());
+    assert!(!lane.is_idle(), "waiting");
+    let b = lane.take(Instant::now()).unwrap();
+    lane.in_flight += b.len();
+    assert!(!lane.is_idle(), "in flight");
+    lane.in_flight -= b.len();
+    assert!(lane.is_idle());
+    lane.parking = true;
+    assert!(!lane.is_idle(), "being parked");
+}

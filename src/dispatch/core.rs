@@ -1,0 +1,539 @@
+//! The dispatcher's pure core: lanes, gates and what every provider answer does to them. No I/O:
+//! the shell (`dispatch.rs`) asks it for the next batch, and tells it what the limiter, the quota
+//! and the provider said. Time comes in as arguments, so tests drive hours of retries, backoffs,
+//! parking and resets under paused tokio time in milliseconds.
+
+use tokio::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+use super::Incoming;
+use super::decide::{self, Decision, Health, RetryPolicy};
+use crate::coalesce::{Lane, LaneKey, PendingItem};
+use crate::ledger::DeliveryId;
+use crate::provider::{FlushType, Kind, ProviderError};
+
+/// How long calls stay stopped after an authentication failure before one probe call is tried.
+pub const AUTH_PROBE_INTERVAL: Duration = Duration::from_secs(60);
+/// The longest a lane is parked in one go; quota windows end within a day, so a longer park can
+/// only come from a bad answer or clock, and is re-checked after this.
+const MAX_PARK: Duration = Duration::from_secs(2 * 86_400);
+
+/// `now + d` that can never panic: an instant past what the clock can represent is "far away".
+pub fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(MAX_PARK))
+        .unwrap_or(now)
+}
+
+/// Whether calls may go now: for the whole provider, and for each quota kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Calls may go.
+    Open,
+    /// Rate limited, or failing across batches: no call before `until`.
+    Backoff { until: Instant },
+    /// Credentials refused: from `probe_at`, one call at a time probes whether they work again.
+    AuthStopped { probe_at: Instant },
+    /// The quota of this kind is spent until `until` (`until_unix` in Unix seconds).
+    Parked { until: Instant, until_unix: i64 },
+}
+
+impl Gate {
+    /// `Ok` when a call may go now; otherwise when to look again (`None`: when a call returns).
+    pub fn admits(&self, now: Instant, calls: usize) -> Result<(), Option<Instant>> {
+        match *self {
+            Gate::Open => Ok(()),
+            Gate::Backoff { until } | Gate::Parked { until, .. } if now < until => Err(Some(until)),
+            Gate::Backoff { .. } | Gate::Parked { .. } => Ok(()),
+            Gate::AuthStopped { probe_at } if now < probe_at => Err(Some(probe_at)),
+            Gate::AuthStopped { .. } if calls > 0 => Err(None),
+            Gate::AuthStopped { .. } => Ok(()),
+        }
+    }
+}
+
+/// What the core needs of the provider's config and capabilities.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub linger: Duration,
+    pub retry: RetryPolicy,
+    pub max_in_flight: usize,
+    /// Items per call by kind ([`Kind::ALL`] order).
+    pub per_call: [usize; 3],
+    /// Whether file and directory purges honour the flush type (else they share one lane).
+    pub url_flush: bool,
+    pub dir_flush: bool,
+}
+
+/// The next step the shell should take.
+#[derive(Debug)]
+pub enum Next {
+    /// Send these items of `lane` (after reserving quota and taking a rate permit).
+    Send {
+        lane: usize,
+        items: Vec<PendingItem>,
+    },
+    /// Nothing to send now; look again at this instant (`None`: when something happens).
+    Wait(Option<Instant>),
+}
+
+/// Work for the shell after a provider answer.
+#[derive(Debug)]
+pub enum Effect {
+    /// These deliveries' items are done (ledger).
+    Done(Vec<DeliveryId>),
+    /// Publish dead-letter records for `items` of `lane`, then [`Core::settled`] them.
+    DeadLetter {
+        lane: usize,
+        items: Vec<PendingItem>,
+        error: &'static str,
+        code: String,
+        message: String,
+    },
+    /// The provider says the quota of this kind is spent: record it, then [`Core::park`].
+    QuotaExhausted {
+        kind: Kind,
+    },
+    /// Calls stopped for bad credentials (first refusal) or resumed (first success after).
+    AuthStopped,
+    AuthResumed,
+}
+
+/// One provider's dispatch state.
+#[derive(Debug)]
+pub struct Core {
+    pub settings: Settings,
+    pub lanes: Vec<Lane>,
+    /// The whole provider's gate (never `Parked`).
+    pub gate: Gate,
+    /// Per quota kind (url, dir): `Open` or `Parked`.
+    pub quota_gates: [Gate; 2],
+    /// Calls taken and not yet answered (including one waiting for its rate permit).
+    pub calls: usize,
+    /// Consecutive failed calls.
+    streak: u32,
+    /// Accepted calls so far (items remember the count when they first failed).
+    successes: u64,
+    /// Flush without waiting for the linger (shutdown).
+    pub draining: bool,
+}
+
+fn quota_index(kind: Kind) -> usize {
+    match kind.quota_kind() {
+        Kind::Url => 0,
+        _ => 1,
+    }
+}
+
+fn kind_index(kind: Kind) -> usize {
+    match kind {
+        Kind::Url => 0,
+        Kind::Dir => 1,
+        Kind::Regex => 2,
+    }
+}
+
+fn waiters(items: &[PendingItem]) -> Vec<DeliveryId> {
+    items.iter().flat_map(|i| i.waiters()).collect()
+}
+
+impl Core {
+    /// An empty core.
+    pub fn new(settings: Settings) -> Core {
+        Core {
+            settings,
+            lanes: Vec::new(),
+            gate: Gate::Open,
+            quota_gates: [Gate::Open; 2],
+            calls: 0,
+            streak: 0,
+            successes: 0,
+            draining: false,
+        }
+    }
+
+    /// Whether nothing waits and nothing is under way.
+    pub fn is_idle(&self) -> bool {
+        self.calls == 0 && self.lanes.iter().all(Lane::is_idle)
+    }
+
+    /// Whether calls are stopped for bad credentials.
+    pub fn auth_stopped(&self) -> bool {
+        matches!(self.gate, Gate::AuthStopped { .. })
+    }
+
+    /// Items waiting or under way.
+    pub fn items(&self) -> usize {
+        self.lanes.iter().map(|l| l.waiting() + l.in_flight).sum()
+    }
+
+    fn lane_index(&mut self, key: LaneKey) -> usize {
+        if let Some(i) = self.lanes.iter().position(|l| l.key == key) {
+            return i;
+        }
+        let lane = Lane::new(key.clone(), self.settings.per_call[kind_index(key.kind)]);
+        // Header sets come from events, so without reuse every distinct set ever seen would keep
+        // a lane for the life of the process. An idle header lane holds nothing and nothing
+        // refers to it (every call and publish keeps `in_flight` above zero until settled), so
+        // its slot can take the new key without disturbing any other lane's index.
+        if let Some(i) = self
+            .lanes
+            .iter()
+            .position(|l| l.key.headers.is_some() && l.is_idle())
+        {
+            self.lanes[i] = lane;
+            return i;
+        }
+        self.lanes.push(lane);
+        self.lanes.len() - 1
+    }
+
+    /// Adds items; returns how many joined an item already waiting, by kind.
+    pub fn add(&mut self, items: Vec<Incoming>) -> [u64; 3] {
+        let mut deduplicated = [0; 3];
+        for it in items {
+            // The flush type only splits lanes where the provider honours it for that kind.
+            let honoured = match it.kind {
+                Kind::Url => self.settings.url_flush,
+                Kind::Dir | Kind::Regex => self.settings.dir_flush,
+            };
+            let flush = if honoured { it.flush } else { FlushType::Flush };
+            let i = self.lane_index(LaneKey {
+                kind: it.kind,
+                flush,
+                headers: it.headers,
+            });
+            if !self.lanes[i].add(it.key, it.delivery, &it.origin, it.received) {
+                deduplicated[kind_index(it.kind)] += 1;
+            }
+        }
+        deduplicated
+    }
+
+    /// Drops waiters that `live` rejects (deliveries of a dead channel); returns items dropped.
+    pub fn prune(&mut self, live: impl Fn(DeliveryId) -> bool) -> usize {
+        self.lanes.iter_mut().map(|l| l.prune(&live)).sum()
+    }
+
+    /// The next batch that is due and allowed now, or when to look again.
+    pub fn next(&mut self, now: Instant) -> Next {
+        if let Err(at) = self.gate.admits(now, self.calls) {
+            return Next::Wait(at);
+        }
+        if matches!(self.gate, Gate::Backoff { .. }) {
+            self.gate = Gate::Open;
+        }
+        if self.calls >= self.settings.max_in_flight {
+            return Next::Wait(None);
+        }
+        for g in &mut self.quota_gates {
+            if let Gate::Parked { until, .. } = *g
+                && now >= until
+            {
+                *g = Gate::Open;
+                info!("quota window reset: parked items of this kind flow again");
+            }
+        }
+        let mut best: Option<(usize, Instant)> = None;
+        let mut wake: Option<Instant> = None;
+        for (i, lane) in self.lanes.iter().enumerate() {
+            if let Gate::Parked { until, .. } = self.quota_gates[quota_index(lane.key.kind)] {
+                wake = Some(wake.map_or(until, |w| w.min(until)));
+                continue;
+            }
+            let Some(due) = lane.due_at(self.settings.linger, self.draining) else {
+                continue;
+            };
+            if due <= now {
+                if best.is_none_or(|(_, d)| due < d) {
+                    best = Some((i, due));
+                }
+            } else {
+                wake = Some(wake.map_or(due, |w| w.min(due)));
+            }
+        }
+        let Some((i, _)) = best else {
+            return Next::Wait(wake);
+        };
+        let Some(items) = self.lanes[i].take(now) else {
+            return Next::Wait(wake);
+        };
+        self.lanes[i].in_flight += items.len();
+        self.calls += 1;
+        Next::Send { lane: i, items }
+    }
+
+    /// Gives back items taken by [`Core::next`] that were not sent (no quota or no rate permit
+    /// yet): first in line again.
+    pub fn restore(&mut self, lane: usize, items: Vec<PendingItem>, now: Instant) {
+        self.calls -= 1;
+        self.lanes[lane].in_flight -= items.len();
+        self.lanes[lane].restore(items, now);
+    }
+
+    /// Gives back the part of a taken batch that got no quota (the granted part is still sent).
+    pub fn give_back(&mut self, lane: usize, items: Vec<PendingItem>, now: Instant) {
+        self.lanes[lane].in_flight -= items.len();
+        self.lanes[lane].restore(items, now);
+    }
+
+    /// The Unix time until which a quota kind is parked.
+    pub fn parked_until_unix(&self, kind: Kind) -> Option<i64> {
+        match self.quota_gates[quota_index(kind)] {
+            Gate::Parked { until_unix, .. } => Some(until_unix),
+            _ => None,
+        }
+    }
+
+    /// Holds every call until `until` (e.g. Redis did not answer a reservation: fail closed).
+    pub fn hold(&mut self, until: Instant) {
+        let until = match self.gate {
+            Gate::Backoff { until: u } => u.max(until),
+            Gate::AuthStopped { .. } => return,
+            _ => until,
+        };
+        self.gate = Gate::Backoff { until };
+    }
+
+    /// Parks a quota kind until `until_unix` (Unix seconds; `now_unix` is the same instant as
+    /// `now`). Returns true when the kind was not parked until then already.
+    pub fn park(&mut self, kind: Kind, until_unix: i64, now: Instant, now_unix: i64) -> bool {
+        let secs = until_unix
+            .saturating_sub(now_unix)
+            .clamp(1, MAX_PARK.as_secs() as i64);
+        let gate = &mut self.quota_gates[quota_index(kind)];
+        if matches!(*gate, Gate::Parked { until_unix: u, .. } if u == until_unix) {
+            return false;
+        }
+        *gate = Gate::Parked {
+            until: later(now, Duration::from_secs(secs as u64)),
+            until_unix,
+        };
+        true
+    }
+
+    /// Lanes whose quota kind is parked, with items to move to the parking queue: takes them (the
+    /// lane counts them in flight until [`Core::settled`]) and returns (lane, items, until_unix).
+    pub fn take_parkable(&mut self) -> Vec<(usize, Vec<PendingItem>, i64)> {
+        let mut out = Vec::new();
+        for (i, lane) in self.lanes.iter_mut().enumerate() {
+            let Gate::Parked { until_unix, .. } = self.quota_gates[quota_index(lane.key.kind)]
+            else {
+                continue;
+            };
+            if lane.parking || lane.waiting() == 0 {
+                continue;
+            }
+            let items = lane.take_all();
+            lane.parking = true;
+            lane.in_flight += items.len();
+            out.push((i, items, until_unix));
+        }
+        out
+    }
+
+    /// A dead-letter or parking publish of `n` items of `lane` finished; `failed` items (a
+    /// parking publish the broker refused) go back to wait.
+    pub fn settled(
+        &mut self,
+        lane: usize,
+        n: usize,
+        parking: bool,
+        failed: Vec<PendingItem>,
+        now: Instant,
+    ) {
+        let l = &mut self.lanes[lane];
+        l.in_flight -= n + failed.len();
+        if parking {
+            l.parking = false;
+        }
+        l.restore(failed, now);
+    }
+
+    /// Applies the provider's answer to a call of `items` from `lane`.
+    pub fn finish(
+        &mut self,
+        lane: usize,
+        mut items: Vec<PendingItem>,
+        answer: Result<(), &ProviderError>,
+        now: Instant,
+    ) -> Vec<Effect> {
+        self.calls -= 1;
+        self.lanes[lane].in_flight -= items.len();
+        let mut effects = Vec::new();
+        if answer.is_ok() {
+            self.streak = 0;
+            self.successes += 1;
+            if self.auth_stopped() {
+                effects.push(Effect::AuthResumed);
+            }
+            if !matches!(self.gate, Gate::Open) {
+                self.gate = Gate::Open;
+            }
+            let l = &mut self.lanes[lane];
+            // A cap shrunk by a (maybe temporary) "too large" grows back with full batches.
+            if items.len() >= l.cap && l.cap < l.max_cap {
+                l.cap = (l.cap * 2).min(l.max_cap);
+            }
+            effects.push(Effect::Done(waiters(&items)));
+            return effects;
+        }
+        let retryable = matches!(
+            answer,
+            Err(ProviderError::Transient { .. } | ProviderError::RateLimited { .. })
+        );
+        if retryable {
+            self.streak = self.streak.saturating_add(1);
+        }
+        let health = Health {
+            streak: self.streak,
+            others_succeeded: items
+                .iter()
+                .any(|i| i.failed_at.is_some_and(|s| self.successes > s)),
+        };
+        let decision = decide::decide(answer, &items, health, &self.settings.retry);
+        let (code, message) = match answer {
+            Err(ProviderError::Transient { code, message, .. })
+            | Err(ProviderError::InvalidItems { code, message, .. })
+            | Err(ProviderError::HostRefused { code, message })
+            | Err(ProviderError::Auth { code, message }) => (code.clone(), message.clone()),
+            Err(e) => (e.code().to_string(), e.to_string()),
+            Ok(()) => Default::default(),
+        };
+        if matches!(answer, Err(ProviderError::Transient { .. })) {
+            for it in &mut items {
+                it.attempts = it.attempts.saturating_add(1);
+                it.failed_at.get_or_insert(self.successes);
+            }
+        }
+        let n = items.len();
+        let l = &mut self.lanes[lane];
+        match decision {
+            Decision::Accepted => {}
+            Decision::ProviderBackoff { wait } => {
+                warn!(
+                    code,
+                    items = n,
+                    streak = self.streak,
+                    wait_ms = wait.as_millis() as u64,
+                    "provider rate limited us or failed across batches; the provider backs off"
+                );
+                let until = later(now, wait);
+                self.gate = match self.gate {
+                    Gate::Backoff { until: u } => Gate::Backoff {
+                        until: u.max(until),
+                    },
+                    Gate::AuthStopped { .. } => self.gate,
+                    _ => Gate::Backoff { until },
+                };
+                l.retry(items, now);
+            }
+            Decision::Bisect => {
+                warn!(code, message = %message, items = n, "transient failure of one batch while others succeed; retrying its halves");
+                let half = n.div_ceil(2);
+                let rest = items.split_off(half);
+                l.retry(items, now);
+                l.retry(rest, now);
+            }
+            Decision::RetryAlone { wait } => {
+                for it in &mut items {
+                    it.alone = it.alone.saturating_add(1);
+                }
+                warn!(code, message = %message, item = %items[0].key, attempt = items[0].alone,
+                    wait_ms = wait.as_millis() as u64, "transient failure of an item alone; retrying it");
+                l.retry(items, later(now, wait));
+            }
+            Decision::DeadLetter { error } => {
+                l.in_flight += n;
+                effects.push(Effect::DeadLetter {
+                    lane,
+                    items,
+                    error,
+                    code,
+                    message,
+                });
+            }
+            Decision::DeadLetterNamed { names } => {
+                let (bad, good): (Vec<_>, Vec<_>) = items
+                    .into_iter()
+                    .partition(|i| names.contains(i.key.as_str()));
+                l.retry(good, now);
+                l.in_flight += bad.len();
+                effects.push(Effect::DeadLetter {
+                    lane,
+                    items: bad,
+                    error: "provider_rejected",
+                    code,
+                    message,
+                });
+            }
+            Decision::Isolate => {
+                warn!(
+                    code,
+                    items = n,
+                    "provider refused the batch without naming the culprit; splitting it to find it"
+                );
+                for part in isolate(items) {
+                    l.retry(part, now);
+                }
+            }
+            Decision::Shrink { cap } => {
+                warn!(
+                    code,
+                    items = n,
+                    new_cap = cap,
+                    "batch too large for the provider; splitting"
+                );
+                l.cap = cap.max(1);
+                while items.len() > l.cap {
+                    let rest = items.split_off(l.cap);
+                    l.retry(std::mem::replace(&mut items, rest), now);
+                }
+                l.retry(items, now);
+            }
+            Decision::QuotaExhausted => {
+                warn!(code, "provider says the quota is spent");
+                l.retry(items, now);
+                effects.push(Effect::QuotaExhausted { kind: l.key.kind });
+            }
+            Decision::AuthStop => {
+                let stopped = matches!(self.gate, Gate::AuthStopped { .. });
+                error!(code, message = %message,
+                    "provider refused our credentials: calls to this provider are STOPPED (nothing is acked or dropped); check the credentials, permissions and the clock; retrying one call every {}s",
+                    AUTH_PROBE_INTERVAL.as_secs());
+                if !stopped {
+                    effects.push(Effect::AuthStopped);
+                }
+                self.gate = Gate::AuthStopped {
+                    probe_at: later(now, AUTH_PROBE_INTERVAL),
+                };
+                l.retry(items, now);
+            }
+        }
+        effects
+    }
+}
+
+/// Splits a refused batch to find the offending items: by host first (a host the account does
+/// not serve is the usual cause), then in halves.
+fn isolate(mut items: Vec<PendingItem>) -> Vec<Vec<PendingItem>> {
+    items.sort_by(|a, b| decide::host_of(a.key.as_str()).cmp(decide::host_of(b.key.as_str())));
+    let mut groups: Vec<Vec<PendingItem>> = Vec::new();
+    for it in items {
+        match groups.last_mut() {
+            Some(g) if decide::host_of(g[0].key.as_str()) == decide::host_of(it.key.as_str()) => {
+                g.push(it)
+            }
+            _ => groups.push(vec![it]),
+        }
+    }
+    if groups.len() > 1 {
+        return groups;
+    }
+    let mut all = groups.pop().unwrap_or_default();
+    let rest = all.split_off(all.len().div_ceil(2));
+    vec![all, rest]
+}
+
+#[cfg(test)]
+mod tests;
