@@ -163,6 +163,7 @@ impl EmulatorArgs {
                 rate_limit_every: self.rate_limit_every,
                 latency: Duration::from_millis(self.latency_ms),
                 invalid_urls: self.reject_urls.iter().cloned().collect::<HashSet<_>>(),
+                ..Faults::default()
             },
             tencent_v2: self.tencent_v2_limits(),
             wangsu: self.wangsu_limits(),

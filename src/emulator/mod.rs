@@ -108,6 +108,17 @@ pub struct Faults {
     /// `InvalidParameter.CdnParamError` and v2 4000/9110 without saying which item it was (like
     /// the real APIs), Wangsu 400 `InvalidPurgeUrl` naming it.
     pub invalid_urls: HashSet<String>,
+    /// Tencent 3.0: a batch holding any of these always fails with the transient
+    /// `InternalError.CdnSystemError`, as a poisoned URL does.
+    pub failing_urls: HashSet<String>,
+    /// Tencent 3.0: a batch holding any of these is refused as over the batch limit, even alone.
+    pub oversize_urls: HashSet<String>,
+    /// Tencent 3.0: hosts these credentials may not purge (`UnauthorizedOperation.CdnHostUnauthorized`).
+    pub unauthorized_hosts: HashSet<String>,
+    /// Tencent 3.0: the next N calls are answered by a "gateway" in front of the API: HTTP 429
+    /// with `gateway_retry_after` as the raw `Retry-After` header.
+    pub gateway_429: u32,
+    pub gateway_retry_after: String,
 }
 
 /// One accepted purge call, as the CDN saw it.
@@ -208,6 +219,11 @@ struct FaultsBody {
     rate_limit_every: u32,
     latency_ms: u64,
     invalid_urls: Vec<String>,
+    failing_urls: Vec<String>,
+    oversize_urls: Vec<String>,
+    unauthorized_hosts: Vec<String>,
+    gateway_429: u32,
+    gateway_retry_after: String,
 }
 
 impl From<FaultsBody> for Faults {
@@ -217,6 +233,11 @@ impl From<FaultsBody> for Faults {
             rate_limit_every: b.rate_limit_every,
             latency: Duration::from_millis(b.latency_ms),
             invalid_urls: b.invalid_urls.into_iter().collect(),
+            failing_urls: b.failing_urls.into_iter().collect(),
+            oversize_urls: b.oversize_urls.into_iter().collect(),
+            unauthorized_hosts: b.unauthorized_hosts.into_iter().collect(),
+            gateway_429: b.gateway_429,
+            gateway_retry_after: b.gateway_retry_after,
         }
     }
 }

@@ -204,6 +204,48 @@ impl State {
         None
     }
 
+    /// The refusal the item faults give a Tencent 3.0 batch (`failing_urls`, `oversize_urls`,
+    /// `unauthorized_hosts`), if any.
+    pub(crate) fn item_fault(&self, items: &[String]) -> Option<Refusal> {
+        let f = &self.faults;
+        if let Some(i) = items.iter().find(|i| f.failing_urls.contains(*i)) {
+            return Some(Refusal::new(
+                "InternalError.CdnSystemError",
+                format!("injected fault: calls with {i} always fail"),
+            ));
+        }
+        if items.iter().any(|i| f.oversize_urls.contains(i)) {
+            return Some(Refusal::new(
+                "LimitExceeded.CdnPurgeUrlExceedBatchLimit",
+                "injected fault: the batch is too large",
+            ));
+        }
+        let host = |i: &String| {
+            let rest = i.split_once("://").map_or(i.as_str(), |(_, r)| r);
+            rest.split('/').next().unwrap_or(rest).to_string()
+        };
+        if let Some(h) = items
+            .iter()
+            .map(host)
+            .find(|h| f.unauthorized_hosts.contains(h))
+        {
+            return Some(Refusal::new(
+                "UnauthorizedOperation.CdnHostUnauthorized",
+                format!("injected fault: host {h} is not authorised for this key"),
+            ));
+        }
+        None
+    }
+
+    /// Counts down `gateway_429`: `Some(retry_after)` when this call gets the gateway's 429.
+    pub(crate) fn gateway_429(&mut self) -> Option<String> {
+        if self.faults.gateway_429 == 0 {
+            return None;
+        }
+        self.faults.gateway_429 -= 1;
+        Some(self.faults.gateway_retry_after.clone())
+    }
+
     /// The first item of `items` the faults declare invalid.
     pub(crate) fn invalid_item<'a>(&self, items: &'a [String]) -> Option<&'a str> {
         items

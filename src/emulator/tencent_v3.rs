@@ -190,6 +190,13 @@ pub(crate) async fn api(
         _ => None,
     };
     let params = kind.map(|k| purge_params(k, &body));
+    if let Some(retry_after) = shared.lock().gateway_429() {
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
+        if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
     let (response, latency) = {
         let result = handle(
             &shared,
@@ -300,6 +307,9 @@ fn handle(
                 params.items.len()
             ),
         ));
+    }
+    if let Some(refusal) = state.item_fault(&params.items) {
+        return Err(refusal);
     }
     if let Some(bad) = state.invalid_item(&params.items) {
         return Err(Refusal::new(
