@@ -65,10 +65,15 @@ async fn two_poisoned_urls_never_hold_up_998_good_ones() {
         )],
         "max_linger_ms = 50",
     );
-    env.publish_json(&json!({ "urls": urls, "id": "bulk-1" })).await;
+    env.publish_json(&json!({ "urls": urls, "id": "bulk-1" }))
+        .await;
     let started = Instant::now();
     let w = Running::start(config).await;
-    let good: BTreeSet<String> = urls.iter().filter(|u| !poison.contains(u)).cloned().collect();
+    let good: BTreeSet<String> = urls
+        .iter()
+        .filter(|u| !poison.contains(u))
+        .cloned()
+        .collect();
     wait_until("998 good urls purged", TIMEOUT, || async {
         purged(&emu).into_iter().collect::<BTreeSet<_>>() == good
     })
@@ -134,7 +139,10 @@ async fn a_huge_retry_after_is_clamped_and_the_worker_keeps_purging() {
     // Still purging afterwards.
     env.publish_json(&json!({ "urls": ["https://www.example.com/b"] }))
         .await;
-    wait_until("a later purge", TIMEOUT, || async { purged(&emu).len() == 2 }).await;
+    wait_until("a later purge", TIMEOUT, || async {
+        purged(&emu).len() == 2
+    })
+    .await;
     w.stop().await;
     env.cleanup().await;
 }
@@ -161,7 +169,8 @@ async fn an_item_too_large_alone_and_a_refused_host_are_dead_lettered_and_the_re
         .collect();
     urls.push(big.clone());
     urls.push("https://img.example.com/1.png".into());
-    env.publish_json(&json!({ "urls": urls, "id": "mixed" })).await;
+    env.publish_json(&json!({ "urls": urls, "id": "mixed" }))
+        .await;
     let w = Running::start(config).await;
     wait_until("the message acked", TIMEOUT, || async { w.acked() == 1 }).await;
     let got: BTreeSet<String> = purged(&emu).into_iter().collect();
@@ -184,13 +193,19 @@ async fn an_item_too_large_alone_and_a_refused_host_are_dead_lettered_and_the_re
         ]
     );
     let m = w.metrics().await;
-    assert!(m.contains("purge_provider_stopped{provider=\"cdn\"} 0"), "{m}");
+    assert!(
+        m.contains("purge_provider_stopped{provider=\"cdn\"} 0"),
+        "{m}"
+    );
     // The cap shrank for the oversize item and grows back with full batches.
     let more: Vec<String> = (0..40)
         .map(|i| format!("https://www.example.com/more/{i}"))
         .collect();
     env.publish_json(&json!({ "urls": more })).await;
-    wait_until("the second message acked", TIMEOUT, || async { w.acked() == 2 }).await;
+    wait_until("the second message acked", TIMEOUT, || async {
+        w.acked() == 2
+    })
+    .await;
     w.stop().await;
     env.cleanup().await;
 }

@@ -10,6 +10,9 @@
 //! - [`Relay::set_close_new`] keeps accepting but closes every new connection at once (a proxy
 //!   with no backend, or a broker that is still starting).
 //!
+//! - [`Relay::set_jitter`] delays every chunk the target sends back by a random 0..max (a slow,
+//!   jittery network or server), keeping the byte order.
+//!
 //! A relay that cannot reach its target closes the client too. Dropping the [`Relay`] stops
 //! accepting and cuts everything, so a failed test leaves no forwarding task behind.
 
@@ -34,6 +37,8 @@ struct Shared {
     forwarded: AtomicU64,
     /// Connections accepted and closed at once (not forwarded).
     closed_new: AtomicU64,
+    /// Longest random delay (µs) added to each chunk from the target; 0 for none.
+    jitter_us: AtomicU64,
     /// Open forwarded connections, each with the token that cuts it.
     open: Mutex<HashMap<u64, CancellationToken>>,
 }
@@ -62,6 +67,7 @@ impl Relay {
             close_new: AtomicBool::new(false),
             forwarded: AtomicU64::new(0),
             closed_new: AtomicU64::new(0),
+            jitter_us: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
         });
         let accept = tokio::spawn(accept_loop(listener, addr, target, shared.clone()));
@@ -98,6 +104,12 @@ impl Relay {
     /// during its handshake.
     pub fn set_close_new(&self, close: bool) {
         self.shared.close_new.store(close, Ordering::SeqCst);
+    }
+
+    /// Delays every chunk the target sends by a random 0..`max` from now on (zero: none).
+    pub fn set_jitter(&self, max: Duration) {
+        let us = u64::try_from(max.as_micros()).unwrap_or(u64::MAX);
+        self.shared.jitter_us.store(us, Ordering::SeqCst);
     }
 
     /// Forwarded connections currently open.
@@ -174,7 +186,7 @@ async fn accept_loop(
         shared.forwarded.fetch_add(1, Ordering::SeqCst);
         let shared = shared.clone();
         tokio::spawn(async move {
-            forward(client, target, &token).await;
+            forward(client, target, &token, &shared).await;
             shared.open().remove(&id);
         });
     }
@@ -182,7 +194,7 @@ async fn accept_loop(
 
 /// Copies both ways until either side closes or the connection is cut; dropping both streams
 /// then closes them.
-async fn forward(mut client: TcpStream, target: SocketAddr, cut: &CancellationToken) {
+async fn forward(client: TcpStream, target: SocketAddr, cut: &CancellationToken, shared: &Shared) {
     let _ = client.set_nodelay(true);
     let mut upstream = tokio::select! {
         r = TcpStream::connect(target) => match r {
@@ -192,8 +204,29 @@ async fn forward(mut client: TcpStream, target: SocketAddr, cut: &CancellationTo
         _ = cut.cancelled() => return,
     };
     let _ = upstream.set_nodelay(true);
+    let (mut client_rx, mut client_tx) = client.into_split();
+    let (mut up_rx, mut up_tx) = upstream.into_split();
+    let back = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match up_rx.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let max = shared.jitter_us.load(Ordering::SeqCst);
+            if max > 0 {
+                let us = rand::random_range(0..=max);
+                tokio::time::sleep(Duration::from_micros(us)).await;
+            }
+            if client_tx.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        _ = tokio::io::copy(&mut client_rx, &mut up_tx) => {}
+        _ = back => {}
         _ = cut.cancelled() => {}
     }
 }
