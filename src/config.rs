@@ -95,33 +95,8 @@ pub struct RawAmqp {
     pub url_env: Option<String>,
     pub queue: Option<String>,
     pub dead_letter_queue: Option<String>,
-    #[serde(deserialize_with = "prefetch_range")]
+    #[serde(deserialize_with = "amqp::prefetch_range")]
     pub prefetch: Option<u32>,
-}
-
-/// `amqp.prefetch` as TOML reads it, so a parse error states the key's range (1–65535, AMQP's
-/// 16-bit prefetch count) instead of the integer type that happens to hold it.
-fn prefetch_range<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-    struct Range;
-    impl serde::de::Visitor<'_> for Range {
-        type Value = u32;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a whole number from 1 to 65535")
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u32, E> {
-            u32::try_from(v)
-                .ok()
-                .filter(|v| (1..=u32::from(u16::MAX)).contains(v))
-                .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u32, E> {
-            match i64::try_from(v) {
-                Ok(v) => self.visit_i64(v),
-                Err(_) => Err(E::invalid_value(serde::de::Unexpected::Unsigned(v), &self)),
-            }
-        }
-    }
-    d.deserialize_any(Range).map(Some)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -604,6 +579,8 @@ pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
     })
 }
 
+mod amqp;
+mod env;
 mod kinds;
 mod validate;
 pub use validate::parse_utc_offset;

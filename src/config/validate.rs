@@ -6,50 +6,13 @@ use std::time::Duration;
 use super::*;
 
 /// Reads an environment variable for a `*_env` key.
-fn from_env(key: &str, var: &str) -> Result<String, ConfigError> {
+pub(super) fn from_env(key: &str, var: &str) -> Result<String, ConfigError> {
     std::env::var(var).map_err(|_| {
         invalid(
             key,
             format!("environment variable `{var}` is not set (or not UTF-8)"),
         )
     })
-}
-
-/// Every `*_env` key whose variable is unset, reported together so a deployment learns all the
-/// variables it lacks from one run instead of one per attempt.
-fn check_env_vars(raw: &RawConfig) -> Result<(), ConfigError> {
-    let mut refs = vec![
-        ("amqp.url_env".to_string(), &raw.amqp.url_env),
-        ("redis.url_env".to_string(), &raw.redis.url_env),
-    ];
-    for (i, p) in raw.providers.iter().enumerate() {
-        for (key, var) in [
-            ("secret_id_env", &p.secret_id_env),
-            ("secret_key_env", &p.secret_key_env),
-            ("username_env", &p.username_env),
-            ("api_key_env", &p.api_key_env),
-        ] {
-            refs.push((format!("providers[{i}].{key}"), var));
-        }
-    }
-    let mut missing: Vec<(String, &str)> = refs
-        .into_iter()
-        .filter_map(|(key, var)| var.as_deref().map(|v| (key, v)))
-        .filter(|(_, var)| std::env::var(var).is_err())
-        .collect();
-    match missing.len() {
-        0 => Ok(()),
-        1 => {
-            let (key, var) = missing.remove(0);
-            from_env(&key, var).map(|_| ())
-        }
-        _ => Err(ConfigError::MissingEnv(
-            missing
-                .into_iter()
-                .map(|(key, var)| format!("`{var}` ({key})"))
-                .collect(),
-        )),
-    }
 }
 
 /// Exactly one of a literal key and its `_env` twin, or neither when `required` is false.
@@ -96,50 +59,10 @@ fn nonzero_usize(key: &str, v: usize) -> Result<usize, ConfigError> {
     }
 }
 
-impl AmqpConfig {
-    /// Validates `[amqp]` alone: `publish` needs nothing else, so a publishing host needs neither
-    /// the CDN credentials nor a `[[providers]]` section.
-    pub fn from_raw(raw: RawAmqp) -> Result<AmqpConfig, ConfigError> {
-        let amqp_url = literal_or_env("amqp.url", raw.url, raw.url_env)?
-            .unwrap_or_else(|| DEFAULT_AMQP_URL.to_string());
-        if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
-            return Err(invalid("amqp.url", "must start with amqp:// or amqps://"));
-        }
-        let queue = raw.queue.unwrap_or_else(|| DEFAULT_QUEUE.into());
-        let dead_letter_queue = raw
-            .dead_letter_queue
-            .unwrap_or_else(|| DEFAULT_DEAD_LETTER_QUEUE.into());
-        for (key, name) in [
-            ("amqp.queue", &queue),
-            ("amqp.dead_letter_queue", &dead_letter_queue),
-        ] {
-            if name.is_empty() || name.len() > 200 {
-                return Err(invalid(key, "must be a queue name of 1 to 200 bytes"));
-            }
-        }
-        if queue == dead_letter_queue {
-            return Err(invalid(
-                "amqp.dead_letter_queue",
-                "must differ from amqp.queue, or rejected events would be consumed again",
-            ));
-        }
-        let prefetch = raw.prefetch.unwrap_or(DEFAULT_PREFETCH as u32);
-        if !(1..=u16::MAX as u32).contains(&prefetch) {
-            return Err(invalid("amqp.prefetch", "must be between 1 and 65535"));
-        }
-        Ok(AmqpConfig {
-            url: Secret::new(amqp_url),
-            queue,
-            dead_letter_queue,
-            prefetch: prefetch as u16,
-        })
-    }
-}
-
 impl Config {
     /// Validates a parsed file. `providers` must not be empty.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        check_env_vars(&raw)?;
+        super::env::check_env_vars(&raw)?;
         let amqp = AmqpConfig::from_raw(raw.amqp)?;
 
         let redis_url = literal_or_env("redis.url", raw.redis.url, raw.redis.url_env)?
@@ -476,50 +399,6 @@ mod tests {
         assert_eq!(parse_utc_offset("+08:00").unwrap(), 28_800);
         assert_eq!(parse_utc_offset("-05:30").unwrap(), -19_800);
         assert!(parse_utc_offset("8").is_err());
-    }
-
-    #[test]
-    fn every_unset_env_var_is_reported_at_once() {
-        let two = format!(
-            "[amqp]\nurl_env = \"PURGE_WORKER_TEST_UNSET_AMQP\"\n{}",
-            MINIMAL.replace(
-                "# extra",
-                "secret_key_env = \"PURGE_WORKER_TEST_UNSET_KEY\"",
-            )
-        )
-        .replace("secret_key = \"hunter2\"", "");
-        let e = Config::from_raw(raw(&two)).unwrap_err().to_string();
-        for part in [
-            "PURGE_WORKER_TEST_UNSET_AMQP",
-            "amqp.url_env",
-            "PURGE_WORKER_TEST_UNSET_KEY",
-            "providers[0].secret_key_env",
-        ] {
-            assert!(e.contains(part), "{part}: {e}");
-        }
-        let one = MINIMAL
-            .replace(
-                "# extra",
-                "secret_key_env = \"PURGE_WORKER_TEST_UNSET_KEY\"",
-            )
-            .replace("secret_key = \"hunter2\"", "");
-        let e = Config::from_raw(raw(&one)).unwrap_err().to_string();
-        assert!(
-            e.contains("config key `providers[0].secret_key_env`"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn prefetch_out_of_range_names_the_range_when_parsed() {
-        for v in ["0", "-1", "65536", "\"x\""] {
-            let e = toml::from_str::<RawConfig>(&format!("[amqp]\nprefetch = {v}"))
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains("from 1 to 65535"), "{v}: {e}");
-        }
-        let r = toml::from_str::<RawConfig>("[amqp]\nprefetch = 65535").unwrap();
-        assert_eq!(r.amqp.prefetch, Some(65535));
     }
 
     #[test]
