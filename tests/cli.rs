@@ -196,21 +196,28 @@ fn write_file(dir: &std::path::Path, name: &str, body: &str) -> std::path::PathB
     path
 }
 
+/// `publish --config CFG ARGS...`.
+fn publish_with(cfg: &std::path::Path, args: &[&str]) -> Output {
+    let mut all = vec!["publish", "--config", cfg.to_str().expect("UTF-8 path")];
+    all.extend(args);
+    cli(&all)
+}
+
+/// A config file with nothing but `[amqp]`, for the test's queue.
+fn amqp_only(dir: &std::path::Path, env: &TestEnv) -> std::path::PathBuf {
+    write_file(
+        dir,
+        "amqp.toml",
+        &format!("[amqp]\nurl = \"{AMQP_URL}\"\nqueue = \"{}\"\n", env.queue),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_needs_only_the_amqp_section() {
     let env = TestEnv::new("cli-amqp-only").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let only_amqp = write_file(
-        dir.path(),
-        "amqp.toml",
-        &format!("[amqp]\nurl = \"{AMQP_URL}\"\nqueue = \"{}\"\n", env.queue),
-    );
-    let o = cli(&[
-        "publish",
-        "--config",
-        only_amqp.to_str().unwrap(),
-        "https://www.example.com/a",
-    ]);
+    let only_amqp = amqp_only(dir.path(), &env);
+    let o = publish_with(&only_amqp, &["https://www.example.com/a"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     // One URL: the count agrees with its noun.
     assert!(
@@ -229,13 +236,7 @@ async fn publish_needs_only_the_amqp_section() {
             env.queue
         ),
     );
-    let o = cli(&[
-        "publish",
-        "--config",
-        with_providers.to_str().unwrap(),
-        "--dir",
-        "https://www.example.com/news/",
-    ]);
+    let o = publish_with(&with_providers, &["--dir", "https://www.example.com/news/"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("(1 dir)"), "{}", text(&o));
     // ...but `check` reports every unset variable at once.
@@ -253,21 +254,17 @@ async fn publish_needs_only_the_amqp_section() {
 async fn publish_lists_every_refused_argument_and_publishes_nothing() {
     let env = TestEnv::new("cli-bad-args").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = write_file(
-        dir.path(),
-        "amqp.toml",
-        &format!("[amqp]\nurl = \"{AMQP_URL}\"\nqueue = \"{}\"\n", env.queue),
+    let cfg = amqp_only(dir.path(), &env);
+    let o = publish_with(
+        &cfg,
+        &[
+            "ftp://www.example.com/a",
+            "https://www.example.com/fine",
+            "not-a-url",
+            "--regex",
+            "ftp://h.com/.*",
+        ],
     );
-    let o = cli(&[
-        "publish",
-        "--config",
-        cfg.to_str().unwrap(),
-        "ftp://www.example.com/a",
-        "https://www.example.com/fine",
-        "not-a-url",
-        "--regex",
-        "ftp://h.com/.*",
-    ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let out = text(&o);
     assert!(out.contains("3 of 4 arguments refused"), "{out}");
@@ -280,12 +277,7 @@ async fn publish_lists_every_refused_argument_and_publishes_nothing() {
         "arguments are no config keys: {out}"
     );
     // Nothing reached the queue: after one good publish it holds exactly one message.
-    let o = cli(&[
-        "publish",
-        "--config",
-        cfg.to_str().unwrap(),
-        "https://www.example.com/ok",
-    ]);
+    let o = publish_with(&cfg, &["https://www.example.com/ok"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(env.drain(&env.queue).await.len(), 1);
     env.cleanup().await;
@@ -300,12 +292,7 @@ fn errors_say_their_cause_once_and_name_the_range() {
         "down.toml",
         &format!("[amqp]\nurl = \"amqp://guest:pa55word@127.0.0.1:{port}/%2f\"\n"),
     );
-    let o = cli(&[
-        "publish",
-        "--config",
-        cfg.to_str().unwrap(),
-        "https://www.example.com/a",
-    ]);
+    let o = publish_with(&cfg, &["https://www.example.com/a"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
     assert!(out.contains(&format!("127.0.0.1:{port}")), "{out}");

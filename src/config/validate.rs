@@ -402,6 +402,38 @@ mod tests {
     }
 
     #[test]
+    fn every_unset_env_var_is_reported_at_once() {
+        let two = format!(
+            "[amqp]\nurl_env = \"PURGE_WORKER_TEST_UNSET_AMQP\"\n{}",
+            MINIMAL.replace(
+                "# extra",
+                "secret_key_env = \"PURGE_WORKER_TEST_UNSET_KEY\"",
+            )
+        )
+        .replace("secret_key = \"hunter2\"", "");
+        let e = Config::from_raw(raw(&two)).unwrap_err().to_string();
+        for part in [
+            "PURGE_WORKER_TEST_UNSET_AMQP",
+            "amqp.url_env",
+            "PURGE_WORKER_TEST_UNSET_KEY",
+            "providers[0].secret_key_env",
+        ] {
+            assert!(e.contains(part), "{part}: {e}");
+        }
+        let one = MINIMAL
+            .replace(
+                "# extra",
+                "secret_key_env = \"PURGE_WORKER_TEST_UNSET_KEY\"",
+            )
+            .replace("secret_key = \"hunter2\"", "");
+        let e = Config::from_raw(raw(&one)).unwrap_err().to_string();
+        assert!(
+            e.contains("config key `providers[0].secret_key_env`"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn builtin_config_is_valid() {
         let c = Config::builtin(url::Url::parse("http://127.0.0.1:1/").unwrap(), "AKID", "k");
         assert_eq!(c.providers[0].name, "emulator");
