@@ -34,10 +34,39 @@ pub enum PublishError {
 /// How long a publish may wait for the broker's confirm before it counts as failed.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A failed connection attempt. It names the broker by host and port only: the URL may carry a
+/// password.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to RabbitMQ at {addr} (amqp.url): {source}")]
+pub struct ConnectError {
+    /// `host:port` of the broker.
+    pub addr: String,
+    #[source]
+    source: lapin::Error,
+}
+
+/// `host:port` of an AMQP URL, for messages: never the user, password or vhost.
+pub fn broker_addr(url: &str) -> String {
+    let Ok(u) = url::Url::parse(url) else {
+        return "the address in amqp.url (not a valid URL)".into();
+    };
+    let default_port = if u.scheme() == "amqps" { 5671 } else { 5672 };
+    format!(
+        "{}:{}",
+        u.host_str().unwrap_or("localhost"),
+        u.port().unwrap_or(default_port)
+    )
+}
+
 /// Opens a connection (one attempt; the supervisor retries). `name` shows in the management UI.
-pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
+pub async fn connect(url: &str, name: &str) -> Result<Connection, ConnectError> {
     let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(url, props).await
+    Connection::connect(url, props)
+        .await
+        .map_err(|source| ConnectError {
+            addr: broker_addr(url),
+            source,
+        })
 }
 
 /// Declares `queue` durable, or accepts it as it is when it already exists with arguments of its
@@ -188,5 +217,20 @@ impl Publisher {
             // Only without confirm mode, which `attach` always enables.
             Confirmation::NotRequested => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_addr_names_host_and_port_but_never_credentials() {
+        let addr = broker_addr("amqp://svc:s3cret@rabbit.example:5673/%2f?heartbeat=10");
+        assert_eq!(addr, "rabbit.example:5673");
+        assert_eq!(broker_addr("amqps://u:p@mq.example/vh"), "mq.example:5671");
+        assert_eq!(broker_addr("amqp://127.0.0.1"), "127.0.0.1:5672");
+        assert_eq!(broker_addr("amqp://u:p@[::1]:5999/"), "[::1]:5999");
+        assert!(!broker_addr("amqp://u:s3cret@@bad url").contains("s3cret"));
     }
 }

@@ -65,6 +65,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+    /// More than one `*_env` key names an unset variable: each entry is "`VAR` (key)".
+    #[error("environment variables named in the config are not set (or not UTF-8): {}", .0.join(", "))]
+    MissingEnv(Vec<String>),
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -95,6 +98,7 @@ pub struct RawAmqp {
     pub url_env: Option<String>,
     pub queue: Option<String>,
     pub dead_letter_queue: Option<String>,
+    #[serde(deserialize_with = "amqp::prefetch_range")]
     pub prefetch: Option<u32>,
 }
 
@@ -581,6 +585,8 @@ pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
     })
 }
 
+mod amqp;
+mod env;
 mod kinds;
 mod validate;
 pub use validate::parse_utc_offset;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use purge_worker::commands::{check, emulator, publish, quota, run};
+use purge_worker::commands::{self, check, emulator, publish, quota, run};
 use purge_worker::config::ConfigError;
 
 /// Turns a noisy, duplicated, bursty stream of "this content changed" events from RabbitMQ into
@@ -123,8 +123,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let config_error = e.chain().any(|c| c.downcast_ref::<ConfigError>().is_some());
-            eprintln!("error: {e:#}");
+            let config_error = e
+                .chain()
+                .any(|c| c.is::<ConfigError>() || c.is::<commands::UsageError>());
+            eprintln!("error: {}", purge_worker::provider::error_chain(e.as_ref()));
             ExitCode::from(if config_error { 2 } else { 1 })
         }
     }

@@ -380,6 +380,21 @@ impl QuotaStore {
         })
     }
 
+    /// Deletes every quota counter of `provider` that can still exist: both kinds' rolling
+    /// windows and calendar-day counters from two days before to one day after today (a day's
+    /// key expires a day after the day ends, and the range also covers a changed
+    /// `quota_utc_offset`). Exact keys, one `DEL`: no scan over a shared Redis. Returns how many
+    /// keys existed.
+    pub async fn reset(&self, provider: &str, now_unix: i64) -> Result<u64, QuotaError> {
+        let today = day_of(now_unix, 0);
+        let mut keys = Vec::new();
+        for kind in [Kind::Url, Kind::Dir] {
+            keys.push(self.rolling_key(provider, kind));
+            keys.extend((today - 2..=today + 1).map(|day| self.key(provider, kind, day)));
+        }
+        Ok(self.conn.clone().del(&keys).await?)
+    }
+
     /// `PING` with a short timeout, for `/readyz`.
     pub async fn ping(&self) -> bool {
         let mut conn = self.conn.clone();

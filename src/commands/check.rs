@@ -16,6 +16,7 @@ pub struct CheckArgs {
 /// Runs the command.
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     let (source, cfg) = super::load_or_builtin(args.config.as_ref())?;
+    let builtin = source == ConfigSource::BuiltIn;
     match &source {
         ConfigSource::File(p) => println!("{}: OK", p.display()),
         ConfigSource::BuiltIn => println!(
@@ -26,7 +27,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         "amqp: queue `{}`, dead letters `{}`, prefetch {}",
         cfg.amqp.queue, cfg.amqp.dead_letter_queue, cfg.amqp.prefetch
     );
-    println!("redis: key prefix `{}`", cfg.redis.key_prefix);
+    if builtin {
+        println!(
+            "redis: a fresh key prefix per start, `{}-<unix time>-<pid>` (named in `run`'s first log line), so each demo counts its quota from zero",
+            super::DEMO_KEY_PREFIX
+        );
+    } else {
+        println!("redis: key prefix `{}`", cfg.redis.key_prefix);
+    }
     println!("http: {}", cfg.listen);
     println!(
         "batching: linger {} ms, drain {} ms, max event {} bytes",
@@ -47,11 +55,17 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             ),
             crate::config::QuotaWindow::Rolling24h => "quota counted over any 24 hours".into(),
         };
+        // With no file, `run` starts the emulator on an ephemeral port (or --emulator-listen);
+        // there is no address to print yet, only where `run` will print it.
+        let endpoint = if builtin {
+            "the built-in emulator (an ephemeral 127.0.0.1 port, printed in `run`'s first log line; `run --emulator-listen ADDR` fixes it)".to_string()
+        } else {
+            p.endpoint.to_string()
+        };
         println!(
-            "provider `{}` ({}) at {}: {} urls/call, {} dirs/call, {} urls/day, {} dirs/day, rate {}, {window}",
+            "provider `{}` ({}) at {endpoint}: {} urls/call, {} dirs/call, {} urls/day, {} dirs/day, rate {}, {window}",
             p.name,
             p.kind.as_str(),
-            p.endpoint,
             p.urls_per_call,
             p.dirs_per_call,
             p.urls_per_day,

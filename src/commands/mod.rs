@@ -1,5 +1,6 @@
-//! The CLI subcommands. Each returns `anyhow::Result`; a [`crate::config::ConfigError`] anywhere
-//! in the chain means exit code 2, any other error exit code 1 (CONTRACT §1).
+//! The CLI subcommands. Each returns `anyhow::Result`; a [`crate::config::ConfigError`] or a
+//! [`UsageError`] anywhere in the chain means exit code 2, any other error exit code 1
+//! (CONTRACT §1).
 
 pub mod check;
 pub mod emulator;
@@ -9,7 +10,7 @@ pub mod run;
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{self, Config, ConfigError, ConfigSource};
+use crate::config::{self, AmqpConfig, Config, ConfigError, ConfigSource};
 use crate::emulator::{EMULATOR_SECRET_ID, EMULATOR_SECRET_KEY};
 
 /// Loads the configuration per CONTRACT §1, or `None` when no file exists (built-in defaults).
@@ -23,23 +24,92 @@ pub fn load(explicit: Option<&Path>) -> Result<(ConfigSource, Option<Config>), C
     }
 }
 
+/// A command-line argument the command cannot use (exit code 2). The message names the argument.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// `1 url`, `2 urls`: a count with the noun that agrees with it.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The Redis key prefix of a zero-config `run` started at `unix_secs` by process `pid`. Each
+/// start counts its demo quota afresh: the emulator forgets its state on exit, so counters kept
+/// under a shared prefix would park a new demo's purges behind an old demo's day. The old keys
+/// expire by themselves a day after their quota day ends.
+pub fn demo_key_prefix(unix_secs: i64, pid: u32) -> String {
+    format!("{DEMO_KEY_PREFIX}-{unix_secs}-{pid}")
+}
+
+/// What every [`demo_key_prefix`] starts with.
+pub const DEMO_KEY_PREFIX: &str = "purge-worker-demo";
+
 /// The built-in configuration with the emulator at `endpoint` (local services, every host).
 pub fn builtin(endpoint: url::Url) -> Config {
     Config::builtin(endpoint, EMULATOR_SECRET_ID, EMULATOR_SECRET_KEY)
 }
 
-/// Loads a config, or the built-in one with a placeholder emulator endpoint (for commands that
-/// only need the broker or Redis settings).
+/// The configuration of a zero-config `run`: [`builtin`] with this start's own
+/// [`demo_key_prefix`].
+pub fn builtin_for_run(endpoint: url::Url) -> Config {
+    let mut cfg = builtin(endpoint);
+    cfg.redis.key_prefix = demo_key_prefix(crate::quota::unix_now(), std::process::id());
+    cfg
+}
+
+/// Only `[amqp]` of the configuration, for commands that only publish: the rest of the file is
+/// parsed (a typo is still an error) but not validated, so a publishing host needs neither the
+/// CDN credentials nor a `[[providers]]` section.
+pub fn load_amqp(explicit: Option<&Path>) -> Result<AmqpConfig, ConfigError> {
+    let raw = match config::locate(explicit) {
+        Some(path) => config::read_raw(&path)?.amqp,
+        None => Default::default(),
+    };
+    AmqpConfig::from_raw(raw)
+}
+
+/// Loads a config, or the built-in one with a placeholder emulator endpoint (port 0: `run`
+/// starts its emulator on an ephemeral port), for commands that never call the CDN.
 pub fn load_or_builtin(explicit: Option<&PathBuf>) -> Result<(ConfigSource, Config), ConfigError> {
     let (source, cfg) = load(explicit.map(|p| p.as_path()))?;
-    let cfg = match cfg {
-        Some(c) => c,
-        None => builtin(url::Url::parse("http://127.0.0.1:8089/").map_err(|e| {
-            ConfigError::Invalid {
-                key: "providers".into(),
-                reason: e.to_string(),
-            }
-        })?),
-    };
+    let cfg =
+        match cfg {
+            Some(c) => c,
+            None => builtin(url::Url::parse("http://127.0.0.1:0/").map_err(|e| {
+                ConfigError::Invalid {
+                    key: "providers".into(),
+                    reason: e.to_string(),
+                }
+            })?),
+        };
     Ok((source, cfg))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_zero_config_start_counts_quota_under_its_own_prefix() {
+        let endpoint = url::Url::parse("http://127.0.0.1:1/").unwrap();
+        let a = builtin_for_run(endpoint.clone()).redis.key_prefix;
+        assert!(a.starts_with("purge-worker-demo-"), "{a}");
+        assert!(a.ends_with(&format!("-{}", std::process::id())), "{a}");
+        assert_ne!(demo_key_prefix(100, 7), demo_key_prefix(101, 7));
+        assert_ne!(demo_key_prefix(100, 7), demo_key_prefix(100, 8));
+        assert_ne!(
+            a,
+            builtin(endpoint).redis.key_prefix,
+            "the shared prefix is not used"
+        );
+    }
+
+    #[test]
+    fn counts_agree_with_their_noun() {
+        assert_eq!(count(1, "url", "urls"), "1 url");
+        assert_eq!(count(0, "url", "urls"), "0 urls");
+        assert_eq!(count(2, "event", "events"), "2 events");
+    }
 }

@@ -5,21 +5,25 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Confirmation};
 
+use super::{UsageError, count};
 use crate::cache_key::MAX_URL_LEN;
-use crate::config::ConfigError;
 use crate::event::Event;
 use crate::provider::{FlushType, Header, wangsu_rules};
 
 /// Confirms awaited at once while publishing a file.
 const CONFIRM_WINDOW: usize = 256;
+/// Refused arguments listed one by one; the rest are counted.
+const MAX_LISTED: usize = 20;
+/// Characters of a refused URL or line shown in a message.
+const MAX_SHOWN: usize = 100;
 
 /// Publish one purge event from the given URLs, or a file of URLs (one per line) chunked into
 /// events. Each publish waits for the broker's confirm; what is printed was really enqueued.
 #[derive(clap::Args, Debug)]
 pub struct PublishArgs {
-    /// Config file (TOML); only [amqp] is used. Default: $PURGE_WORKER_CONFIG, else ./purge-worker.toml, else built-in defaults (local RabbitMQ and Redis).
+    /// Config file (TOML); only [amqp] is used (the rest is not validated, and [[providers]] may be absent). Default: $PURGE_WORKER_CONFIG, else ./purge-worker.toml, else built-in defaults (local RabbitMQ and Redis).
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Purge the URLs as directories (prefix purges) instead of single files.
@@ -64,18 +68,69 @@ fn parse_header(s: &str) -> Result<Header, String> {
     })
 }
 
+/// At most [`MAX_SHOWN`] characters of `s`, cut at a character boundary.
+fn shorten(s: &str) -> String {
+    match s.char_indices().nth(MAX_SHOWN) {
+        Some((at, _)) => format!("{}...", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
+/// Every URL and `--regex` argument the worker would refuse, all in one error so one correction
+/// fixes the command line.
+fn check_args(urls: &[String], regex: &[String]) -> Result<(), UsageError> {
+    let refused: Vec<String> = urls
+        .iter()
+        .filter_map(|u| {
+            check_url(u)
+                .err()
+                .map(|r| format!("URL `{}`: {r}", shorten(u)))
+        })
+        .chain(regex.iter().filter_map(|r| {
+            wangsu_rules::check_regex(r)
+                .err()
+                .map(|reason| format!("--regex `{}`: {reason}", shorten(r)))
+        }))
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let mut message = format!(
+        "{} of {} refused, nothing was published:",
+        refused.len(),
+        count((urls.len() + regex.len()) as u64, "argument", "arguments")
+    );
+    for r in refused.iter().take(MAX_LISTED) {
+        message.push_str("\n  ");
+        message.push_str(r);
+    }
+    if refused.len() > MAX_LISTED {
+        message.push_str(&format!("\n  and {} more", refused.len() - MAX_LISTED));
+    }
+    Err(UsageError(message))
+}
+
 /// Looks like something the worker accepts (the worker still validates and routes it).
 fn check_url(u: &str) -> Result<(), String> {
     if u.len() > MAX_URL_LEN {
         return Err(format!(
-            "is {} bytes long; the limit is {MAX_URL_LEN}",
+            "{} bytes long; the limit is {MAX_URL_LEN}",
             u.len()
         ));
     }
     match url::Url::parse(u) {
         Ok(p) if matches!(p.scheme(), "http" | "https") => Ok(()),
         Ok(p) => Err(format!("scheme `{}` is not http or https", p.scheme())),
-        Err(e) => Err(format!("is not an absolute URL ({e})")),
+        Err(e) => Err(format!("not an absolute URL ({e})")),
+    }
+}
+
+/// `1 url`, `3 dirs`.
+fn items(n: usize, dir: bool) -> String {
+    if dir {
+        count(n as u64, "dir", "dirs")
+    } else {
+        count(n as u64, "url", "urls")
     }
 }
 
@@ -127,41 +182,24 @@ impl Sink {
 
 /// Runs the command.
 pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
-    let (_, cfg) = super::load_or_builtin(args.config.as_ref())?;
-    for u in &args.urls {
-        check_url(u).map_err(|r| ConfigError::Invalid {
-            key: format!("URL `{u}`"),
-            reason: r,
-        })?;
-    }
-    for r in &args.regex {
-        wangsu_rules::check_regex(r).map_err(|reason| ConfigError::Invalid {
-            key: format!("--regex `{r}`"),
-            reason,
-        })?;
-    }
+    let amqp = super::load_amqp(args.config.as_deref())?;
+    check_args(&args.urls, &args.regex)?;
     // The worker's order (sorted by lower-case name), so equal sets form one lane; a name given
     // twice would get the whole event dead-lettered, so it is refused here.
     let mut headers = args.headers.clone();
     headers.sort();
     if let Some(w) = headers.windows(2).find(|w| w[0].name == w[1].name) {
-        return Err(ConfigError::Invalid {
-            key: format!("--header `{}`", w[0].name),
-            reason: "is given twice".into(),
-        }
-        .into());
+        return Err(UsageError(format!("--header `{}` is given twice", w[0].name)).into());
     }
-    let conn = Connection::connect(cfg.amqp.url.expose(), ConnectionProperties::default())
-        .await
-        .context("cannot connect to RabbitMQ (amqp.url)")?;
-    crate::amqp::ensure_queue(&conn, &cfg.amqp.queue).await?;
+    let conn = crate::amqp::connect(amqp.url.expose(), "purge-worker publish").await?;
+    crate::amqp::ensure_queue(&conn, &amqp.queue).await?;
     let channel = conn.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let mut sink = Sink {
         channel,
-        queue: cfg.amqp.queue.clone(),
+        queue: amqp.queue.clone(),
         pending: Vec::new(),
     };
     let flush_type = FlushType::parse(&args.flush_type).unwrap_or_default();
@@ -189,10 +227,9 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         sink.flush().await?;
         println!("{}", serde_json::to_string(&event)?);
         println!(
-            "published 1 event ({} {}) to queue `{}`",
-            args.urls.len(),
-            if args.dir { "dirs" } else { "urls" },
-            cfg.amqp.queue
+            "published 1 event ({}) to queue `{}`",
+            items(args.urls.len(), args.dir),
+            amqp.queue
         );
         let _ = conn.close(200, "done".into()).await;
         return Ok(());
@@ -237,9 +274,9 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         if let Err(r) = check_url(u) {
             suspicious += 1;
             eprintln!(
-                "warning: line {}: `{}` {r}; published anyway, the worker will dead-letter it",
+                "warning: line {}: `{}`: {r}; published anyway, the worker will dead-letter it",
                 n + 1,
-                &u[..u.len().min(100)]
+                shorten(u)
             );
         }
         chunk.push(u.to_string());
@@ -248,7 +285,11 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             sink.send(&make(std::mem::take(&mut chunk), events)).await?;
             events += 1;
             if let Some(b) = &bar {
-                b.set_message(format!("{urls} urls in {events} events"));
+                b.set_message(format!(
+                    "{} in {}",
+                    items(urls, args.dir),
+                    count(events as u64, "event", "events")
+                ));
             }
         }
     }
@@ -261,12 +302,16 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         b.finish_and_clear();
     }
     println!(
-        "published {events} events ({urls} {}) to queue `{}`",
-        if args.dir { "dirs" } else { "urls" },
-        cfg.amqp.queue
+        "published {} ({}) to queue `{}`",
+        count(events as u64, "event", "events"),
+        items(urls, args.dir),
+        amqp.queue
     );
     if suspicious > 0 {
-        eprintln!("{suspicious} lines did not look like http(s) URLs (see warnings above)");
+        eprintln!(
+            "{} not look like http(s) URLs (see warnings above)",
+            count(suspicious as u64, "line did", "lines did")
+        );
     }
     let _ = conn.close(200, "done".into()).await;
     Ok(())

@@ -1,9 +1,10 @@
-//! `purge-worker quota`: today's quota use per provider and kind, from Redis.
+//! `purge-worker quota`: today's quota use per provider and kind, from Redis, and `quota reset`.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 
+use super::UsageError;
 use crate::config::QuotaWindow;
 use crate::provider::Kind;
 use crate::quota::{QuotaPolicy, QuotaStore, day_label, day_of, unix_now};
@@ -13,18 +14,69 @@ use crate::quota::{QuotaPolicy, QuotaStore, day_label, day_of, unix_now};
 #[derive(clap::Args, Debug)]
 pub struct QuotaArgs {
     /// Config file (TOML); [redis] and [[providers]] are used. Default: $PURGE_WORKER_CONFIG, else ./purge-worker.toml, else built-in defaults (local RabbitMQ and Redis).
-    #[arg(long, short, value_name = "FILE")]
+    #[arg(long, short, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
+    /// Redis key prefix to use instead of `redis.key_prefix`, e.g. the one a zero-config `run` names in its first log line.
+    #[arg(long, value_name = "PREFIX", global = true)]
+    pub key_prefix: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    #[command(subcommand)]
+    pub action: Option<QuotaAction>,
+}
+
+/// What `quota` does besides showing.
+#[derive(clap::Subcommand, Debug)]
+pub enum QuotaAction {
+    /// Delete one provider's quota counters in Redis (every kind, day and rolling window), so the
+    /// worker counts that provider's quota from zero. The provider's own count is not reset: use
+    /// it when the provider really has room (a demo, a raised quota). A running worker keeps a
+    /// lane it already parked until that lane's reset time.
+    Reset(ResetArgs),
+}
+
+/// Arguments of `quota reset`.
+#[derive(clap::Args, Debug)]
+pub struct ResetArgs {
+    /// The provider (its `name` in the config; `emulator` with no config file).
+    #[arg(long, value_name = "NAME")]
+    pub provider: String,
 }
 
 /// Runs the command.
 pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
-    let (_, cfg) = super::load_or_builtin(args.config.as_ref())?;
+    let (_, mut cfg) = super::load_or_builtin(args.config.as_ref())?;
+    if let Some(prefix) = args.key_prefix {
+        if prefix.is_empty() {
+            return Err(UsageError("--key-prefix must not be empty".into()).into());
+        }
+        cfg.redis.key_prefix = prefix;
+    }
     let store = QuotaStore::connect(cfg.redis.url.expose(), &cfg.redis.key_prefix)?;
     let now = unix_now();
+    if let Some(QuotaAction::Reset(reset)) = args.action {
+        if !cfg.providers.iter().any(|p| p.name == reset.provider) {
+            let known: Vec<&str> = cfg.providers.iter().map(|p| p.name.as_str()).collect();
+            return Err(UsageError(format!(
+                "--provider `{}` is not configured (providers: {})",
+                reset.provider,
+                known.join(", ")
+            ))
+            .into());
+        }
+        let deleted = store
+            .reset(&reset.provider, now)
+            .await
+            .context("cannot delete quota counters in Redis (redis.url)")?;
+        println!(
+            "provider `{}`: quota counters reset under Redis prefix `{}` ({} deleted)",
+            reset.provider,
+            cfg.redis.key_prefix,
+            super::count(deleted, "key", "keys")
+        );
+        return Ok(());
+    }
     let mut rows = Vec::new();
     for p in &cfg.providers {
         for (kind, limit) in [(Kind::Url, p.urls_per_day), (Kind::Dir, p.dirs_per_day)] {

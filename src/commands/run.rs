@@ -36,10 +36,10 @@ pub async fn run(args: RunArgs, shutdown: CancellationToken) -> anyhow::Result<(
         }
         _ => {
             let emu = Emulator::start(args.emulator_listen, EmulatorConfig::default()).await?;
-            let cfg = super::builtin(emu.endpoint());
-            info!(emulator = %emu.endpoint(), queue = %cfg.amqp.queue,
-                "purge-worker starting with no config file: local RabbitMQ and Redis on their default ports, and the built-in emulator as the CDN for every host (see {}_emulator/requests for what it purged)",
-                emu.endpoint());
+            let cfg = super::builtin_for_run(emu.endpoint());
+            info!(emulator = %emu.endpoint(), queue = %cfg.amqp.queue, key_prefix = %cfg.redis.key_prefix,
+                "purge-worker starting with no config file: local RabbitMQ and Redis on their default ports, and the built-in emulator as the CDN for every host (see {}_emulator/requests for what it purged); demo quota counted afresh under Redis prefix `{}` (`purge-worker quota --key-prefix {}` shows it)",
+                emu.endpoint(), cfg.redis.key_prefix, cfg.redis.key_prefix);
             emulator = Some(emu);
             cfg
         }

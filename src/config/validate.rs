@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::*;
 
 /// Reads an environment variable for a `*_env` key.
-fn from_env(key: &str, var: &str) -> Result<String, ConfigError> {
+pub(super) fn from_env(key: &str, var: &str) -> Result<String, ConfigError> {
     std::env::var(var).map_err(|_| {
         invalid(
             key,
@@ -62,34 +62,8 @@ fn nonzero_usize(key: &str, v: usize) -> Result<usize, ConfigError> {
 impl Config {
     /// Validates a parsed file. `providers` must not be empty.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let amqp_url = literal_or_env("amqp.url", raw.amqp.url, raw.amqp.url_env)?
-            .unwrap_or_else(|| DEFAULT_AMQP_URL.to_string());
-        if !(amqp_url.starts_with("amqp://") || amqp_url.starts_with("amqps://")) {
-            return Err(invalid("amqp.url", "must start with amqp:// or amqps://"));
-        }
-        let queue = raw.amqp.queue.unwrap_or_else(|| DEFAULT_QUEUE.into());
-        let dead_letter_queue = raw
-            .amqp
-            .dead_letter_queue
-            .unwrap_or_else(|| DEFAULT_DEAD_LETTER_QUEUE.into());
-        for (key, name) in [
-            ("amqp.queue", &queue),
-            ("amqp.dead_letter_queue", &dead_letter_queue),
-        ] {
-            if name.is_empty() || name.len() > 200 {
-                return Err(invalid(key, "must be a queue name of 1 to 200 bytes"));
-            }
-        }
-        if queue == dead_letter_queue {
-            return Err(invalid(
-                "amqp.dead_letter_queue",
-                "must differ from amqp.queue, or rejected events would be consumed again",
-            ));
-        }
-        let prefetch = raw.amqp.prefetch.unwrap_or(DEFAULT_PREFETCH as u32);
-        if !(1..=u16::MAX as u32).contains(&prefetch) {
-            return Err(invalid("amqp.prefetch", "must be between 1 and 65535"));
-        }
+        super::env::check_env_vars(&raw)?;
+        let amqp = AmqpConfig::from_raw(raw.amqp)?;
 
         let redis_url = literal_or_env("redis.url", raw.redis.url, raw.redis.url_env)?
             .unwrap_or_else(|| DEFAULT_REDIS_URL.to_string());
@@ -156,12 +130,7 @@ impl Config {
         check_domains_unique(&providers)?;
 
         Ok(Config {
-            amqp: AmqpConfig {
-                url: Secret::new(amqp_url),
-                queue,
-                dead_letter_queue,
-                prefetch: prefetch as u16,
-            },
+            amqp,
             redis: RedisConfig {
                 url: Secret::new(redis_url),
                 key_prefix,
@@ -434,6 +403,38 @@ mod tests {
         assert_eq!(parse_utc_offset("+08:00").unwrap(), 28_800);
         assert_eq!(parse_utc_offset("-05:30").unwrap(), -19_800);
         assert!(parse_utc_offset("8").is_err());
+    }
+
+    #[test]
+    fn every_unset_env_var_is_reported_at_once() {
+        let two = format!(
+            "[amqp]\nurl_env = \"PURGE_WORKER_TEST_UNSET_AMQP\"\n{}",
+            MINIMAL.replace(
+                "# extra",
+                "secret_key_env = \"PURGE_WORKER_TEST_UNSET_KEY\"",
+            )
+        )
+        .replace("secret_key = \"hunter2\"", "");
+        let e = Config::from_raw(raw(&two)).unwrap_err().to_string();
+        for part in [
+            "PURGE_WORKER_TEST_UNSET_AMQP",
+            "amqp.url_env",
+            "PURGE_WORKER_TEST_UNSET_KEY",
+            "providers[0].secret_key_env",
+        ] {
+            assert!(e.contains(part), "{part}: {e}");
+        }
+        let one = MINIMAL
+            .replace(
+                "# extra",
+                "secret_key_env = \"PURGE_WORKER_TEST_UNSET_KEY\"",
+            )
+            .replace("secret_key = \"hunter2\"", "");
+        let e = Config::from_raw(raw(&one)).unwrap_err().to_string();
+        assert!(
+            e.contains("config key `providers[0].secret_key_env`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -245,13 +245,21 @@ pub(crate) fn http_client(
         .build()
 }
 
-/// Text of an error and its sources, for the `message` of a transport failure.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
+/// Text of an error and its sources, joined by ": ", for the `message` of a transport failure
+/// and the CLI's last line. A source whose text its parent already shows is left out: many
+/// errors repeat their cause in their own text (`IO error: Connection refused (os error 111)`
+/// over `Connection refused (os error 111)`), and saying it twice reads as two problems.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parent = e.to_string();
+    let mut message = parent.clone();
     let mut source = e.source();
     while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
+        let text = s.to_string();
+        if !parent.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        parent = text;
         source = s.source();
     }
     message
@@ -307,5 +315,41 @@ pub(crate) fn test_class(e: &ProviderError) -> &'static str {
         ProviderError::InvalidItems { .. } => "invalid+items",
         ProviderError::HostRefused { .. } => "host",
         ProviderError::Auth { .. } => "auth",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn error_chain_says_a_repeated_cause_once() {
+        let refused = "Connection refused (os error 111)";
+        let e = Layer(
+            "cannot connect: IO error: Connection refused (os error 111)",
+            Some(Box::new(Layer(
+                "IO error: Connection refused (os error 111)",
+                Some(Box::new(Layer(refused, None))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&e),
+            "cannot connect: IO error: Connection refused (os error 111)"
+        );
+        let e = Layer("cannot read quota", Some(Box::new(Layer(refused, None))));
+        assert_eq!(error_chain(&e), format!("cannot read quota: {refused}"));
     }
 }

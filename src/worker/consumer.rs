@@ -85,7 +85,14 @@ pub(super) async fn supervise(
                 if shutdown.is_cancelled() {
                     return None;
                 }
-                warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "RabbitMQ session ended; reconnecting");
+                let retry_in_ms = pause.as_millis() as u64;
+                // A connect failure names the broker itself; a session that was set up says so.
+                if e.downcast_ref::<amqp::ConnectError>().is_some() {
+                    warn!(error = %e, retry_in_ms, "RabbitMQ unreachable; retrying");
+                } else {
+                    let broker = amqp::broker_addr(c.config.amqp.url.expose());
+                    warn!(%broker, error = %e, retry_in_ms, "RabbitMQ session ended; reconnecting");
+                }
                 c.metrics.reconnects.inc();
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
