@@ -196,7 +196,7 @@ async fn accept_loop(
 /// then closes them.
 async fn forward(client: TcpStream, target: SocketAddr, cut: &CancellationToken, shared: &Shared) {
     let _ = client.set_nodelay(true);
-    let mut upstream = tokio::select! {
+    let upstream = tokio::select! {
         r = TcpStream::connect(target) => match r {
             Ok(s) => s,
             Err(_) => return,
