@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use super::bounds::{in_range, millis};
 use super::*;
 
 /// Reads an environment variable for a `*_env` key.
@@ -51,14 +52,6 @@ pub fn parse_utc_offset(s: &str) -> Result<i32, String> {
     Ok(sign * (h * 3600 + m * 60))
 }
 
-fn nonzero_usize(key: &str, v: usize) -> Result<usize, ConfigError> {
-    if v == 0 {
-        Err(invalid(key, "must be at least 1"))
-    } else {
-        Ok(v)
-    }
-}
-
 impl Config {
     /// Validates a parsed file. `providers` must not be empty.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -90,6 +83,13 @@ impl Config {
         if !(1..=u16::MAX as u32).contains(&prefetch) {
             return Err(invalid("amqp.prefetch", "must be between 1 and 65535"));
         }
+        let dead_letter_max_bytes = in_range(
+            "amqp.dead_letter_max_bytes",
+            raw.amqp.dead_letter_max_bytes,
+            DEFAULT_DEAD_LETTER_MAX_BYTES,
+            crate::dead_letter::MIN_MAX_BYTES,
+            crate::dead_letter::MAX_MAX_BYTES,
+        )?;
 
         let redis_url = literal_or_env("redis.url", raw.redis.url, raw.redis.url_env)?
             .unwrap_or_else(|| DEFAULT_REDIS_URL.to_string());
@@ -118,20 +118,26 @@ impl Config {
             )
         })?;
 
+        let b = &raw.batching;
         let batching = BatchingConfig {
-            max_linger: Duration::from_millis(
-                raw.batching.max_linger_ms.unwrap_or(DEFAULT_MAX_LINGER_MS),
-            ),
-            drain_timeout: Duration::from_millis(
-                raw.batching
-                    .drain_timeout_ms
-                    .unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS),
-            ),
-            max_event_bytes: nonzero_usize(
+            max_linger: millis(
+                "batching.max_linger_ms",
+                b.max_linger_ms,
+                DEFAULT_MAX_LINGER_MS,
+                0,
+            )?,
+            drain_timeout: millis(
+                "batching.drain_timeout_ms",
+                b.drain_timeout_ms,
+                DEFAULT_DRAIN_TIMEOUT_MS,
+                0,
+            )?,
+            max_event_bytes: in_range(
                 "batching.max_event_bytes",
-                raw.batching
-                    .max_event_bytes
-                    .unwrap_or(DEFAULT_MAX_EVENT_BYTES),
+                b.max_event_bytes,
+                DEFAULT_MAX_EVENT_BYTES,
+                1,
+                MAX_EVENT_BYTES,
             )?,
         };
 
@@ -160,6 +166,7 @@ impl Config {
                 url: Secret::new(amqp_url),
                 queue,
                 dead_letter_queue,
+                dead_letter_max_bytes,
                 prefetch: prefetch as u16,
             },
             redis: RedisConfig {
@@ -275,15 +282,36 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         None => d.quota_utc_offset_secs,
     };
 
-    let ms = |v: Option<u64>, default: u64| Duration::from_millis(v.unwrap_or(default));
-    let retry_base = ms(p.retry_base_ms, DEFAULT_RETRY_BASE_MS);
-    let retry_max = ms(p.retry_max_ms, DEFAULT_RETRY_MAX_MS);
-    if retry_base.is_zero() || retry_max < retry_base {
+    let retry_base = millis(
+        &at("retry_base_ms"),
+        p.retry_base_ms,
+        DEFAULT_RETRY_BASE_MS,
+        1,
+    )?;
+    let retry_max = millis(&at("retry_max_ms"), p.retry_max_ms, DEFAULT_RETRY_MAX_MS, 1)?;
+    if retry_max < retry_base {
         return Err(invalid(
             at("retry_max_ms"),
             "retry_base_ms must be at least 1 and retry_max_ms at least retry_base_ms",
         ));
     }
+    let connect_timeout = millis(
+        &at("connect_timeout_ms"),
+        p.connect_timeout_ms,
+        DEFAULT_CONNECT_TIMEOUT_MS,
+        1,
+    )?;
+    let request_timeout = millis(
+        &at("request_timeout_ms"),
+        p.request_timeout_ms,
+        DEFAULT_REQUEST_TIMEOUT_MS,
+        1,
+    )?;
+    let per_call = |key: &str, v: Option<usize>, default: usize| {
+        in_range(&at(key), v, default, 1, MAX_PER_CALL)
+    };
+    let per_day =
+        |key: &str, v: Option<u64>, default: u64| in_range(&at(key), v, default, 0, MAX_PER_DAY);
 
     if p.domains.is_empty() {
         return Err(invalid(
@@ -309,30 +337,24 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         secret_id: Secret::new(parts.secret_id),
         secret_key: Secret::new(parts.secret_key),
         rate_limits,
-        urls_per_call: nonzero_usize(
-            &at("urls_per_call"),
-            p.urls_per_call.unwrap_or(d.urls_per_call),
-        )?,
-        dirs_per_call: nonzero_usize(
-            &at("dirs_per_call"),
-            p.dirs_per_call.unwrap_or(d.dirs_per_call),
-        )?,
-        regex_per_call: nonzero_usize(
-            &at("regex_per_call"),
-            p.regex_per_call.unwrap_or(d.regex_per_call),
-        )?,
-        urls_per_day: p.urls_per_day.unwrap_or(d.urls_per_day),
-        dirs_per_day: p.dirs_per_day.unwrap_or(d.dirs_per_day),
+        urls_per_call: per_call("urls_per_call", p.urls_per_call, d.urls_per_call)?,
+        dirs_per_call: per_call("dirs_per_call", p.dirs_per_call, d.dirs_per_call)?,
+        regex_per_call: per_call("regex_per_call", p.regex_per_call, d.regex_per_call)?,
+        urls_per_day: per_day("urls_per_day", p.urls_per_day, d.urls_per_day)?,
+        dirs_per_day: per_day("dirs_per_day", p.dirs_per_day, d.dirs_per_day)?,
         quota_utc_offset_secs,
         quota_window,
         options: parts.options,
         retry_base,
         retry_max,
-        connect_timeout: ms(p.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS),
-        request_timeout: ms(p.request_timeout_ms, DEFAULT_REQUEST_TIMEOUT_MS),
-        max_in_flight: nonzero_usize(
+        connect_timeout,
+        request_timeout,
+        max_in_flight: in_range(
             &at("max_in_flight"),
-            p.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            p.max_in_flight,
+            DEFAULT_MAX_IN_FLIGHT,
+            1,
+            MAX_IN_FLIGHT,
         )?,
         domains,
     })
@@ -430,6 +452,79 @@ mod tests {
         assert_eq!(parse_utc_offset("+08:00").unwrap(), 28_800);
         assert_eq!(parse_utc_offset("-05:30").unwrap(), -19_800);
         assert!(parse_utc_offset("8").is_err());
+    }
+
+    #[test]
+    fn values_that_would_overflow_are_refused_naming_key_and_range() {
+        let huge = u64::MAX.to_string();
+        let batching = |key: &str| format!("[batching]\n{key} = {huge}\n{MINIMAL}");
+        for key in ["max_linger_ms", "drain_timeout_ms"] {
+            let e = Config::from_raw(raw(&batching(key)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("batching.{key}")), "{e}");
+            assert!(e.contains("between 0 and 86400000"), "{e}");
+        }
+        let provider = |line: &str| MINIMAL.replace("# extra", line);
+        for (line, key) in [
+            (
+                format!("retry_max_ms = {huge}"),
+                "providers[0].retry_max_ms",
+            ),
+            (
+                format!("retry_base_ms = {huge}"),
+                "providers[0].retry_base_ms",
+            ),
+            (
+                format!("connect_timeout_ms = {huge}"),
+                "providers[0].connect_timeout_ms",
+            ),
+            (
+                format!("request_timeout_ms = {huge}"),
+                "providers[0].request_timeout_ms",
+            ),
+            (
+                format!("urls_per_day = {huge}"),
+                "providers[0].urls_per_day",
+            ),
+            (
+                format!("dirs_per_day = {huge}"),
+                "providers[0].dirs_per_day",
+            ),
+            (
+                format!("urls_per_call = {huge}"),
+                "providers[0].urls_per_call",
+            ),
+            (
+                format!("max_in_flight = {huge}"),
+                "providers[0].max_in_flight",
+            ),
+            (
+                "rate_limits = [\"1/99999999999999999h\"]".into(),
+                "providers[0].rate_limits[0]",
+            ),
+            (
+                "rate_limits = [\"1/1000000000000h\"]".into(),
+                "providers[0].rate_limits[0]",
+            ),
+        ] {
+            let e = Config::from_raw(raw(&provider(&line)))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{line}: {e}");
+            assert!(e.contains("range"), "{line}: names the range: {e}");
+        }
+        let e = Config::from_raw(raw(&format!(
+            "[amqp]\ndead_letter_max_bytes = 0\n{MINIMAL}"
+        )))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("amqp.dead_letter_max_bytes"), "{e}");
+        let c = Config::from_raw(raw(&format!(
+            "[amqp]\ndead_letter_max_bytes = 65536\n{MINIMAL}"
+        )))
+        .unwrap();
+        assert_eq!(c.amqp.dead_letter_max_bytes, 65536);
     }
 
     #[test]
