@@ -5,8 +5,12 @@
 //! and, now and then, never to reconnect while spinning its I/O thread. A lost connection instead
 //! ends the worker's session, and the supervisor (`worker::consumer::supervise`) rebuilds the
 //! connection, topology, publisher and consumer from scratch, with its own backoff.
+//!
+//! A *channel* the broker closes (406 for a message over `max_message_size`, a property it
+//! refuses) leaves the connection up, so the publisher reopens its channel itself rather than
+//! failing every later dead letter and parking publish until the next reconnect.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use lapin::Confirmation;
@@ -33,6 +37,10 @@ pub enum PublishError {
 
 /// How long a publish may wait for the broker's confirm before it counts as failed.
 pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts to open a fresh publish channel before a publish gives up (the caller retries later).
+const REOPEN_ATTEMPTS: u32 = 3;
+/// Pause after a failed channel open; grows linearly per attempt.
+const REOPEN_PAUSE: Duration = Duration::from_millis(100);
 
 /// A failed connection attempt. It names the broker by host and port only: the URL may carry a
 /// password.
@@ -123,11 +131,20 @@ pub async fn ensure_parking_queue(
     Ok(())
 }
 
+/// The connection a publisher works on and its current confirm-mode channel.
+struct Attached {
+    conn: Arc<Connection>,
+    channel: Channel,
+}
+
 /// A confirmed publisher to named queues (default exchange, `mandatory`), shared by the consumer
-/// and the dispatchers. The supervisor swaps the channel in after every (re)connect.
+/// and the dispatchers. The supervisor swaps the connection in after every (re)connect; the
+/// publisher replaces a channel the broker closed on its own (bounded attempts).
 #[derive(Clone)]
 pub struct Publisher {
-    channel: Arc<Mutex<Option<Channel>>>,
+    attached: Arc<Mutex<Option<Attached>>>,
+    /// Held while a channel is reopened, so concurrent publishers open one channel, not one each.
+    reopening: Arc<tokio::sync::Mutex<()>>,
     metrics: Metrics,
 }
 
@@ -137,59 +154,141 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
+/// A channel on `conn` with publisher confirms enabled.
+async fn confirm_channel(conn: &Connection) -> Result<Channel, lapin::Error> {
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok(ch)
+}
+
 impl Publisher {
     /// A publisher with no channel yet (publishes fail with `NotConnected` until `attach`).
     pub fn new(metrics: Metrics) -> Publisher {
         Publisher {
-            channel: Arc::new(Mutex::new(None)),
+            attached: Arc::new(Mutex::new(None)),
+            reopening: Arc::new(tokio::sync::Mutex::new(())),
             metrics,
         }
     }
 
-    /// Opens a confirm-mode channel on `conn` and publishes through it from now on.
-    pub async fn attach(&self, conn: &Connection) -> Result<(), lapin::Error> {
-        let ch = conn.create_channel().await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        *self.channel.lock().unwrap_or_else(|p| p.into_inner()) = Some(ch);
+    fn slot(&self) -> MutexGuard<'_, Option<Attached>> {
+        self.attached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens a confirm-mode channel on `conn` and publishes through it from now on; later
+    /// channels (after the broker closed one) are opened on the same connection.
+    pub async fn attach(&self, conn: &Arc<Connection>) -> Result<(), lapin::Error> {
+        let channel = confirm_channel(conn).await?;
+        *self.slot() = Some(Attached {
+            conn: conn.clone(),
+            channel,
+        });
         Ok(())
     }
 
     /// Stops publishing (at shutdown or before a rebuild).
     pub fn detach(&self) {
-        *self.channel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.slot() = None;
     }
 
     /// Detaches the channel and closes it cleanly (bounded wait), so closing the connection
     /// afterwards does not race a channel that is still closing.
     pub async fn close(&self) {
-        let ch = self
-            .channel
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(ch) = ch {
+        let attached = self.slot().take();
+        if let Some(a) = attached {
             let _ = tokio::time::timeout(
                 std::time::Duration::from_secs(2),
-                ch.close(200, "purge-worker shutting down".into()),
+                a.channel.close(200, "purge-worker shutting down".into()),
             )
             .await;
         }
     }
 
+    /// A channel to publish on: the current one, or a fresh one when the broker has closed it.
+    async fn channel(&self) -> Result<Channel, PublishError> {
+        let current = self
+            .slot()
+            .as_ref()
+            .map(|a| a.channel.clone())
+            .ok_or(PublishError::NotConnected)?;
+        if current.status().connected() {
+            return Ok(current);
+        }
+        self.reopen().await
+    }
+
+    /// Replaces a closed channel, at most [`REOPEN_ATTEMPTS`] times in a row. A connection that
+    /// is down is not retried here: the supervisor rebuilds everything then.
+    async fn reopen(&self) -> Result<Channel, PublishError> {
+        let _one_at_a_time = self.reopening.lock().await;
+        let (conn, current) = self
+            .slot()
+            .as_ref()
+            .map(|a| (a.conn.clone(), a.channel.clone()))
+            .ok_or(PublishError::NotConnected)?;
+        // Another publisher may have reopened it while this one waited for the lock.
+        if current.status().connected() {
+            return Ok(current);
+        }
+        let mut last = None;
+        for attempt in 1..=REOPEN_ATTEMPTS {
+            if !conn.status().connected() {
+                return Err(PublishError::NotConnected);
+            }
+            match confirm_channel(&conn).await {
+                Ok(fresh) => {
+                    let mut slot = self.slot();
+                    // Installed only on the connection it was opened on: a rebuild may have
+                    // swapped the connection (or detached it) meanwhile.
+                    return match slot.as_mut() {
+                        Some(a) if Arc::ptr_eq(&a.conn, &conn) => {
+                            a.channel = fresh.clone();
+                            tracing::info!("reopened the publish channel the broker had closed");
+                            Ok(fresh)
+                        }
+                        _ => Err(PublishError::NotConnected),
+                    };
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(REOPEN_PAUSE * attempt).await;
+                }
+            }
+        }
+        Err(last.map_or(PublishError::NotConnected, PublishError::Amqp))
+    }
+
     /// Publishes persistently to `queue` and waits for the broker's confirm; an unroutable
     /// message (returned) or a nack is an error, so the caller keeps the source unacked.
+    ///
+    /// When the broker closes the channel under this publish, the publish is tried once more on
+    /// a fresh channel. The closing may have been caused by another message on the shared
+    /// channel, so one retry is worth it; a message that is itself refused (406 over-size)
+    /// fails again and returns the error, and the next publish reopens the channel again.
     pub async fn publish(
         &self,
         queue: &str,
         body: &[u8],
         props: BasicProperties,
     ) -> Result<(), PublishError> {
-        let ch = self
-            .channel
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or(PublishError::NotConnected)?;
+        let ch = self.channel().await?;
+        match self.publish_on(&ch, queue, body, props.clone()).await {
+            Err(PublishError::Amqp(e)) if !ch.status().connected() => {
+                tracing::warn!(error = %e, queue, "the broker closed the publish channel; retrying once on a fresh one");
+                let fresh = self.reopen().await?;
+                self.publish_on(&fresh, queue, body, props).await
+            }
+            other => other,
+        }
+    }
+
+    async fn publish_on(
+        &self,
+        ch: &Channel,
+        queue: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), PublishError> {
         let timer = self.metrics.publish_duration.start_timer();
         let confirm = async {
             let pending = ch
@@ -214,7 +313,7 @@ impl Publisher {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(_)) => Err(PublishError::Unroutable(queue.to_string())),
             Confirmation::Nack(_) => Err(PublishError::Nacked),
-            // Only without confirm mode, which `attach` always enables.
+            // Only without confirm mode, which every channel of the publisher enables.
             Confirmation::NotRequested => Ok(()),
         }
     }

@@ -25,6 +25,8 @@ pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f?heartb
 pub const DEFAULT_QUEUE: &str = "cdn.purge";
 /// Default dead-letter queue.
 pub const DEFAULT_DEAD_LETTER_QUEUE: &str = "cdn.purge.dead";
+/// Largest dead-letter record body (1 MiB); see [`crate::dead_letter::DEFAULT_MAX_BYTES`].
+pub const DEFAULT_DEAD_LETTER_MAX_BYTES: usize = crate::dead_letter::DEFAULT_MAX_BYTES;
 /// Unacked deliveries held at once; bounds the worker's memory, not the backlog.
 pub const DEFAULT_PREFETCH: u16 = 1000;
 /// Default Redis.
@@ -98,6 +100,7 @@ pub struct RawAmqp {
     pub url_env: Option<String>,
     pub queue: Option<String>,
     pub dead_letter_queue: Option<String>,
+    pub dead_letter_max_bytes: Option<usize>,
     #[serde(deserialize_with = "amqp::prefetch_range")]
     pub prefetch: Option<u32>,
 }
@@ -220,6 +223,8 @@ pub struct AmqpConfig {
     pub queue: String,
     /// Where rejected events and items land with their reason.
     pub dead_letter_queue: String,
+    /// Largest dead-letter record body; a bigger record carries a clipped copy of its event.
+    pub dead_letter_max_bytes: usize,
     /// Unacked deliveries held at once.
     pub prefetch: u16,
 }
@@ -361,70 +366,6 @@ impl QuotaWindow {
     }
 }
 
-/// tencent-v2: how parameters travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpMethod {
-    /// Form body (`application/x-www-form-urlencoded`); long batches fit.
-    Post,
-    /// Everything in the query string; long batches may overflow URL limits.
-    Get,
-}
-
-impl HttpMethod {
-    /// The method name, also the first part of the v2 string to sign.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HttpMethod::Post => "POST",
-            HttpMethod::Get => "GET",
-        }
-    }
-}
-
-/// tencent-v2: the HMAC behind `Signature`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureMethod {
-    /// `HmacSHA1` (the API's default when `SignatureMethod` is absent).
-    HmacSha1,
-    /// `HmacSHA256` (sent as `SignatureMethod=HmacSHA256`).
-    HmacSha256,
-}
-
-impl SignatureMethod {
-    /// The parameter value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SignatureMethod::HmacSha1 => "HmacSHA1",
-            SignatureMethod::HmacSha256 => "HmacSHA256",
-        }
-    }
-}
-
-/// wangsu: how requests are authenticated (PROVIDERS.md §3.5, §3.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WangsuAuth {
-    /// `Date` + Basic `username:base64(HMAC-SHA1(api_key, date))`.
-    ApiKey,
-    /// `CNC-HMAC-SHA256` with an AccessKey/SecretKey pair.
-    AkSk,
-}
-
-/// Settings that only one API family has.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KindOptions {
-    TencentV3,
-    TencentV2 {
-        http_method: HttpMethod,
-        signature_method: SignatureMethod,
-    },
-    Wangsu {
-        auth: WangsuAuth,
-        /// `production` or `staging`.
-        target: String,
-        webhook: Option<String>,
-        purge_name: Option<String>,
-    },
-}
-
 /// Per-kind defaults; see [`ProviderKind::defaults`].
 #[derive(Debug, Clone, Copy)]
 pub struct KindDefaults {
@@ -440,53 +381,6 @@ pub struct KindDefaults {
     pub dirs_per_day: u64,
     pub quota_utc_offset_secs: i32,
     pub quota_window: QuotaWindow,
-}
-
-/// "At most `limit` calls in any sliding window of `window`."
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateLimit {
-    pub limit: u32,
-    pub window: Duration,
-}
-
-impl RateLimit {
-    /// Parses `"300/5m"`, `"20/s"`, `"1200/1m"`, `"100/10s"`, `"5000/1h"`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (count, window) = s
-            .split_once('/')
-            .ok_or_else(|| format!("`{s}` is not of the form COUNT/WINDOW such as \"300/5m\""))?;
-        let limit: u32 = count
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{count}` in `{s}` is not a whole number"))?;
-        if limit == 0 {
-            return Err(format!("`{s}` allows no calls at all"));
-        }
-        let window = window.trim();
-        let unit_at = window
-            .find(|c: char| c.is_ascii_alphabetic())
-            .ok_or_else(|| format!("`{window}` in `{s}` has no unit (s, m or h)"))?;
-        let (n, unit) = window.split_at(unit_at);
-        let n: u64 = if n.is_empty() {
-            1
-        } else {
-            n.parse()
-                .map_err(|_| format!("`{n}` in `{s}` is not a whole number"))?
-        };
-        let secs = match unit {
-            "s" => n,
-            "m" => n * 60,
-            "h" => n * 3600,
-            _ => return Err(format!("unit `{unit}` in `{s}` is not s, m or h")),
-        };
-        if secs == 0 {
-            return Err(format!("`{s}` has an empty window"));
-        }
-        Ok(RateLimit {
-            limit,
-            window: Duration::from_secs(secs),
-        })
-    }
 }
 
 /// One `[[providers]]` entry, validated.
@@ -579,14 +473,21 @@ pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    // Never `e.to_string()`: it quotes the source line, which may hold a secret.
+    toml::from_str(&text).map_err(|e| load::parse_error(path, &text, &e))
 }
 
 mod amqp;
 mod env;
+mod bounds;
 mod kinds;
+mod load;
+mod rate_limit;
 mod validate;
+pub use bounds::{
+    MAX_DURATION_MS, MAX_EVENT_BYTES, MAX_IN_FLIGHT, MAX_PER_CALL, MAX_PER_DAY,
+    MAX_RATE_WINDOW_SECS,
+};
+pub use kinds::{HttpMethod, KindOptions, SignatureMethod, WangsuAuth};
+pub use rate_limit::RateLimit;
 pub use validate::parse_utc_offset;

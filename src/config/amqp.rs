@@ -63,10 +63,18 @@ impl AmqpConfig {
         if !(1..=u16::MAX as u32).contains(&prefetch) {
             return Err(invalid("amqp.prefetch", "must be between 1 and 65535"));
         }
+        let dead_letter_max_bytes = super::bounds::in_range(
+            "amqp.dead_letter_max_bytes",
+            raw.dead_letter_max_bytes,
+            DEFAULT_DEAD_LETTER_MAX_BYTES,
+            crate::dead_letter::MIN_MAX_BYTES,
+            crate::dead_letter::MAX_MAX_BYTES,
+        )?;
         Ok(AmqpConfig {
             url: Secret::new(amqp_url),
             queue,
             dead_letter_queue,
+            dead_letter_max_bytes,
             prefetch: prefetch as u16,
         })
     }

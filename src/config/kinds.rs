@@ -4,6 +4,70 @@
 use super::validate::literal_or_env;
 use super::*;
 
+/// tencent-v2: how parameters travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMethod {
+    /// Form body (`application/x-www-form-urlencoded`); long batches fit.
+    Post,
+    /// Everything in the query string; long batches may overflow URL limits.
+    Get,
+}
+
+impl HttpMethod {
+    /// The method name, also the first part of the v2 string to sign.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Post => "POST",
+            HttpMethod::Get => "GET",
+        }
+    }
+}
+
+/// tencent-v2: the HMAC behind `Signature`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureMethod {
+    /// `HmacSHA1` (the API's default when `SignatureMethod` is absent).
+    HmacSha1,
+    /// `HmacSHA256` (sent as `SignatureMethod=HmacSHA256`).
+    HmacSha256,
+}
+
+impl SignatureMethod {
+    /// The parameter value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignatureMethod::HmacSha1 => "HmacSHA1",
+            SignatureMethod::HmacSha256 => "HmacSHA256",
+        }
+    }
+}
+
+/// wangsu: how requests are authenticated (PROVIDERS.md §3.5, §3.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WangsuAuth {
+    /// `Date` + Basic `username:base64(HMAC-SHA1(api_key, date))`.
+    ApiKey,
+    /// `CNC-HMAC-SHA256` with an AccessKey/SecretKey pair.
+    AkSk,
+}
+
+/// Settings that only one API family has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KindOptions {
+    TencentV3,
+    TencentV2 {
+        http_method: HttpMethod,
+        signature_method: SignatureMethod,
+    },
+    Wangsu {
+        auth: WangsuAuth,
+        /// `production` or `staging`.
+        target: String,
+        webhook: Option<String>,
+        purge_name: Option<String>,
+    },
+}
+
 /// Credentials and options taken out of `p`; the rest of `p` is validated by the caller.
 pub(super) struct KindParts {
     pub secret_id: String,

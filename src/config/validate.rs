@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use super::bounds::{in_range, millis};
 use super::*;
 
 /// Reads an environment variable for a `*_env` key.
@@ -51,14 +52,6 @@ pub fn parse_utc_offset(s: &str) -> Result<i32, String> {
     Ok(sign * (h * 3600 + m * 60))
 }
 
-fn nonzero_usize(key: &str, v: usize) -> Result<usize, ConfigError> {
-    if v == 0 {
-        Err(invalid(key, "must be at least 1"))
-    } else {
-        Ok(v)
-    }
-}
-
 impl Config {
     /// Validates a parsed file. `providers` must not be empty.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -92,20 +85,26 @@ impl Config {
             )
         })?;
 
+        let b = &raw.batching;
         let batching = BatchingConfig {
-            max_linger: Duration::from_millis(
-                raw.batching.max_linger_ms.unwrap_or(DEFAULT_MAX_LINGER_MS),
-            ),
-            drain_timeout: Duration::from_millis(
-                raw.batching
-                    .drain_timeout_ms
-                    .unwrap_or(DEFAULT_DRAIN_TIMEOUT_MS),
-            ),
-            max_event_bytes: nonzero_usize(
+            max_linger: millis(
+                "batching.max_linger_ms",
+                b.max_linger_ms,
+                DEFAULT_MAX_LINGER_MS,
+                0,
+            )?,
+            drain_timeout: millis(
+                "batching.drain_timeout_ms",
+                b.drain_timeout_ms,
+                DEFAULT_DRAIN_TIMEOUT_MS,
+                0,
+            )?,
+            max_event_bytes: in_range(
                 "batching.max_event_bytes",
-                raw.batching
-                    .max_event_bytes
-                    .unwrap_or(DEFAULT_MAX_EVENT_BYTES),
+                b.max_event_bytes,
+                DEFAULT_MAX_EVENT_BYTES,
+                1,
+                MAX_EVENT_BYTES,
             )?,
         };
 
@@ -244,15 +243,36 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         None => d.quota_utc_offset_secs,
     };
 
-    let ms = |v: Option<u64>, default: u64| Duration::from_millis(v.unwrap_or(default));
-    let retry_base = ms(p.retry_base_ms, DEFAULT_RETRY_BASE_MS);
-    let retry_max = ms(p.retry_max_ms, DEFAULT_RETRY_MAX_MS);
-    if retry_base.is_zero() || retry_max < retry_base {
+    let retry_base = millis(
+        &at("retry_base_ms"),
+        p.retry_base_ms,
+        DEFAULT_RETRY_BASE_MS,
+        1,
+    )?;
+    let retry_max = millis(&at("retry_max_ms"), p.retry_max_ms, DEFAULT_RETRY_MAX_MS, 1)?;
+    if retry_max < retry_base {
         return Err(invalid(
             at("retry_max_ms"),
             "retry_base_ms must be at least 1 and retry_max_ms at least retry_base_ms",
         ));
     }
+    let connect_timeout = millis(
+        &at("connect_timeout_ms"),
+        p.connect_timeout_ms,
+        DEFAULT_CONNECT_TIMEOUT_MS,
+        1,
+    )?;
+    let request_timeout = millis(
+        &at("request_timeout_ms"),
+        p.request_timeout_ms,
+        DEFAULT_REQUEST_TIMEOUT_MS,
+        1,
+    )?;
+    let per_call = |key: &str, v: Option<usize>, default: usize| {
+        in_range(&at(key), v, default, 1, MAX_PER_CALL)
+    };
+    let per_day =
+        |key: &str, v: Option<u64>, default: u64| in_range(&at(key), v, default, 0, MAX_PER_DAY);
 
     if p.domains.is_empty() {
         return Err(invalid(
@@ -278,30 +298,24 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         secret_id: Secret::new(parts.secret_id),
         secret_key: Secret::new(parts.secret_key),
         rate_limits,
-        urls_per_call: nonzero_usize(
-            &at("urls_per_call"),
-            p.urls_per_call.unwrap_or(d.urls_per_call),
-        )?,
-        dirs_per_call: nonzero_usize(
-            &at("dirs_per_call"),
-            p.dirs_per_call.unwrap_or(d.dirs_per_call),
-        )?,
-        regex_per_call: nonzero_usize(
-            &at("regex_per_call"),
-            p.regex_per_call.unwrap_or(d.regex_per_call),
-        )?,
-        urls_per_day: p.urls_per_day.unwrap_or(d.urls_per_day),
-        dirs_per_day: p.dirs_per_day.unwrap_or(d.dirs_per_day),
+        urls_per_call: per_call("urls_per_call", p.urls_per_call, d.urls_per_call)?,
+        dirs_per_call: per_call("dirs_per_call", p.dirs_per_call, d.dirs_per_call)?,
+        regex_per_call: per_call("regex_per_call", p.regex_per_call, d.regex_per_call)?,
+        urls_per_day: per_day("urls_per_day", p.urls_per_day, d.urls_per_day)?,
+        dirs_per_day: per_day("dirs_per_day", p.dirs_per_day, d.dirs_per_day)?,
         quota_utc_offset_secs,
         quota_window,
         options: parts.options,
         retry_base,
         retry_max,
-        connect_timeout: ms(p.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT_MS),
-        request_timeout: ms(p.request_timeout_ms, DEFAULT_REQUEST_TIMEOUT_MS),
-        max_in_flight: nonzero_usize(
+        connect_timeout,
+        request_timeout,
+        max_in_flight: in_range(
             &at("max_in_flight"),
-            p.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            p.max_in_flight,
+            DEFAULT_MAX_IN_FLIGHT,
+            1,
+            MAX_IN_FLIGHT,
         )?,
         max_attempts: match p.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS) {
             v @ 1..=1000 => v,
@@ -328,125 +342,4 @@ fn check_domains_unique(providers: &[ProviderConfig]) -> Result<(), ConfigError>
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn raw(toml_text: &str) -> RawConfig {
-        toml::from_str(toml_text).expect("test TOML parses")
-    }
-
-    const MINIMAL: &str = r#"
-        [[providers]]
-        name = "tencent-main"
-        kind = "tencent-v3"
-        secret_id = "AKIDtest"
-        secret_key = "hunter2"
-        # extra
-          [[providers.domains]]
-          host = "www.example.com"
-          ignore_query = true
-    "#;
-
-    #[test]
-    fn defaults_are_tencent_v3s_published_limits() {
-        let c = Config::from_raw(raw(MINIMAL)).unwrap();
-        let p = &c.providers[0];
-        assert_eq!(p.urls_per_call, 1000);
-        assert_eq!(p.dirs_per_call, 20);
-        assert_eq!(p.urls_per_day, 10_000);
-        assert_eq!(p.dirs_per_day, 100);
-        assert_eq!(p.quota_utc_offset_secs, 8 * 3600);
-        assert_eq!(p.rate_limits.len(), 2);
-        assert_eq!(c.amqp.queue, "cdn.purge");
-        assert_eq!(c.amqp.prefetch, 1000);
-        assert_eq!(c.batching.max_linger, Duration::from_millis(500));
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let e = Config::from_raw(raw(&MINIMAL.replace("tencent-v3", "akamai"))).unwrap_err();
-        assert!(e.to_string().contains("providers[0].kind"), "{e}");
-        let e = Config::from_raw(raw(
-            &MINIMAL.replace("# extra", "rate_limits = [\"300/5x\"]")
-        ))
-        .unwrap_err();
-        assert!(e.to_string().contains("providers[0].rate_limits[0]"), "{e}");
-        let e = toml::from_str::<RawConfig>("[amqp]\nprefetc = 5").unwrap_err();
-        assert!(e.to_string().contains("prefetc"), "{e}");
-    }
-
-    #[test]
-    fn secrets_never_show_in_debug_or_errors() {
-        let c = Config::from_raw(raw(MINIMAL)).unwrap();
-        assert!(!format!("{c:?}").contains("hunter2"));
-        let e = Config::from_raw(raw(&MINIMAL.replace("# extra", "secret_key_env = \"X\"")))
-            .unwrap_err();
-        assert!(!e.to_string().contains("hunter2"), "{e}");
-    }
-
-    #[test]
-    fn rate_limit_and_offset_parsing() {
-        assert_eq!(
-            RateLimit::parse("300/5m").unwrap(),
-            RateLimit {
-                limit: 300,
-                window: Duration::from_secs(300)
-            }
-        );
-        assert_eq!(
-            RateLimit::parse("20/s").unwrap().window,
-            Duration::from_secs(1)
-        );
-        assert!(RateLimit::parse("0/s").is_err());
-        assert!(RateLimit::parse("10").is_err());
-        assert_eq!(parse_utc_offset("+08:00").unwrap(), 28_800);
-        assert_eq!(parse_utc_offset("-05:30").unwrap(), -19_800);
-        assert!(parse_utc_offset("8").is_err());
-    }
-
-    #[test]
-    fn every_unset_env_var_is_reported_at_once() {
-        let two = format!(
-            "[amqp]\nurl_env = \"PURGE_WORKER_TEST_UNSET_AMQP\"\n{}",
-            MINIMAL.replace(
-                "# extra",
-                "secret_key_env = \"PURGE_WORKER_TEST_UNSET_KEY\"",
-            )
-        )
-        .replace("secret_key = \"hunter2\"", "");
-        let e = Config::from_raw(raw(&two)).unwrap_err().to_string();
-        for part in [
-            "PURGE_WORKER_TEST_UNSET_AMQP",
-            "amqp.url_env",
-            "PURGE_WORKER_TEST_UNSET_KEY",
-            "providers[0].secret_key_env",
-        ] {
-            assert!(e.contains(part), "{part}: {e}");
-        }
-        let one = MINIMAL
-            .replace(
-                "# extra",
-                "secret_key_env = \"PURGE_WORKER_TEST_UNSET_KEY\"",
-            )
-            .replace("secret_key = \"hunter2\"", "");
-        let e = Config::from_raw(raw(&one)).unwrap_err().to_string();
-        assert!(
-            e.contains("config key `providers[0].secret_key_env`"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn builtin_config_is_valid() {
-        let c = Config::builtin(url::Url::parse("http://127.0.0.1:1/").unwrap(), "AKID", "k");
-        assert_eq!(c.providers[0].name, "emulator");
-    }
-
-    #[test]
-    fn duplicate_hosts_across_providers_are_rejected() {
-        let two = format!("{MINIMAL}{}", MINIMAL.replace("tencent-main", "other"));
-        let e = Config::from_raw(raw(&two)).unwrap_err();
-        assert!(e.to_string().contains("already routed"), "{e}");
-    }
-}
+mod tests;

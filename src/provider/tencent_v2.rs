@@ -25,7 +25,6 @@ use tracing::Instrument;
 use super::qcloud_v2::{self, SIGNATURE_METHOD, SignInput};
 use super::{
     Batch, Capabilities, Kind, Provider, ProviderError, PurgeFuture, Receipt, host_header,
-    transport_error,
 };
 use crate::config::{HttpMethod, KindOptions, ProviderConfig, Secret, SignatureMethod};
 
@@ -194,27 +193,10 @@ impl TencentV2 {
                 .body(body),
             None => self.client.get(prepared.url),
         };
-        // Errors drop the URL: for GET it carries every item and the SecretId.
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(e.without_url()))?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        // The request reached the API: a failure reading the answer leaves the outcome unknown.
-        let body = response.bytes().await.map_err(|e| {
-            let mut err = transport_error(e.without_url());
-            if let ProviderError::Transient { maybe_applied, .. } = &mut err {
-                *maybe_applied = true;
-            }
-            err
-        })?;
-        let result = interpret(status, &body, retry_after);
+        // Errors drop the URL (in `send`): for GET it carries every item and the SecretId.
+        let answer = super::send(request).await?;
+        let status = answer.status;
+        let result = interpret(status, &answer.body, answer.retry_after);
         match &result {
             Ok(receipt) => tracing::debug!(
                 action = prepared.action,

@@ -20,7 +20,6 @@ use tracing::Instrument;
 use super::tc3;
 use super::{
     Batch, Capabilities, Kind, Provider, ProviderError, PurgeFuture, Receipt, host_header,
-    transport_error,
 };
 use crate::config::{ProviderConfig, Secret};
 
@@ -151,27 +150,9 @@ impl TencentV3 {
         for (name, value) in prepared.headers {
             request = request.header(name, value);
         }
-        let response = request
-            .body(prepared.body)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        // The request reached the API: a failure reading the answer leaves the outcome unknown.
-        let body = response.bytes().await.map_err(|e| {
-            let mut err = transport_error(e);
-            if let ProviderError::Transient { maybe_applied, .. } = &mut err {
-                *maybe_applied = true;
-            }
-            err
-        })?;
-        let result = interpret(status, &body, retry_after);
+        let answer = super::send(request.body(prepared.body)).await?;
+        let status = answer.status;
+        let result = interpret(status, &answer.body, answer.retry_after);
         match &result {
             Ok(receipt) => tracing::debug!(
                 action = prepared.action,

@@ -34,7 +34,7 @@ use answer::{header_text, interpret};
 use super::wangsu_sign::{self, AKSK_AUTH_METHOD, AkSkInput};
 use super::{
     Batch, Capabilities, FlushType, Header, Kind, Provider, ProviderError, PurgeFuture, Receipt,
-    host_header, transport_error,
+    host_header,
 };
 use crate::config::{KindOptions, ProviderConfig, Secret, WangsuAuth};
 
@@ -303,21 +303,12 @@ impl Wangsu {
         for (name, value) in prepared.headers {
             request = request.header(name, value);
         }
-        let response = request
-            .body(prepared.body)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        // The request reached the API: a failure reading the answer leaves the outcome unknown.
-        let body = response.bytes().await.map_err(|e| {
-            let mut err = transport_error(e);
-            if let ProviderError::Transient { maybe_applied, .. } = &mut err {
-                *maybe_applied = true;
-            }
-            err
-        })?;
+        let super::Answer {
+            status,
+            headers,
+            body,
+            ..
+        } = super::send(request.body(prepared.body)).await?;
         let result = interpret(status, &headers, &body, &batch.items);
         let request_id = header_text(&headers, REQUEST_ID_HEADER).unwrap_or("");
         match &result {

@@ -298,7 +298,7 @@ impl Consumer {
     async fn publish_dead_letters(&self, records: &[DeadLetter], delivery: &Delivery) -> bool {
         let dlq = &self.config.amqp.dead_letter_queue;
         for dl in records {
-            let (body, props) = dl.to_message();
+            let (body, props) = dl.to_message_within(self.config.amqp.dead_letter_max_bytes);
             if let Err(e) = self.publisher.publish(dlq, &body, props).await {
                 warn!(error = %e, queue = %dlq, event_id = dl.event_id(), event_source = dl.event_source(),
                     "dead-letter publish failed; returning the event to the queue");

@@ -18,9 +18,7 @@ pub(super) fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     [RETRY_AFTER_HEADER, "retry-after"]
         .into_iter()
-        .find_map(|name| header_text(headers, name)?.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| Duration::from_secs(s.ceil() as u64))
+        .find_map(|name| crate::provider::parse_retry_after(header_text(headers, name)?))
 }
 
 /// The purge id: the last path segment of `Location` (absolute, or relative to the API).
