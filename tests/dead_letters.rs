@@ -27,15 +27,7 @@ const CAP: usize = 8192;
 async fn an_oversize_event_is_dead_lettered_clipped_and_the_next_one_whole() {
     let emu = emulator(Default::default()).await;
     let mut env = TestEnv::new("dlcap").await;
-    let mut config = env.config(
-        &[ProviderSpec {
-            name: "cdn".into(),
-            endpoint: emu.endpoint(),
-            extra: String::new(),
-            domains: vec![("www.example.com".into(), false)],
-        }],
-        "max_linger_ms = 50",
-    );
+    let mut config = env.config(&[example_provider(&emu)], "max_linger_ms = 50");
     config.amqp.dead_letter_max_bytes = CAP;
     // Not JSON, so it is dead-lettered as `invalid_json` with the whole body as its event; the
     // quotes double under JSON escaping.

@@ -378,3 +378,13 @@ impl Running {
 pub fn purged(emu: &Emulator) -> Vec<String> {
     emu.accepted().into_iter().flat_map(|c| c.items).collect()
 }
+
+/// The common test provider: `cdn`, the emulator's tencent-v3 API, serving `www.example.com`.
+pub fn example_provider(emu: &Emulator) -> ProviderSpec {
+    ProviderSpec {
+        name: "cdn".into(),
+        endpoint: emu.endpoint(),
+        extra: String::new(),
+        domains: vec![("www.example.com".into(), false)],
+    }
+}
