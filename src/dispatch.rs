@@ -140,6 +140,11 @@ impl Dispatcher {
             tokio::select! {
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => match joined {
                     Ok(outcome) => self.handle(outcome).await,
+                    // A panicked call takes the dispatcher down with it: carrying on would lose
+                    // the call's items from the in-flight accounting (lanes and ledger never
+                    // hear of them again); dying lets the supervisor exit the process and the
+                    // broker redeliver them.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                     Err(e) => warn!(provider = %self.p.config.name, error = %e, "dispatcher task failed"),
                 },
                 msg = input.recv(), if input_open => match msg {

@@ -340,6 +340,22 @@ impl Running {
         let worker = Worker::start(config, shutdown.clone())
             .await
             .expect("worker starts");
+        Running::ready(worker, shutdown).await
+    }
+
+    /// [`Running::start`] with the test's own provider clients (one per configured provider).
+    pub async fn start_with_providers(
+        config: Config,
+        providers: Vec<std::sync::Arc<dyn purge_worker::provider::Provider>>,
+    ) -> Running {
+        let shutdown = CancellationToken::new();
+        let worker = Worker::start_with_providers(config, providers, shutdown.clone())
+            .await
+            .expect("worker starts");
+        Running::ready(worker, shutdown).await
+    }
+
+    async fn ready(worker: Worker, shutdown: CancellationToken) -> Running {
         let url = format!("http://{}/readyz", worker.http_addr);
         wait_until("worker ready", TIMEOUT, || {
             let url = url.clone();
