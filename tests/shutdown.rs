@@ -11,12 +11,29 @@
 //!   naming the dispatcher within 10 s, `Worker::wait` returns an error naming it within the drain
 //!   bound (`drain_timeout` + 5 s) although no shutdown was requested, and the event is back in
 //!   the queue (unacked, so the broker redelivers it).
+//! - `sigterm_with_a_closed_log_pipe_drains_and_exits_0` — property: a signal is never lost to
+//!   logging. Fault: the real binary's stdout and stderr go into one pipe whose reader (`head -n 1`)
+//!   exits after the first line, as with `run 2>&1 | head` or a `tee` killed by the same Ctrl-C.
+//!   Pass: after SIGTERM the process exits 0 within the drain bound and the purge queue is empty.
+//! - `a_second_sigterm_stops_at_once` — property: a second signal is never ignored. Fault: the
+//!   same closed pipe, and a provider call that hangs (the emulator answers after 30 s), so the
+//!   drain would wait its full 20 s. Pass: a second SIGTERM, sent once the first has cancelled the
+//!   consumer, ends the process within 5 s with exit 1, and the unpurged event is back in the
+//!   queue.
 
 mod support;
 
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use purge_worker::emulator::{EmulatorConfig, Faults};
+use tokio::time::Instant;
 
 use purge_worker::emulator::Emulator;
 use purge_worker::provider::{Batch, Capabilities, Kind, Provider, PurgeFuture};
@@ -184,6 +201,216 @@ async fn a_dead_dispatcher_fails_readiness_and_ends_the_worker() {
         "no shutdown was requested"
     );
     wait_until("the event back in the queue", TIMEOUT, || async {
+        env.ready(&env.queue).await == 1
+    })
+    .await;
+    env.cleanup().await;
+    emu.shutdown().await;
+}
+
+/// A child process killed (and reaped) when the test ends, so a failing test leaves none behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The binary running `run --config FILE` with stdout and stderr in one pipe read by
+/// `head -n 1`; returns once `head` has exited, so every later log write meets a closed pipe.
+async fn run_into_closed_pipe(config: &Path) -> Reaped {
+    let mut head = Command::new("head")
+        .args(["-n", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn head");
+    let out: OwnedFd = head.stdin.take().expect("head's stdin").into();
+    let err = out.try_clone().expect("dup the pipe");
+    let worker = Command::new(env!("CARGO_BIN_EXE_purge-worker"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("spawn purge-worker");
+    let worker = Reaped(worker);
+    let mut head = Reaped(head);
+    let exited = exit_within(&mut head.0, TIMEOUT).await;
+    assert!(exited.is_some(), "head read its line and exited");
+    worker
+}
+
+/// Waits for `child` to exit, at most `bound`; `None` if it is still running then.
+async fn exit_within(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + bound;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn sigterm(child: &Child) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(sent.success());
+}
+
+/// A free local port for the child's HTTP endpoint (so the test can probe `/readyz`).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Writes the child's config (HTTP on `port`) into `dir`.
+fn child_config(
+    env: &mut TestEnv,
+    emu: &Emulator,
+    extra: &str,
+    batching: &str,
+    port: u16,
+    dir: &Path,
+) -> std::path::PathBuf {
+    let spec = ProviderSpec {
+        extra: extra.into(),
+        ..provider(emu)
+    };
+    let toml = env.config_toml(&[spec], batching).replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{port}\""),
+    );
+    let path = dir.join("purge-worker.toml");
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+async fn wait_ready(port: u16) {
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    wait_until("the child worker is ready", TIMEOUT, || {
+        let url = url.clone();
+        async move { matches!(reqwest::get(&url).await, Ok(r) if r.status().is_success()) }
+    })
+    .await;
+}
+
+/// Consumers on the purge queue.
+async fn consumers(env: &TestEnv) -> u32 {
+    let ch = env.conn.create_channel().await.expect("channel");
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let q = ch
+        .queue_declare(env.queue.as_str().into(), opts, FieldTable::default())
+        .await
+        .expect("passive declare");
+    let _ = ch.close(200, "ok".into()).await;
+    q.consumer_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_closed_log_pipe_drains_and_exits_0() {
+    let emu = emulator(Default::default()).await;
+    let mut env = TestEnv::new("closed-pipe").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = child_config(
+        &mut env,
+        &emu,
+        "",
+        "max_linger_ms = 50\ndrain_timeout_ms = 5000",
+        port,
+        dir.path(),
+    );
+    let mut guard = run_into_closed_pipe(&config).await;
+    let child = &mut guard.0;
+    wait_ready(port).await;
+    let url = "https://www.example.com/closed-pipe".to_string();
+    env.publish_json(&json!({ "urls": [url] })).await;
+    wait_until("the event purged", TIMEOUT, || async {
+        purged(&emu).contains(&url)
+    })
+    .await;
+
+    sigterm(child);
+    let started = Instant::now();
+    let bound = Duration::from_secs(5 + 5 + 2);
+    let status = exit_within(child, bound).await;
+    let took = started.elapsed();
+    let status = status.expect("the worker exits within the drain bound after SIGTERM");
+    println!("SIGTERM with a closed log pipe: {status} after {took:?}");
+    assert_eq!(status.code(), Some(0), "a drained SIGTERM exits 0");
+    assert_eq!(env.ready(&env.queue).await, 0, "everything was acked");
+    env.cleanup().await;
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_stops_at_once() {
+    let emu = emulator(EmulatorConfig {
+        faults: Faults {
+            latency: Duration::from_secs(30),
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut env = TestEnv::new("second-sigterm").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = child_config(
+        &mut env,
+        &emu,
+        "request_timeout_ms = 60000",
+        "max_linger_ms = 50\ndrain_timeout_ms = 20000",
+        port,
+        dir.path(),
+    );
+    let mut guard = run_into_closed_pipe(&config).await;
+    let child = &mut guard.0;
+    wait_ready(port).await;
+    env.publish_json(&json!({ "urls": ["https://www.example.com/hangs"] }))
+        .await;
+    wait_until("the call in flight", TIMEOUT, || async {
+        !emu.accepted().is_empty()
+    })
+    .await;
+
+    sigterm(child);
+    wait_until(
+        "the first SIGTERM cancelled the consumer",
+        TIMEOUT,
+        || async { consumers(&env).await == 0 },
+    )
+    .await;
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "still draining"
+    );
+    sigterm(child);
+    let started = Instant::now();
+    let status = exit_within(child, Duration::from_secs(5)).await;
+    let took = started.elapsed();
+    let status = status.expect("a second SIGTERM ends the process at once");
+    println!("second SIGTERM: {status} after {took:?}");
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a cut-short drain is not a clean exit"
+    );
+    wait_until("the unpurged event back in the queue", TIMEOUT, || async {
         env.ready(&env.queue).await == 1
     })
     .await;
