@@ -1,8 +1,8 @@
 //! `/metrics`, `/healthz` and `/readyz` (CONTRACT §5).
 //!
 //! `/healthz` is 200 while the process runs. `/readyz` is 200 only while RabbitMQ and Redis are
-//! connected and no provider has stopped calls after an authentication failure; the body says
-//! which check fails.
+//! connected, no provider has stopped calls after an authentication failure and no stage task has
+//! ended unexpectedly; the body says which check fails.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,7 +15,7 @@ use axum::routing::get;
 use prometheus::IntGaugeVec;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{Metrics, READY_AMQP, READY_PROVIDERS, READY_REDIS};
+use crate::metrics::{Metrics, READY_AMQP, READY_PROVIDERS, READY_REDIS, READY_STAGES};
 
 /// The readiness inputs, set by the tasks that know them, and mirrored into
 /// `purge_ready{dependency}` as they change so "not ready" can be alerted on from metrics alone.
@@ -34,6 +34,8 @@ struct ReadyState {
     amqp: bool,
     redis: bool,
     stopped_providers: usize,
+    /// Stages that ended unexpectedly (the process is on its way out: this never clears).
+    failed_stages: Vec<String>,
 }
 
 /// `purge_ready{dependency}` (a newtype only to give it a `Debug`).
@@ -67,6 +69,8 @@ impl Readiness {
             g.with_label_values(&[READY_REDIS]).set(i64::from(s.redis));
             g.with_label_values(&[READY_PROVIDERS])
                 .set(i64::from(s.stopped_providers == 0));
+            g.with_label_values(&[READY_STAGES])
+                .set(i64::from(s.failed_stages.is_empty()));
         }
     }
 
@@ -89,6 +93,10 @@ impl Readiness {
             }
         });
     }
+    /// A stage task ended unexpectedly: not ready for good (the worker drains and exits 1).
+    pub fn stage_failed(&self, stage: &str) {
+        self.update(|s| s.failed_stages.push(stage.to_string()));
+    }
     /// Every check that fails, empty when ready.
     pub fn problems(&self) -> Vec<String> {
         let s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -103,6 +111,12 @@ impl Readiness {
         if stopped > 0 {
             p.push(format!(
                 "{stopped} provider(s) stopped after an authentication failure"
+            ));
+        }
+        if !s.failed_stages.is_empty() {
+            p.push(format!(
+                "stage ended unexpectedly: {}",
+                s.failed_stages.join(", ")
             ));
         }
         p
@@ -209,6 +223,9 @@ mod tests {
         r.set_redis(false);
         r.set_amqp(false);
         assert_eq!((ready(&m, "amqp"), ready(&m, "redis")), (0, 0));
+        assert_eq!(ready(&m, "stages"), 1);
+        r.stage_failed("dispatcher cdn");
+        assert_eq!(ready(&m, "stages"), 0, "a dead stage turns purge_ready red");
         assert!(m.render().contains("purge_ready{dependency=\"amqp\"} 0"));
     }
 
@@ -218,5 +235,7 @@ mod tests {
         r.set_amqp(true);
         r.set_redis(true);
         assert!(r.problems().is_empty());
+        r.stage_failed("ledger");
+        assert_eq!(r.problems(), ["stage ended unexpectedly: ledger"]);
     }
 }

@@ -24,7 +24,7 @@
 //! - [`metrics`], [`http`]: Prometheus registry and `/metrics` `/healthz` `/readyz`.
 //! - [`queue_depth`]: `purge_queue_messages` from passive declares on the consumer's connection.
 //! - [`worker`]: wires the stages together: `run(config, shutdown)`.
-//! - [`commands`]: the CLI subcommands.
+//! - [`commands`]: the CLI subcommands; [`logging`]: log output that never panics or blocks.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
@@ -40,6 +40,7 @@ pub mod emulator;
 pub mod event;
 pub mod http;
 pub mod ledger;
+pub mod logging;
 pub mod metrics;
 pub mod provider;
 pub mod queue_depth;

@@ -1,14 +1,16 @@
 //! The `purge-worker` binary: parse arguments, set up logging and signals, run a command.
 //! Exit codes (CONTRACT §1): 0 ok, 2 usage or configuration error, 1 runtime failure.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use purge_worker::commands::{self, check, emulator, publish, quota, run};
 use purge_worker::config::ConfigError;
+use purge_worker::logging::LogSink;
 
 /// Turns a noisy, duplicated, bursty stream of "this content changed" events from RabbitMQ into
 /// the fewest, fullest CDN purge calls (Tencent Cloud API 3.0), within every rate limit and daily
@@ -44,7 +46,12 @@ enum Command {
     Check(check::CheckArgs),
 }
 
-fn init_logging(format: Option<LogFormat>) {
+/// Longest wait for the last log lines at exit (stdout may be stalled).
+const LOG_FLUSH: Duration = Duration::from_secs(1);
+/// Longest wait at exit for blocking tasks (e.g. a DNS lookup) after the command has returned.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+
+fn init_logging(format: Option<LogFormat>, sink: LogSink) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let json = match format {
@@ -52,7 +59,12 @@ fn init_logging(format: Option<LogFormat>) {
         Some(LogFormat::Text) => false,
         None => !std::io::stdout().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // The sink never reports an error; tracing's own fallback (a line on stderr) is off anyway,
+    // since stderr is often the same closed pipe.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(sink)
+        .log_internal_errors(false);
     if json {
         builder
             .json()
@@ -64,43 +76,83 @@ fn init_logging(format: Option<LogFormat>) {
     }
 }
 
-/// Cancels `token` on the first SIGINT or SIGTERM.
-fn cancel_on_signals(token: CancellationToken) {
+/// Writes a line to stderr; a closed stderr is not worth a panic.
+fn report(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Cancels `token` on the first SIGINT or SIGTERM; exits the process with code 1 on the second,
+/// without waiting for the drain (unacked deliveries are redelivered by the broker).
+///
+/// The token is cancelled before anything is logged, so nothing about logging (a closed or
+/// stalled pipe) can stand between a signal and the shutdown.
+fn cancel_on_signals(token: CancellationToken, logs: LogSink) {
     tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
+        let mut signals = Signals::new();
+        signals.next().await;
+        token.cancel();
+        tracing::info!("shutdown requested: draining (a second SIGINT/SIGTERM stops at once)");
+        signals.next().await;
+        tracing::warn!("second shutdown signal: exiting without finishing the drain");
+        logs.flush(LOG_FLUSH);
+        std::process::exit(1);
+    });
+}
+
+/// SIGINT and SIGTERM as one stream.
+struct Signals {
+    #[cfg(unix)]
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Signals {
         #[cfg(unix)]
         {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => {
-                        let _ = ctrl_c.await;
-                        token.cancel();
-                        return;
-                    }
-                };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
+            use tokio::signal::unix::{SignalKind, signal};
+            // Without the handlers (never seen in practice) `ctrl_c` is still tried per call.
+            let streams = signal(SignalKind::interrupt())
+                .and_then(|int| Ok((int, signal(SignalKind::terminate())?)))
+                .ok();
+            Signals { streams }
         }
         #[cfg(not(unix))]
-        let _ = ctrl_c.await;
-        tracing::info!("shutdown requested: draining");
-        token.cancel();
-    });
+        Signals {}
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((int, term)) = &mut self.streams {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No way to hear a signal: wait forever rather than shut down for no reason.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let logs = match LogSink::stdout() {
+        Ok(sink) => sink,
+        Err(e) => {
+            report(format_args!("error: cannot start the log writer: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    init_logging(cli.log_format, logs.clone());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            report(format_args!("error: cannot start the async runtime: {e}"));
             return ExitCode::from(1);
         }
     };
@@ -108,11 +160,11 @@ fn main() -> ExitCode {
         let shutdown = CancellationToken::new();
         match cli.command {
             Command::Run(a) => {
-                cancel_on_signals(shutdown.clone());
+                cancel_on_signals(shutdown.clone(), logs.clone());
                 run::run(a, shutdown).await
             }
             Command::Emulator(a) => {
-                cancel_on_signals(shutdown.clone());
+                cancel_on_signals(shutdown.clone(), logs.clone());
                 emulator::run(a, shutdown).await
             }
             Command::Publish(a) => publish::run(a).await,
@@ -120,13 +172,18 @@ fn main() -> ExitCode {
             Command::Check(a) => check::run(a),
         }
     });
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    logs.flush(LOG_FLUSH);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let config_error = e
                 .chain()
                 .any(|c| c.is::<ConfigError>() || c.is::<commands::UsageError>());
-            eprintln!("error: {}", purge_worker::provider::error_chain(e.as_ref()));
+            report(format_args!(
+                "error: {}",
+                purge_worker::provider::error_chain(e.as_ref())
+            ));
             ExitCode::from(if config_error { 2 } else { 1 })
         }
     }

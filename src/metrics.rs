@@ -86,8 +86,9 @@ pub struct Metrics {
     /// against (`urls_per_call` and friends, or less after the provider said a batch was too
     /// large). Set by the dispatcher.
     pub batch_limit: IntGaugeVec,
-    /// `purge_ready{dependency}` (dependency = amqp | redis | providers): 1 while that `/readyz`
-    /// check passes (`providers`: no provider stopped after an auth failure). Set by
+    /// `purge_ready{dependency}` (dependency = amqp | redis | providers | stages): 1 while that
+    /// `/readyz` check passes (`providers`: no provider stopped after an auth failure; `stages`:
+    /// every stage task still running). Set by
     /// `http::Readiness` whenever an input changes, so "not ready" can be alerted on from metrics.
     pub ready: IntGaugeVec,
 }
@@ -102,6 +103,8 @@ pub const READY_AMQP: &str = "amqp";
 pub const READY_REDIS: &str = "redis";
 /// `purge_ready` label: no provider has stopped calls after an authentication failure.
 pub const READY_PROVIDERS: &str = "providers";
+/// `purge_ready` label: no stage task (dispatcher, ledger, consumer) has ended unexpectedly.
+pub const READY_STAGES: &str = "stages";
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -337,11 +340,14 @@ impl Metrics {
         for outcome in ["accepted", "rejected"] {
             m.events.with_label_values(&[outcome]);
         }
-        // Not ready until the checks say so (`http::Readiness` sets them); `providers` starts ok.
+        // Not ready until the checks say so (`http::Readiness` sets them); `providers` and
+        // `stages` start ok.
         for dependency in [READY_AMQP, READY_REDIS] {
             m.ready.with_label_values(&[dependency]).set(0);
         }
-        m.ready.with_label_values(&[READY_PROVIDERS]).set(1);
+        for dependency in [READY_PROVIDERS, READY_STAGES] {
+            m.ready.with_label_values(&[dependency]).set(1);
+        }
         m
     }
 

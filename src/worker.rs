@@ -1,12 +1,15 @@
 //! Wires the stages together and owns the lifecycle: `Worker::start(config, shutdown)`.
 //!
-//! Shutdown is one `CancellationToken`. On cancel, in order: the consumer cancels its
-//! subscription and drops its senders; each dispatcher drains (flushes what it can within
-//! `drain_timeout`); the ledger acks what completed; then the connection closes, which makes the
-//! broker requeue whatever is still unacked. Nothing is acked that was not purged, parked or
-//! dead-lettered.
+//! Shutdown is the caller's `CancellationToken`; the stage tasks stop on a child of it that a
+//! stage failure cancels too (see `supervisor`, which tracks them in a `TaskTracker`). On cancel,
+//! in order: the consumer cancels its subscription and drops its senders; each dispatcher drains
+//! (flushes what it can within `drain_timeout`); the ledger acks what completed; then the
+//! consuming channel and the connection close, which makes the broker requeue whatever is still
+//! unacked. Nothing is acked that was not purged, parked or dead-lettered. The whole drain is
+//! bounded by `drain_timeout` plus a short grace for the last acks and closes.
 
 mod consumer;
+mod supervisor;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,7 +19,7 @@ use anyhow::Context;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::amqp::Publisher;
 use crate::config::{Config, ProviderConfig, ProviderKind};
@@ -31,11 +34,16 @@ use crate::queue_depth::{self, ConnectionSlot};
 use crate::quota::QuotaStore;
 use crate::routing::Router;
 
+use supervisor::Supervisor;
+
 /// Messages buffered between the consumer and each dispatcher (each message is one delivery's
 /// items for that provider); prefetch is the real bound on memory.
 const DISPATCH_CHANNEL: usize = 1024;
 /// Ledger messages buffered.
 const LEDGER_CHANNEL: usize = 4096;
+/// Time the drain may take beyond `drain_timeout` (the dispatchers' own bound) for the ledger's
+/// last acks and the closes; past both, the worker stops waiting.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How often Redis is pinged for `/readyz`.
 const REDIS_PING_EVERY: Duration = Duration::from_secs(2);
 
@@ -62,6 +70,27 @@ impl Worker {
     /// Starts every stage and returns once the HTTP endpoint is bound; RabbitMQ and Redis are
     /// connected in the background (and reconnected whenever they go away).
     pub async fn start(config: Config, shutdown: CancellationToken) -> anyhow::Result<Worker> {
+        let providers = config
+            .providers
+            .iter()
+            .map(build_provider)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Worker::start_with_providers(config, providers, shutdown).await
+    }
+
+    /// [`Worker::start`] with the provider clients given, one per `config.providers` entry in the
+    /// same order: tests inject clients that fail in ways no real API can be made to.
+    pub async fn start_with_providers(
+        config: Config,
+        providers: Vec<Arc<dyn Provider>>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Worker> {
+        anyhow::ensure!(
+            providers.len() == config.providers.len(),
+            "{} provider clients given for {} configured providers",
+            providers.len(),
+            config.providers.len()
+        );
         let metrics = Metrics::new();
         let readiness = Arc::new(Readiness::new(&metrics));
         let quota = QuotaStore::connect(config.redis.url.expose(), &config.redis.key_prefix)
@@ -90,37 +119,37 @@ impl Worker {
             })
         };
 
+        // Every stage task is watched: one that dies turns /readyz red and stops the others.
+        let stages = Supervisor::new(&shutdown, readiness.clone());
+        let stop = stages.stop();
         let (ledger, ledger_task) = crate::ledger::spawn(metrics.clone(), LEDGER_CHANNEL);
         let sessions = crate::ledger::Sessions::default();
+        stages.watch("ledger".into(), ledger_task);
         let publisher = Publisher::new(metrics.clone());
         let mut senders = Vec::with_capacity(config.providers.len());
-        let mut dispatchers = Vec::with_capacity(config.providers.len());
-        for p in &config.providers {
-            let provider = build_provider(p)?;
+        for (p, provider) in config.providers.iter().zip(providers) {
             let (tx, rx) = mpsc::channel::<Vec<Incoming>>(DISPATCH_CHANNEL);
             senders.push(tx);
-            dispatchers.push(dispatch::spawn(
-                DispatcherParts {
-                    config: p.clone(),
-                    provider,
-                    quota: quota.clone(),
-                    ledger: ledger.clone(),
-                    publisher: publisher.clone(),
-                    metrics: metrics.clone(),
-                    readiness: readiness.clone(),
-                    sessions: sessions.clone(),
-                    linger: config.batching.max_linger,
-                    drain_timeout: config.batching.drain_timeout,
-                    parking_queue: config.amqp.parking_queue(&p.name),
-                    dead_letter_queue: config.amqp.dead_letter_queue.clone(),
-                },
-                rx,
-            ));
+            let parts = DispatcherParts {
+                config: p.clone(),
+                provider,
+                quota: quota.clone(),
+                ledger: ledger.clone(),
+                publisher: publisher.clone(),
+                metrics: metrics.clone(),
+                readiness: readiness.clone(),
+                sessions: sessions.clone(),
+                linger: config.batching.max_linger,
+                drain_timeout: config.batching.drain_timeout,
+                parking_queue: config.amqp.parking_queue(&p.name),
+                dead_letter_queue: config.amqp.dead_letter_queue.clone(),
+            };
+            stages.watch(format!("dispatcher {}", p.name), dispatch::spawn(parts, rx));
         }
         // Reads queue depths through the consumer's connection, whichever one is current.
         let depth_slot = ConnectionSlot::default();
-        let depth =
-            queue_depth::spawn(&config.amqp, &depth_slot, metrics.clone(), shutdown.clone());
+        let depth = queue_depth::spawn(&config.amqp, &depth_slot, metrics.clone(), stop.clone());
+        stages.watch("queue depth poller".into(), depth);
         let ctx = consumer::Consumer {
             router: Router::new(&config.providers),
             provider_names: config.providers.iter().map(|p| p.name.clone()).collect(),
@@ -135,25 +164,24 @@ impl Worker {
             epoch: 0,
             next_seq: 0,
         };
+        let consumer = stages.watch(
+            "consumer".into(),
+            tokio::spawn(consumer::supervise(ctx, stop.clone())),
+        );
+        let bound = config.batching.drain_timeout + CLOSE_GRACE;
         let task = tokio::spawn(async move {
-            // Runs until shutdown; returns the live connection so acks can still be sent.
-            let conn = consumer::supervise(ctx, shutdown).await;
-            let _ = depth.await;
-            for d in dispatchers {
-                let _ = d.await;
-            }
-            let _ = ledger_task.await;
-            publisher.close().await;
-            if let Some(conn) = conn
-                && let Err(e) = conn.close(200, "purge-worker shutting down".into()).await
-            {
-                // Harmless at this point (e.g. a channel already closing): the broker requeues
-                // whatever is unacked when the connection goes away.
-                tracing::debug!(error = %e, "closing the RabbitMQ connection reported an error");
+            tokio::select! {
+                () = drain(&stages, consumer, publisher) => {}
+                () = async { stop.cancelled().await; tokio::time::sleep(bound).await } => {
+                    // Dropping the drain drops the connection: the broker requeues what is unacked.
+                    warn!(bound_ms = bound.as_millis() as u64,
+                        "the drain did not finish in time; unacked deliveries will be redelivered");
+                }
             }
             http_shutdown.cancel();
             let _ = pinger.await;
             let _ = http_task.await;
+            stages.result()?;
             info!("purge-worker stopped");
             Ok(())
         });
@@ -167,6 +195,30 @@ impl Worker {
     /// Waits until the worker has shut down.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await.context("worker task panicked")?
+    }
+}
+
+/// The shutdown order, once the stop token is cancelled (requested, or a stage failed): the
+/// consumer cancels its subscription and drops its senders (no new items); each dispatcher
+/// flushes within `drain_timeout` and ends; the ledger, whose last senders they held, sends every
+/// ack and ends; only then are the consuming channel, the publisher and the connection closed.
+async fn drain(
+    stages: &Supervisor,
+    consumer: JoinHandle<Option<Option<consumer::OpenSession>>>,
+    publisher: Publisher,
+) {
+    let open = consumer.await.ok().flatten().flatten();
+    stages.wait().await;
+    publisher.close().await;
+    let Some((conn, channel)) = open else { return };
+    // Closing the channel after its acks: the broker handles a channel's frames in order.
+    if let Err(e) = channel.close(200, "purge-worker drained".into()).await {
+        tracing::debug!(error = %e, "closing the consuming channel reported an error");
+    }
+    if let Err(e) = conn.close(200, "purge-worker shutting down".into()).await {
+        // Harmless at this point (e.g. a channel already closing): the broker requeues
+        // whatever is unacked when the connection goes away.
+        tracing::debug!(error = %e, "closing the RabbitMQ connection reported an error");
     }
 }
 

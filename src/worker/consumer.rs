@@ -10,7 +10,7 @@ use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Connection, Event};
+use lapin::{Channel, Connection, Event};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -59,13 +59,16 @@ pub(super) struct Consumer {
     pub next_seq: u64,
 }
 
+/// The connection and consuming channel of the last session, left open after the consumer was
+/// cancelled. The channel must outlive the ledger's last ack: acks travel on the channel that
+/// received the delivery, and dropping the last handle of a lapin channel closes it, which
+/// makes the broker requeue (and the next run purge again) everything acked after that.
+pub(super) type OpenSession = (Arc<Connection>, Channel);
+
 /// Keeps a consuming session alive until `shutdown`, rebuilding connection, topology and consumer
-/// whenever lapin's own recovery gives up. Returns the last connection (still open) so the ledger
+/// whenever lapin's own recovery gives up. Returns the last session (still open) so the ledger
 /// can finish acking before it is closed.
-pub(super) async fn supervise(
-    mut c: Consumer,
-    shutdown: CancellationToken,
-) -> Option<Arc<Connection>> {
+pub(super) async fn supervise(mut c: Consumer, shutdown: CancellationToken) -> Option<OpenSession> {
     let mut pause = MIN_RECONNECT_PAUSE;
     loop {
         let started = Instant::now();
@@ -75,7 +78,7 @@ pub(super) async fn supervise(
             pause = MIN_RECONNECT_PAUSE;
         }
         match result {
-            Ok(conn) => return Some(conn),
+            Ok(open) => return Some(open),
             Err(e) => {
                 // Deliveries of this session can no longer be acked: let every stage drop them.
                 c.sessions.advance();
@@ -105,10 +108,7 @@ pub(super) async fn supervise(
 }
 
 /// One connection's life: topology, consumer, deliveries until shutdown (Ok) or failure (Err).
-async fn session(
-    c: &mut Consumer,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<Arc<Connection>> {
+async fn session(c: &mut Consumer, shutdown: &CancellationToken) -> anyhow::Result<OpenSession> {
     let a = c.config.amqp.clone();
     // Shared with the queue-depth poller, which reads through it.
     let conn = Arc::new(tokio::select! {
@@ -185,7 +185,7 @@ async fn session(
     };
     watch.abort();
     match result {
-        Ok(()) => Ok(conn),
+        Ok(()) => Ok((conn, ch)),
         Err(e) => {
             // The connection may still be half alive (a channel-level failure): close it so a
             // rebuild never leaves an old one behind.

@@ -121,6 +121,13 @@ impl TestEnv {
 
     /// The worker's config as TOML, validated through the real loader.
     pub fn config(&mut self, providers: &[ProviderSpec], batching: &str) -> Config {
+        let t = self.config_toml(providers, batching);
+        let raw: RawConfig = toml::from_str(&t).unwrap_or_else(|e| panic!("test config: {e}\n{t}"));
+        Config::from_raw(raw).expect("test config is valid")
+    }
+
+    /// The text of [`TestEnv::config`], for a worker run as a child process (`--config FILE`).
+    pub fn config_toml(&mut self, providers: &[ProviderSpec], batching: &str) -> String {
         let mut t = format!(
             "[amqp]\nurl = \"{AMQP_URL}\"\nqueue = \"{}\"\ndead_letter_queue = \"{}\"\nprefetch = 1000\n\
              [redis]\nurl = \"{REDIS_URL}\"\nkey_prefix = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[batching]\n{batching}\n",
@@ -144,8 +151,7 @@ impl TestEnv {
                 ));
             }
         }
-        let raw: RawConfig = toml::from_str(&t).unwrap_or_else(|e| panic!("test config: {e}\n{t}"));
-        Config::from_raw(raw).expect("test config is valid")
+        t
     }
 
     /// Publishes a JSON event (confirmed).
@@ -340,6 +346,22 @@ impl Running {
         let worker = Worker::start(config, shutdown.clone())
             .await
             .expect("worker starts");
+        Running::ready(worker, shutdown).await
+    }
+
+    /// [`Running::start`] with the test's own provider clients (one per configured provider).
+    pub async fn start_with_providers(
+        config: Config,
+        providers: Vec<std::sync::Arc<dyn purge_worker::provider::Provider>>,
+    ) -> Running {
+        let shutdown = CancellationToken::new();
+        let worker = Worker::start_with_providers(config, providers, shutdown.clone())
+            .await
+            .expect("worker starts");
+        Running::ready(worker, shutdown).await
+    }
+
+    async fn ready(worker: Worker, shutdown: CancellationToken) -> Running {
         let url = format!("http://{}/readyz", worker.http_addr);
         wait_until("worker ready", TIMEOUT, || {
             let url = url.clone();
