@@ -192,7 +192,8 @@ impl Worker {
         })
     }
 
-    /// Waits until the worker has shut down.
+    /// Waits until the worker has shut down: `Err` when a stage ended unexpectedly (the worker
+    /// then stops by itself, without the shutdown token; the process should exit 1).
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await.context("worker task panicked")?
     }

@@ -35,8 +35,10 @@ use lapin::types::FieldTable;
 use purge_worker::emulator::{EmulatorConfig, Faults};
 use tokio::time::Instant;
 
+use purge_worker::config::Config;
 use purge_worker::emulator::Emulator;
 use purge_worker::provider::{Batch, Capabilities, Kind, Provider, PurgeFuture};
+use purge_worker::worker::build_provider;
 use serde_json::json;
 use support::*;
 
@@ -123,24 +125,30 @@ async fn graceful_drain_acks_everything_it_purged() {
     emu.shutdown().await;
 }
 
-/// A provider client whose every call panics (`Panicking(true)`) or never ends (`false`).
+/// A provider client whose every call panics (`panics`) or never ends; it describes itself as
+/// the configured provider does.
 #[derive(Debug)]
-struct Panicking(bool);
+struct Broken {
+    real: Arc<dyn Provider>,
+    panics: bool,
+}
 
-impl Provider for Panicking {
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            url_flush_type: false,
-            wildcards: false,
-            regex: false,
-            headers: false,
-        }
+impl Broken {
+    fn client(config: &Config, provider: usize, panics: bool) -> Arc<dyn Provider> {
+        let real = build_provider(&config.providers[provider]).expect("provider client");
+        Arc::new(Broken { real, panics })
     }
-    fn action(&self, _kind: Kind) -> &'static str {
-        "PurgeUrlsCache"
+}
+
+impl Provider for Broken {
+    fn capabilities(&self) -> Capabilities {
+        self.real.capabilities()
+    }
+    fn action(&self, kind: Kind) -> &'static str {
+        self.real.action(kind)
     }
     fn purge<'a>(&'a self, _batch: &'a Batch) -> PurgeFuture<'a> {
-        let panics = self.0;
+        let panics = self.panics;
         Box::pin(async move {
             assert!(!panics, "injected provider panic");
             std::future::pending().await
@@ -163,8 +171,10 @@ async fn a_dead_dispatcher_fails_readiness_and_ends_the_worker() {
         &[provider(&emu), hanging],
         "max_linger_ms = 50\ndrain_timeout_ms = 2000",
     );
-    let clients: Vec<Arc<dyn Provider>> =
-        vec![Arc::new(Panicking(true)), Arc::new(Panicking(false))];
+    let clients = vec![
+        Broken::client(&config, 0, true),
+        Broken::client(&config, 1, false),
+    ];
     let running = Running::start_with_providers(config, clients).await;
     env.publish_json(
         &json!({ "urls": ["https://www.example.com/dies", "https://slow.example.com/hangs"] }),
@@ -274,35 +284,60 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-/// Writes the child's config (HTTP on `port`) into `dir`.
-fn child_config(
-    env: &mut TestEnv,
-    emu: &Emulator,
-    extra: &str,
-    batching: &str,
-    port: u16,
-    dir: &Path,
-) -> std::path::PathBuf {
-    let spec = ProviderSpec {
-        extra: extra.into(),
-        ..provider(emu)
-    };
-    let toml = env.config_toml(&[spec], batching).replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
-    let path = dir.join("purge-worker.toml");
-    std::fs::write(&path, toml).expect("write config");
-    path
+/// A `purge-worker run` child whose logs go into a closed pipe, ready, with its test env.
+struct ChildRun {
+    emu: Emulator,
+    env: TestEnv,
+    child: Reaped,
+    _dir: tempfile::TempDir,
 }
 
-async fn wait_ready(port: u16) {
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    wait_until("the child worker is ready", TIMEOUT, || {
-        let url = url.clone();
-        async move { matches!(reqwest::get(&url).await, Ok(r) if r.status().is_success()) }
-    })
-    .await;
+impl ChildRun {
+    /// Starts the child (HTTP on a free port, so `/readyz` can be probed) and waits until ready.
+    async fn start(name: &str, emu: EmulatorConfig, extra: &str, batching: &str) -> ChildRun {
+        let emu = emulator(emu).await;
+        let mut env = TestEnv::new(name).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let spec = ProviderSpec {
+            extra: extra.into(),
+            ..provider(&emu)
+        };
+        let toml = env.config_toml(&[spec], batching).replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+        let path = dir.path().join("purge-worker.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let child = run_into_closed_pipe(&path).await;
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        wait_until("the child worker is ready", TIMEOUT, || {
+            let url = url.clone();
+            async move { matches!(reqwest::get(&url).await, Ok(r) if r.status().is_success()) }
+        })
+        .await;
+        ChildRun {
+            emu,
+            env,
+            child,
+            _dir: dir,
+        }
+    }
+
+    /// Sends SIGTERM and waits, at most `bound`, for the exit: its status and how long it took.
+    async fn terminate(&mut self, bound: Duration) -> (ExitStatus, Duration) {
+        sigterm(&self.child.0);
+        let started = Instant::now();
+        let status = exit_within(&mut self.child.0, bound).await;
+        let status =
+            status.unwrap_or_else(|| panic!("the worker still runs {bound:?} after SIGTERM"));
+        (status, started.elapsed())
+    }
+
+    async fn cleanup(self) {
+        self.env.cleanup().await;
+        self.emu.shutdown().await;
+    }
 }
 
 /// Consumers on the purge queue.
@@ -322,88 +357,62 @@ async fn consumers(env: &TestEnv) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_closed_log_pipe_drains_and_exits_0() {
-    let emu = emulator(Default::default()).await;
-    let mut env = TestEnv::new("closed-pipe").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let config = child_config(
-        &mut env,
-        &emu,
-        "",
-        "max_linger_ms = 50\ndrain_timeout_ms = 5000",
-        port,
-        dir.path(),
-    );
-    let mut guard = run_into_closed_pipe(&config).await;
-    let child = &mut guard.0;
-    wait_ready(port).await;
+    let batching = "max_linger_ms = 50\ndrain_timeout_ms = 5000";
+    let mut run = ChildRun::start("closed-pipe", Default::default(), "", batching).await;
     let url = "https://www.example.com/closed-pipe".to_string();
-    env.publish_json(&json!({ "urls": [url] })).await;
+    run.env.publish_json(&json!({ "urls": [url] })).await;
     wait_until("the event purged", TIMEOUT, || async {
-        purged(&emu).contains(&url)
+        purged(&run.emu).contains(&url)
     })
     .await;
 
-    sigterm(child);
-    let started = Instant::now();
-    let bound = Duration::from_secs(5 + 5 + 2);
-    let status = exit_within(child, bound).await;
-    let took = started.elapsed();
-    let status = status.expect("the worker exits within the drain bound after SIGTERM");
+    // The drain bound: drain_timeout, the 5 s grace, and 2 s for the process itself.
+    let (status, took) = run.terminate(Duration::from_secs(5 + 5 + 2)).await;
     println!("SIGTERM with a closed log pipe: {status} after {took:?}");
     assert_eq!(status.code(), Some(0), "a drained SIGTERM exits 0");
-    assert_eq!(env.ready(&env.queue).await, 0, "everything was acked");
-    env.cleanup().await;
-    emu.shutdown().await;
+    assert_eq!(
+        run.env.ready(&run.env.queue).await,
+        0,
+        "everything was acked"
+    );
+    run.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_stops_at_once() {
-    let emu = emulator(EmulatorConfig {
+    let slow = EmulatorConfig {
         faults: Faults {
             latency: Duration::from_secs(30),
             ..Default::default()
         },
         ..Default::default()
-    })
-    .await;
-    let mut env = TestEnv::new("second-sigterm").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
-    let config = child_config(
-        &mut env,
-        &emu,
+    };
+    let batching = "max_linger_ms = 50\ndrain_timeout_ms = 20000";
+    let mut run = ChildRun::start(
+        "second-sigterm",
+        slow,
         "request_timeout_ms = 60000",
-        "max_linger_ms = 50\ndrain_timeout_ms = 20000",
-        port,
-        dir.path(),
-    );
-    let mut guard = run_into_closed_pipe(&config).await;
-    let child = &mut guard.0;
-    wait_ready(port).await;
-    env.publish_json(&json!({ "urls": ["https://www.example.com/hangs"] }))
+        batching,
+    )
+    .await;
+    run.env
+        .publish_json(&json!({ "urls": ["https://www.example.com/hangs"] }))
         .await;
     wait_until("the call in flight", TIMEOUT, || async {
-        !emu.accepted().is_empty()
+        !run.emu.accepted().is_empty()
     })
     .await;
 
-    sigterm(child);
+    sigterm(&run.child.0);
     wait_until(
         "the first SIGTERM cancelled the consumer",
         TIMEOUT,
-        || async { consumers(&env).await == 0 },
+        || async { consumers(&run.env).await == 0 },
     )
     .await;
-    assert!(
-        child.try_wait().expect("try_wait").is_none(),
-        "still draining"
-    );
-    sigterm(child);
-    let started = Instant::now();
-    let status = exit_within(child, Duration::from_secs(5)).await;
-    let took = started.elapsed();
-    let status = status.expect("a second SIGTERM ends the process at once");
+    let running = run.child.0.try_wait().expect("try_wait").is_none();
+    assert!(running, "still draining the hanging call");
+    let (status, took) = run.terminate(Duration::from_secs(5)).await;
     println!("second SIGTERM: {status} after {took:?}");
     assert_eq!(
         status.code(),
@@ -411,9 +420,8 @@ async fn a_second_sigterm_stops_at_once() {
         "a cut-short drain is not a clean exit"
     );
     wait_until("the unpurged event back in the queue", TIMEOUT, || async {
-        env.ready(&env.queue).await == 1
+        run.env.ready(&run.env.queue).await == 1
     })
     .await;
-    env.cleanup().await;
-    emu.shutdown().await;
+    run.cleanup().await;
 }
