@@ -478,8 +478,8 @@ pub fn read_raw(path: &Path) -> Result<RawConfig, ConfigError> {
 }
 
 mod amqp;
-mod env;
 mod bounds;
+mod env;
 mod kinds;
 mod load;
 mod rate_limit;

@@ -128,3 +128,43 @@ async fn cms_burst_is_deduplicated_into_the_fewest_calls() {
     env.cleanup().await;
     emu.shutdown().await;
 }
+
+/// The README's demo shows what it says: on the zero-config host (query strings kept), the same
+/// page spelled two ways is one purge and the `?utm_source=x` copy is a key of its own, all in one
+/// call. A Tencent provider exports no `kind="regex"` series: it cannot take regex purges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_demo_makes_one_call_with_two_keys() {
+    let emu = emulator(Default::default()).await;
+    let mut env = TestEnv::new("demo").await;
+    let config = env.config(
+        &[ProviderSpec {
+            name: "cdn".into(),
+            endpoint: emu.endpoint(),
+            extra: String::new(),
+            domains: vec![("www.example.com".into(), false)],
+        }],
+        "max_linger_ms = 300",
+    );
+    env.publish_json(&json!({"urls": [
+        "https://www.example.com/news/1.html",
+        "https://WWW.example.com:443/news/1.html#top",
+        "https://www.example.com/news/1.html?utm_source=x",
+    ]}))
+    .await;
+    let w = Running::start(config).await;
+    wait_until("the message acked", TIMEOUT, || async { w.acked() == 1 }).await;
+    let calls = emu.accepted();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0].items.iter().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            "https://www.example.com/news/1.html".to_string(),
+            "https://www.example.com/news/1.html?utm_source=x".to_string(),
+        ])
+    );
+    let m = w.metrics().await;
+    assert!(!m.contains("kind=\"regex\""), "{m}");
+    assert!(m.contains("kind=\"dir\""));
+    w.stop().await;
+    env.cleanup().await;
+}

@@ -91,7 +91,9 @@ mod tests {
         let m = message(&format!("[amqp]\nprefetch = \"{SECRET}, expected x\"\n"));
         assert!(!m.contains("s3cr3t"), "{m}");
         assert!(
-            m.ends_with("line 2, column 12: invalid type: string, expected u32"),
+            m.ends_with(
+                "line 2, column 12: invalid type: string, expected a whole number from 1 to 65535"
+            ),
             "{m}"
         );
         let m = message("[[providers]]\nsecret_key = 123456789\n");
