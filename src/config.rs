@@ -485,7 +485,7 @@ mod load;
 mod rate_limit;
 mod validate;
 pub use bounds::{
-    MAX_DURATION_MS, MAX_EVENT_BYTES, MAX_IN_FLIGHT, MAX_PER_CALL, MAX_PER_DAY,
+    MAX_ATTEMPTS, MAX_DURATION_MS, MAX_EVENT_BYTES, MAX_IN_FLIGHT, MAX_PER_CALL, MAX_PER_DAY,
     MAX_RATE_WINDOW_SECS,
 };
 pub use kinds::{HttpMethod, KindOptions, SignatureMethod, WangsuAuth};

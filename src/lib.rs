@@ -29,6 +29,15 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 
+/// `println!` for command output that never panics: a closed stdout (`purge-worker check | head
+/// -n 3`) drops the rest of the output instead of killing the command.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod amqp;
 pub mod cache_key;
 pub mod coalesce;

@@ -341,6 +341,26 @@ fn check_without_a_config_says_the_emulator_port_is_chosen_at_start() {
     assert!(out.contains("purge-worker-demo-"), "{out}");
 }
 
+/// Output into a closed pipe (`purge-worker check | head -n 1` once head has exited) is dropped,
+/// never a panic: the command still exits 0.
+#[test]
+fn check_into_a_closed_pipe_exits_0() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let o = Command::new(env!("CARGO_BIN_EXE_purge-worker"))
+        .arg("check")
+        .current_dir(dir.path())
+        .env_remove("PURGE_WORKER_CONFIG")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run purge-worker");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_reset_deletes_one_providers_counters() {
     use purge_worker::config::QuotaWindow;

@@ -18,25 +18,27 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     let (source, cfg) = super::load_or_builtin(args.config.as_ref())?;
     let builtin = source == ConfigSource::BuiltIn;
     match &source {
-        ConfigSource::File(p) => println!("{}: OK", p.display()),
-        ConfigSource::BuiltIn => println!(
+        ConfigSource::File(p) => out!("{}: OK", p.display()),
+        ConfigSource::BuiltIn => out!(
             "no config file (--config, $PURGE_WORKER_CONFIG, ./purge-worker.toml): `run` would use the built-in defaults and emulator"
         ),
     }
-    println!(
+    out!(
         "amqp: queue `{}`, dead letters `{}`, prefetch {}",
-        cfg.amqp.queue, cfg.amqp.dead_letter_queue, cfg.amqp.prefetch
+        cfg.amqp.queue,
+        cfg.amqp.dead_letter_queue,
+        cfg.amqp.prefetch
     );
     if builtin {
-        println!(
+        out!(
             "redis: a fresh key prefix per start, `{}-<unix time>-<pid>` (named in `run`'s first log line), so each demo counts its quota from zero",
             super::DEMO_KEY_PREFIX
         );
     } else {
-        println!("redis: key prefix `{}`", cfg.redis.key_prefix);
+        out!("redis: key prefix `{}`", cfg.redis.key_prefix);
     }
-    println!("http: {}", cfg.listen);
-    println!(
+    out!("http: {}", cfg.listen);
+    out!(
         "batching: linger {} ms, drain {} ms, max event {} bytes",
         cfg.batching.max_linger.as_millis(),
         cfg.batching.drain_timeout.as_millis(),
@@ -62,8 +64,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         } else {
             p.endpoint.to_string()
         };
-        println!(
-            "provider `{}` ({}) at {endpoint}: {} urls/call, {} dirs/call, {} urls/day, {} dirs/day, rate {}, {window}",
+        out!(
+            "provider `{}` ({}) at {endpoint}: {} urls/call, {} dirs/call, {} urls/day, {} dirs/day, rate {}, {window}; retries {}–{} ms, an item failing alone {} times is dead-lettered",
             p.name,
             p.kind.as_str(),
             p.urls_per_call,
@@ -71,13 +73,16 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             p.urls_per_day,
             p.dirs_per_day,
             limits.join(" + "),
+            p.retry_base.as_millis(),
+            p.retry_max.as_millis(),
+            p.max_attempts,
         );
         match &p.options {
             KindOptions::TencentV3 => {}
             KindOptions::TencentV2 {
                 http_method,
                 signature_method,
-            } => println!(
+            } => out!(
                 "  {} requests signed with {}",
                 http_method.as_str(),
                 signature_method.as_str()
@@ -87,7 +92,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
                 target,
                 webhook,
                 purge_name,
-            } => println!(
+            } => out!(
                 "  {} auth, target {target}, {} regex/call{}{}",
                 match auth {
                     WangsuAuth::ApiKey => "api-key",
@@ -105,7 +110,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             ),
         }
         for d in &p.domains {
-            println!(
+            out!(
                 "  host {}{}",
                 d.host,
                 if d.ignore_query {

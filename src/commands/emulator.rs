@@ -182,11 +182,11 @@ pub async fn run(args: EmulatorArgs, shutdown: CancellationToken) -> anyhow::Res
         Some(id) => format!("secret_id={id} secret_key=<from --secret-key>"),
         None => format!("secret_id={EMULATOR_SECRET_ID} secret_key={EMULATOR_SECRET_KEY}"),
     };
-    println!(
+    out!(
         "emulator (Tencent Cloud API 3.0 and 2.0, Wangsu CDN Pro) listening on {} — accepts {credentials}",
         emulator.endpoint()
     );
-    println!(
+    out!(
         "  Wangsu CDN Pro (/cdn/purges) accepts username={} api_key={} or AccessKey={} SecretKey={}",
         crate::emulator::EMULATOR_WANGSU_USERNAME,
         crate::emulator::EMULATOR_WANGSU_API_KEY,

@@ -225,8 +225,8 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         let event = make(args.urls.clone(), 0);
         sink.send(&event).await?;
         sink.flush().await?;
-        println!("{}", serde_json::to_string(&event)?);
-        println!(
+        out!("{}", serde_json::to_string(&event)?);
+        out!(
             "published 1 event ({}) to queue `{}`",
             items(args.urls.len(), args.dir),
             amqp.queue
@@ -301,7 +301,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    println!(
+    out!(
         "published {} ({}) to queue `{}`",
         count(events as u64, "event", "events"),
         items(urls, args.dir),

@@ -69,7 +69,7 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
             .reset(&reset.provider, now)
             .await
             .context("cannot delete quota counters in Redis (redis.url)")?;
-        println!(
+        out!(
             "provider `{}`: quota counters reset under Redis prefix `{}` ({} deleted)",
             reset.provider,
             cfg.redis.key_prefix,
@@ -101,16 +101,21 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        out!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!(
+    out!(
         "{:<24} {:<4} {:<10} {:>9} {:>9} {:>9}  resets at (UTC)",
-        "provider", "kind", "day", "used", "limit", "left"
+        "provider",
+        "kind",
+        "day",
+        "used",
+        "limit",
+        "left"
     );
     for r in rows {
         let num = |k: &str| r[k].as_u64().map(|v| v.to_string()).unwrap_or_default();
-        println!(
+        out!(
             "{:<24} {:<4} {:<10} {:>9} {:>9} {:>9}  {}",
             r["provider"].as_str().unwrap_or(""),
             r["kind"].as_str().unwrap_or(""),

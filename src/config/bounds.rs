@@ -21,6 +21,8 @@ pub const MAX_PER_CALL: usize = 100_000;
 pub const MAX_PER_DAY: u64 = 1_000_000_000_000;
 /// Most calls in flight per provider (`max_in_flight`).
 pub const MAX_IN_FLIGHT: usize = 10_000;
+/// Most `max_attempts`: an item's retries alone must end somewhere.
+pub const MAX_ATTEMPTS: u32 = 1000;
 /// Largest `batching.max_event_bytes`: RabbitMQ's own hard ceiling on a message (512 MiB).
 pub const MAX_EVENT_BYTES: usize = 512 << 20;
 

@@ -317,10 +317,13 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
             1,
             MAX_IN_FLIGHT,
         )?,
-        max_attempts: match p.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS) {
-            v @ 1..=1000 => v,
-            _ => return Err(invalid(&at("max_attempts"), "must be between 1 and 1000")),
-        },
+        max_attempts: in_range(
+            &at("max_attempts"),
+            p.max_attempts,
+            DEFAULT_MAX_ATTEMPTS,
+            1,
+            MAX_ATTEMPTS,
+        )?,
         domains,
     })
 }

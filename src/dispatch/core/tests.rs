@@ -475,3 +475,27 @@ async fn items_of_dead_deliveries_are_dropped_before_spending_quota() {
         vec![crate::ledger::Sessions::id(e2, 0)]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn header_lanes_of_a_parked_kind_are_reused_not_grown() {
+    use crate::provider::Header;
+    let mut core = Core::new(settings(10));
+    let now = Instant::now();
+    core.park(Kind::Url, 3600, now, 0);
+    for i in 0..100u64 {
+        let mut it = item(&format!("https://a.example/h/{i}"), i, Kind::Url);
+        it.headers = Some(Arc::from(vec![Header {
+            name: "x-variant".into(),
+            value: format!("v{i}"),
+        }]));
+        core.add(vec![it]);
+        for (lane, items, _) in core.take_parkable() {
+            core.settled(lane, items.len(), true, Vec::new(), now);
+        }
+    }
+    assert_eq!(
+        core.lanes.len(),
+        1,
+        "one lane slot recycled for every header set"
+    );
+}
