@@ -68,18 +68,6 @@ async fn readyz(w: &Running) -> Option<u16> {
         .map(|r| r.status().as_u16())
 }
 
-/// The value of one series (`name` or `name{labels}`, exactly as rendered) in the Prometheus
-/// text; 0 when the series was never touched.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
-}
-
 /// Items of the accepted calls from index `from` on.
 fn items_from(calls: &[RecordedCall], from: usize) -> Vec<String> {
     calls

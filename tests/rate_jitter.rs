@@ -56,13 +56,7 @@ async fn slow_jittery_redis_never_squeezes_calls_past_the_limit() {
     .await;
     let times: Vec<f64> = emu.accepted().iter().map(|c| c.at_ms).collect();
     assert_eq!(times.len(), CALLS);
-    let (mut worst, mut lo) = (0, 0);
-    for hi in 0..times.len() {
-        while times[hi] - times[lo] > 1000.0 {
-            lo += 1;
-        }
-        worst = worst.max(hi - lo + 1);
-    }
+    let worst = max_in_window(&times, 1000.0);
     let min_gap = times
         .windows(2)
         .map(|w| w[1] - w[0])

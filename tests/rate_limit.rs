@@ -53,14 +53,7 @@ async fn no_one_second_window_exceeds_the_limit_and_the_budget_is_used() {
         "the emulator refused calls: {:?}",
         emu.rejected()
     );
-    let mut worst = 0;
-    let mut lo = 0;
-    for hi in 0..times.len() {
-        while times[hi] - times[lo] > 1000.0 {
-            lo += 1;
-        }
-        worst = worst.max(hi - lo + 1);
-    }
+    let worst = max_in_window(&times, 1000.0);
     let span_s = (times[CALLS - 1] - times[0]) / 1000.0;
     let share = (CALLS - 1) as f64 / (span_s * LIMIT as f64);
     println!(

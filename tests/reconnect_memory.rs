@@ -21,17 +21,6 @@ use support::*;
 const PREFETCH: u16 = 20;
 const CUTS: usize = 5;
 
-/// The value of one series exactly as rendered; 0 when absent.
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse().ok()).flatten()
-        })
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_never_grow_what_a_stopped_provider_holds() {
     let emu = emulator(EmulatorConfig::default()).await;

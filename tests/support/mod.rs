@@ -410,3 +410,28 @@ pub fn example_provider(emu: &Emulator) -> ProviderSpec {
         domains: vec![("www.example.com".into(), false)],
     }
 }
+
+/// The value of one series (`name` or `name{labels}`, exactly as rendered) in the Prometheus
+/// text; 0 when the series was never touched.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// The most calls in any closed window of `window_ms` (closed is the strictest reading), from
+/// arrival times in ms in ascending order.
+pub fn max_in_window(times: &[f64], window_ms: f64) -> usize {
+    let (mut worst, mut lo) = (0, 0);
+    for hi in 0..times.len() {
+        while times[hi] - times[lo] > window_ms {
+            lo += 1;
+        }
+        worst = worst.max(hi - lo + 1);
+    }
+    worst
+}
