@@ -27,6 +27,9 @@ pub const DEFAULT_QUEUE: &str = "cdn.purge";
 pub const DEFAULT_DEAD_LETTER_QUEUE: &str = "cdn.purge.dead";
 /// Largest dead-letter record body (1 MiB); see [`crate::dead_letter::DEFAULT_MAX_BYTES`].
 pub const DEFAULT_DEAD_LETTER_MAX_BYTES: usize = crate::dead_letter::DEFAULT_MAX_BYTES;
+/// Longest pause between RabbitMQ reconnect attempts: long enough not to hammer a broker that is
+/// down for a while, short enough to be back within half a minute of its return.
+pub const DEFAULT_RECONNECT_MAX_MS: u64 = 30_000;
 /// Unacked deliveries held at once; bounds the worker's memory, not the backlog.
 pub const DEFAULT_PREFETCH: u16 = 1000;
 /// Default Redis.
@@ -101,6 +104,7 @@ pub struct RawAmqp {
     pub queue: Option<String>,
     pub dead_letter_queue: Option<String>,
     pub dead_letter_max_bytes: Option<usize>,
+    pub reconnect_max_ms: Option<u64>,
     #[serde(deserialize_with = "amqp::prefetch_range")]
     pub prefetch: Option<u32>,
 }
@@ -227,6 +231,8 @@ pub struct AmqpConfig {
     pub dead_letter_max_bytes: usize,
     /// Unacked deliveries held at once.
     pub prefetch: u16,
+    /// Longest pause between reconnect attempts (the pause doubles from 0.5 s up to this).
+    pub reconnect_max: std::time::Duration,
 }
 
 impl AmqpConfig {

@@ -7,6 +7,7 @@
 //! call, in that order and with nothing between the grant and the send, so a slow Redis answer
 //! can never squeeze two sends closer together than the limiter allowed.
 
+mod answer;
 mod core;
 mod decide;
 mod publish;
@@ -30,7 +31,7 @@ use crate::quota::{QuotaPolicy, QuotaStore, Reservation, unix_now};
 use crate::ratelimit::MultiWindow;
 
 pub use self::core::AUTH_PROBE_INTERVAL;
-use self::core::{Core, Effect, Next, Settings, later};
+use self::core::{Core, Next, Settings, later};
 use self::decide::RetryPolicy;
 
 /// Input messages taken at once before batches are formed (bounds the time between pumps).
@@ -400,170 +401,6 @@ impl Dispatcher {
                 elapsed: start.elapsed(),
             }
         });
-    }
-
-    async fn refund(&self, reservation: &Reservation, n: usize) {
-        if let Err(e) = self.p.quota.refund(reservation, n as u64).await {
-            warn!(provider = %self.p.config.name, error = %e, "quota refund failed; the window's count stays higher than used");
-        }
-    }
-
-    async fn handle(&mut self, outcome: Outcome) {
-        match outcome {
-            Outcome::Call {
-                lane,
-                items,
-                reservation,
-                result,
-                elapsed,
-            } => {
-                self.handle_call(lane, items, reservation, result, elapsed)
-                    .await
-            }
-            Outcome::Published {
-                lane,
-                done,
-                parking,
-                failed,
-            } => {
-                if parking {
-                    let kind = self.core.lanes[lane].key.kind;
-                    self.p
-                        .metrics
-                        .parked_items
-                        .with_label_values(&[&self.p.config.name, kind.as_str()])
-                        .inc_by(done as u64);
-                }
-                let now = Instant::now();
-                if !failed.is_empty() {
-                    self.core.hold(later(now, publish::REPUBLISH_PAUSE));
-                }
-                self.core.settled(lane, done, parking, failed, now);
-            }
-        }
-    }
-
-    async fn handle_call(
-        &mut self,
-        lane: usize,
-        items: Vec<PendingItem>,
-        reservation: Reservation,
-        result: Result<Receipt, ProviderError>,
-        elapsed: Duration,
-    ) {
-        let name = self.p.config.name.clone();
-        let kind = self.core.lanes[lane].key.kind;
-        let action = self.p.provider.action(kind);
-        let m = self.p.metrics.clone();
-        m.api_duration
-            .with_label_values(&[&name, action])
-            .observe(elapsed.as_secs_f64());
-        let n = items.len();
-        let label = result
-            .as_ref()
-            .map_or_else(ProviderError::result_label, |_| "ok");
-        m.api_requests
-            .with_label_values(&[&name, action, label])
-            .inc();
-        match &result {
-            Ok(receipt) => {
-                m.items
-                    .with_label_values(&[&name, kind.as_str(), "submitted"])
-                    .inc_by(n as u64);
-                info!(provider = %name, action, items = n, task_id = %receipt.task_id, "purge accepted");
-            }
-            Err(e) => {
-                if matches!(
-                    e,
-                    ProviderError::RateLimited { .. } | ProviderError::Transient { .. }
-                ) {
-                    let reason = match e {
-                        ProviderError::RateLimited { .. } => "rate_limited",
-                        _ => "transient",
-                    };
-                    m.retries.with_label_values(&[&name, reason]).inc();
-                }
-                // A call that may have been applied, or that the provider counted against a spent
-                // quota, keeps its reservation.
-                let keep = matches!(
-                    e,
-                    ProviderError::Transient {
-                        maybe_applied: true,
-                        ..
-                    } | ProviderError::QuotaExhausted { .. }
-                );
-                if !keep {
-                    self.refund(&reservation, n).await;
-                }
-            }
-        }
-        let now = Instant::now();
-        let effects = self
-            .core
-            .finish(lane, items, result.as_ref().map(|_| ()), now);
-        for effect in effects {
-            self.apply(effect).await;
-        }
-    }
-
-    async fn apply(&mut self, effect: Effect) {
-        let name = self.p.config.name.clone();
-        match effect {
-            Effect::Done(waiters) => self.p.ledger.done(waiters).await,
-            Effect::DeadLetter {
-                lane,
-                items,
-                error,
-                code,
-                message,
-            } => self.spawn_dead_letter(lane, items, error, &code, &message),
-            Effect::QuotaExhausted { kind } => {
-                let c = &self.p.config;
-                let policy = QuotaPolicy::of(c);
-                let now_unix = unix_now();
-                let until = match self
-                    .p
-                    .quota
-                    .exhaust(
-                        &c.name,
-                        kind.quota_kind(),
-                        c.per_day(kind),
-                        now_unix,
-                        policy,
-                    )
-                    .await
-                {
-                    Ok(usage) => usage.free_at.max(now_unix + 1),
-                    Err(e) => {
-                        warn!(provider = %name, error = %e, "could not record the provider's quota exhaustion in Redis");
-                        policy.next_reset(now_unix)
-                    }
-                };
-                self.park(kind.quota_kind(), until, Instant::now(), now_unix);
-            }
-            Effect::AuthStopped => {
-                self.p
-                    .metrics
-                    .auth_failures
-                    .with_label_values(&[&name])
-                    .inc();
-                self.p
-                    .metrics
-                    .provider_stopped
-                    .with_label_values(&[&name])
-                    .set(1);
-                self.p.readiness.provider_stopped(true);
-            }
-            Effect::AuthResumed => {
-                self.p
-                    .metrics
-                    .provider_stopped
-                    .with_label_values(&[&name])
-                    .set(0);
-                self.p.readiness.provider_stopped(false);
-                info!(provider = %name, "provider accepts our credentials again; calls resume");
-            }
-        }
     }
 
     fn update_gauges(&self) {

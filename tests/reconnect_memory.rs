@@ -2,7 +2,7 @@
 //!
 //! Setup: prefetch 20, 100 one-URL events, and a provider whose credentials are refused, so every
 //! item stays pending (calls stopped, one probe a minute). The worker reaches RabbitMQ through a
-//! relay. Fault: the relay cuts the connection 5 times; each time the broker redelivers the same
+//! relay. Fault: the relay cuts the connection 10 times; each time the broker redelivers the same
 //! 20 unacked messages on the new channel. Without channel sessions, every dead delivery would stay
 //! in the ledger and in the items' waiter lists forever. Pass: after every reconnect the worker
 //! holds exactly `prefetch` deliveries (`purge_unacked_deliveries`) and at most that many pending
@@ -19,7 +19,7 @@ use support::relay::Relay;
 use support::*;
 
 const PREFETCH: u16 = 20;
-const CUTS: usize = 5;
+const CUTS: usize = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_never_grow_what_a_stopped_provider_holds() {
@@ -39,6 +39,8 @@ async fn reconnects_never_grow_what_a_stopped_provider_holds() {
         "max_linger_ms = 20",
     );
     config.amqp.prefetch = PREFETCH;
+    // Ten reconnects in seconds rather than minutes.
+    config.amqp.reconnect_max = std::time::Duration::from_millis(1000);
     config.amqp.url = Secret::new(format!(
         "amqp://guest:guest@{}/%2f?heartbeat=10",
         relay.addr()

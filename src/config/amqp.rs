@@ -70,7 +70,15 @@ impl AmqpConfig {
             crate::dead_letter::MIN_MAX_BYTES,
             crate::dead_letter::MAX_MAX_BYTES,
         )?;
+        let reconnect_max_ms = super::bounds::in_range(
+            "amqp.reconnect_max_ms",
+            raw.reconnect_max_ms,
+            DEFAULT_RECONNECT_MAX_MS,
+            500,
+            600_000,
+        )?;
         Ok(AmqpConfig {
+            reconnect_max: std::time::Duration::from_millis(reconnect_max_ms),
             url: Secret::new(amqp_url),
             queue,
             dead_letter_queue,

@@ -4,7 +4,7 @@
 //! parking and resets under paused tokio time in milliseconds.
 
 use tokio::time::{Duration, Instant};
-use tracing::{error, info, warn};
+use tracing::info;
 
 use super::Incoming;
 use super::decide::{self, Decision, Health, RetryPolicy};
@@ -349,169 +349,6 @@ impl Core {
         }
         l.restore(failed, now);
     }
-
-    /// Applies the provider's answer to a call of `items` from `lane`.
-    pub fn finish(
-        &mut self,
-        lane: usize,
-        mut items: Vec<PendingItem>,
-        answer: Result<(), &ProviderError>,
-        now: Instant,
-    ) -> Vec<Effect> {
-        self.calls -= 1;
-        self.lanes[lane].in_flight -= items.len();
-        let mut effects = Vec::new();
-        if answer.is_ok() {
-            self.streak = 0;
-            self.successes += 1;
-            if self.auth_stopped() {
-                effects.push(Effect::AuthResumed);
-            }
-            if !matches!(self.gate, Gate::Open) {
-                self.gate = Gate::Open;
-            }
-            let l = &mut self.lanes[lane];
-            // A cap shrunk by a (maybe temporary) "too large" grows back with full batches.
-            if items.len() >= l.cap && l.cap < l.max_cap {
-                l.cap = (l.cap * 2).min(l.max_cap);
-            }
-            effects.push(Effect::Done(waiters(&items)));
-            return effects;
-        }
-        let retryable = matches!(
-            answer,
-            Err(ProviderError::Transient { .. } | ProviderError::RateLimited { .. })
-        );
-        if retryable {
-            self.streak = self.streak.saturating_add(1);
-        }
-        let health = Health {
-            streak: self.streak,
-            others_succeeded: items
-                .iter()
-                .any(|i| i.failed_at.is_some_and(|s| self.successes > s)),
-        };
-        let decision = decide::decide(answer, &items, health, &self.settings.retry);
-        let (code, message) = match answer {
-            Err(ProviderError::Transient { code, message, .. })
-            | Err(ProviderError::InvalidItems { code, message, .. })
-            | Err(ProviderError::HostRefused { code, message })
-            | Err(ProviderError::Auth { code, message }) => (code.clone(), message.clone()),
-            Err(e) => (e.code().to_string(), e.to_string()),
-            Ok(()) => Default::default(),
-        };
-        if matches!(answer, Err(ProviderError::Transient { .. })) {
-            for it in &mut items {
-                it.attempts = it.attempts.saturating_add(1);
-                it.failed_at.get_or_insert(self.successes);
-            }
-        }
-        let n = items.len();
-        let l = &mut self.lanes[lane];
-        match decision {
-            Decision::Accepted => {}
-            Decision::ProviderBackoff { wait } => {
-                warn!(
-                    code,
-                    items = n,
-                    streak = self.streak,
-                    wait_ms = wait.as_millis() as u64,
-                    "provider rate limited us or failed across batches; the provider backs off"
-                );
-                let until = later(now, wait);
-                self.gate = match self.gate {
-                    Gate::Backoff { until: u } => Gate::Backoff {
-                        until: u.max(until),
-                    },
-                    Gate::AuthStopped { .. } => self.gate,
-                    _ => Gate::Backoff { until },
-                };
-                l.retry(items, now);
-            }
-            Decision::Bisect => {
-                warn!(code, message = %message, items = n, "transient failure of one batch while others succeed; retrying its halves");
-                let half = n.div_ceil(2);
-                let rest = items.split_off(half);
-                l.retry(items, now);
-                l.retry(rest, now);
-            }
-            Decision::RetryAlone { wait } => {
-                for it in &mut items {
-                    it.alone = it.alone.saturating_add(1);
-                }
-                warn!(code, message = %message, item = %items[0].key, attempt = items[0].alone,
-                    wait_ms = wait.as_millis() as u64, "transient failure of an item alone; retrying it");
-                l.retry(items, later(now, wait));
-            }
-            Decision::DeadLetter { error } => {
-                l.in_flight += n;
-                effects.push(Effect::DeadLetter {
-                    lane,
-                    items,
-                    error,
-                    code,
-                    message,
-                });
-            }
-            Decision::DeadLetterNamed { names } => {
-                let (bad, good): (Vec<_>, Vec<_>) = items
-                    .into_iter()
-                    .partition(|i| names.contains(i.key.as_str()));
-                l.retry(good, now);
-                l.in_flight += bad.len();
-                effects.push(Effect::DeadLetter {
-                    lane,
-                    items: bad,
-                    error: "provider_rejected",
-                    code,
-                    message,
-                });
-            }
-            Decision::Isolate => {
-                warn!(
-                    code,
-                    items = n,
-                    "provider refused the batch without naming the culprit; splitting it to find it"
-                );
-                for part in isolate(items) {
-                    l.retry(part, now);
-                }
-            }
-            Decision::Shrink { cap } => {
-                warn!(
-                    code,
-                    items = n,
-                    new_cap = cap,
-                    "batch too large for the provider; splitting"
-                );
-                l.cap = cap.max(1);
-                while items.len() > l.cap {
-                    let rest = items.split_off(l.cap);
-                    l.retry(std::mem::replace(&mut items, rest), now);
-                }
-                l.retry(items, now);
-            }
-            Decision::QuotaExhausted => {
-                warn!(code, "provider says the quota is spent");
-                l.retry(items, now);
-                effects.push(Effect::QuotaExhausted { kind: l.key.kind });
-            }
-            Decision::AuthStop => {
-                let stopped = matches!(self.gate, Gate::AuthStopped { .. });
-                error!(code, message = %message,
-                    "provider refused our credentials: calls to this provider are STOPPED (nothing is acked or dropped); check the credentials, permissions and the clock; retrying one call every {}s",
-                    AUTH_PROBE_INTERVAL.as_secs());
-                if !stopped {
-                    effects.push(Effect::AuthStopped);
-                }
-                self.gate = Gate::AuthStopped {
-                    probe_at: later(now, AUTH_PROBE_INTERVAL),
-                };
-                l.retry(items, now);
-            }
-        }
-        effects
-    }
 }
 
 /// Splits a refused batch to find the offending items: by host first (a host the account does
@@ -535,5 +372,6 @@ fn isolate(mut items: Vec<PendingItem>) -> Vec<Vec<PendingItem>> {
     vec![all, rest]
 }
 
+mod finish;
 #[cfg(test)]
 mod tests;

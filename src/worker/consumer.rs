@@ -37,8 +37,6 @@ const MIN_RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 /// How often the connection's state is copied into `/readyz`.
 const STATUS_EVERY: Duration = Duration::from_millis(250);
-/// Longest pause between reconnect attempts.
-const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(30);
 
 /// The consumer's state; owned by the supervisor task.
 pub(super) struct Consumer {
@@ -101,7 +99,7 @@ pub(super) async fn supervise(mut c: Consumer, shutdown: CancellationToken) -> O
                     _ = tokio::time::sleep(pause) => {}
                     _ = shutdown.cancelled() => return None,
                 }
-                pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
+                pause = (pause * 2).min(c.config.amqp.reconnect_max);
             }
         }
     }
