@@ -25,7 +25,7 @@ use crate::coalesce::{HeaderSet, Origin, PendingItem};
 use crate::config::{ProviderConfig, QuotaWindow};
 use crate::http::Readiness;
 use crate::ledger::{DeliveryId, LedgerHandle, Sessions};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ProviderMetrics};
 use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
 use crate::quota::{QuotaPolicy, QuotaStore, Reservation, unix_now};
 use crate::ratelimit::MultiWindow;
@@ -113,17 +113,16 @@ pub fn spawn(
 ) -> tokio::task::JoinHandle<()> {
     let limiter = MultiWindow::new(&parts.config.rate_limits);
     let kinds = kinds(parts.provider.as_ref());
-    let actions: Vec<&str> = kinds.iter().map(|k| parts.provider.action(*k)).collect();
-    parts.metrics.init_provider(&parts.config.name, &actions);
-    for (kind, limit) in [
-        (Kind::Url, parts.config.urls_per_day),
-        (Kind::Dir, parts.config.dirs_per_day),
-    ] {
-        parts
-            .metrics
-            .quota_limit
-            .with_label_values(&[&parts.config.name, kind.as_str()])
-            .set(limit.min(i64::MAX as u64) as i64);
+    let provider = parts.provider.clone();
+    let m = parts
+        .metrics
+        .provider(&parts.config.name, kinds, |k| provider.action(k));
+    for (gauge, limit) in m
+        .quota_limit
+        .iter()
+        .zip([parts.config.urls_per_day, parts.config.dirs_per_day])
+    {
+        gauge.set(limit.min(i64::MAX as u64) as i64);
     }
     let c = &parts.config;
     let caps = parts.provider.capabilities();
@@ -142,7 +141,7 @@ pub fn spawn(
     let d = Dispatcher {
         epoch: parts.sessions.epoch(),
         p: parts,
-        kinds,
+        m,
         core: Core::new(settings),
         limiter,
         tasks: JoinSet::new(),
@@ -156,7 +155,8 @@ pub fn spawn(
 
 struct Dispatcher {
     p: DispatcherParts,
-    kinds: &'static [Kind],
+    /// This provider's metric handles, resolved once.
+    m: ProviderMetrics,
     core: Core,
     limiter: MultiWindow,
     /// Provider calls, parking publishes and dead-letter publishes under way.
@@ -227,13 +227,11 @@ impl Dispatcher {
 
     fn add(&mut self, items: Vec<Incoming>) {
         let dups = self.core.add(items);
-        for (kind, n) in Kind::ALL.iter().zip(dups) {
-            if n > 0 {
-                self.p
-                    .metrics
-                    .items
-                    .with_label_values(&[&self.p.config.name, kind.as_str(), "deduplicated"])
-                    .inc_by(n);
+        for (kind, n) in Kind::ALL.into_iter().zip(dups) {
+            if n > 0
+                && let Some(m) = self.m.kind(kind)
+            {
+                m.deduplicated.inc_by(n);
             }
         }
     }
@@ -326,11 +324,7 @@ impl Dispatcher {
             }
             Ok(r) => r,
         };
-        self.p
-            .metrics
-            .quota_used
-            .with_label_values(&[&c.name, kind.as_str()])
-            .set(r.used.min(i64::MAX as u64) as i64);
+        self.m.quota_used[kind.index()].set(r.used.min(i64::MAX as u64) as i64);
         if r.granted == 0 {
             self.core.restore(lane, items, now);
             self.park(kind, r.free_at.max(now_unix + 1), now, now_unix);
@@ -361,23 +355,17 @@ impl Dispatcher {
     /// Sends an armed batch: the rate permit was just granted.
     fn send(&mut self, a: Armed, now: Instant) {
         if let Some(since) = self.rate_waiting_since.take() {
-            self.p
-                .metrics
+            self.m
                 .rate_limit_wait
-                .with_label_values(&[&self.p.config.name])
                 .inc_by(now.saturating_duration_since(since).as_secs_f64());
         }
         let key = self.core.lanes[a.lane].key.clone();
-        let name = &self.p.config.name;
-        let m = &self.p.metrics;
-        m.batch_size
-            .with_label_values(&[name, key.kind.as_str()])
-            .observe(a.items.len() as f64);
-        let latency = m
-            .event_to_submit
-            .with_label_values(&[name, key.kind.as_str()]);
-        for it in &a.items {
-            latency.observe(now.saturating_duration_since(it.since).as_secs_f64());
+        if let Some(m) = self.m.kind(key.kind) {
+            m.batch_size.observe(a.items.len() as f64);
+            for it in &a.items {
+                m.event_to_submit
+                    .observe(now.saturating_duration_since(it.since).as_secs_f64());
+            }
         }
         let batch = Batch {
             kind: key.kind,
@@ -404,10 +392,9 @@ impl Dispatcher {
     }
 
     fn update_gauges(&self) {
-        let name = &self.p.config.name;
         let now = Instant::now();
         let now_unix = unix_now();
-        for &kind in self.kinds {
+        for (kind, m) in self.m.kinds() {
             let lanes = || self.core.lanes.iter().filter(move |l| l.key.kind == kind);
             let armed = self
                 .armed
@@ -415,20 +402,14 @@ impl Dispatcher {
                 .filter(|a| self.core.lanes[a.lane].key.kind == kind)
                 .map_or(0, |a| a.items.len());
             let n: usize = lanes().map(|l| l.waiting() + l.in_flight).sum::<usize>() + armed;
-            let m = &self.p.metrics;
-            m.pending
-                .with_label_values(&[name, kind.as_str()])
-                .set(n as i64);
+            m.pending.set(n as i64);
             let cap = lanes()
                 .map(|l| l.cap)
                 .max()
                 .unwrap_or(self.p.config.per_call(kind));
-            m.batch_limit
-                .with_label_values(&[name, kind.as_str()])
-                .set(cap as i64);
+            m.batch_limit.set(cap as i64);
             let oldest = lanes().filter_map(|l| l.oldest_since()).min();
             m.oldest_pending
-                .with_label_values(&[name, kind.as_str()])
                 .set(oldest.map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64()));
             // A calendar day always has a reset ahead; a rolling window frees up when a parked
             // kind's `until` comes (nothing to wait for otherwise).
@@ -437,10 +418,8 @@ impl Dispatcher {
                 QuotaWindow::Rolling24h => self.core.parked_until_unix(kind),
             };
             m.quota_reset
-                .with_label_values(&[name, kind.as_str()])
                 .set(reset.map_or(0, |t| t.saturating_sub(now_unix).max(0)) as f64);
             m.parked_until
-                .with_label_values(&[name, kind.as_str()])
                 .set(self.core.parked_until_unix(kind).unwrap_or(0));
         }
     }

@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus::IntGaugeVec;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, READY_AMQP, READY_PROVIDERS, READY_REDIS, READY_STAGES};
@@ -26,7 +25,8 @@ pub struct Readiness {
     /// `/readyz`. Setters run a few times a second at most.
     state: Mutex<ReadyState>,
     /// `purge_ready`; `None` for a readiness without metrics (`Readiness::default()`).
-    gauge: Option<ReadyGauge>,
+    /// Where `purge_ready{dependency}` is reported.
+    gauge: Option<Metrics>,
 }
 
 #[derive(Debug, Default)]
@@ -38,22 +38,13 @@ struct ReadyState {
     failed_stages: Vec<String>,
 }
 
-/// `purge_ready{dependency}` (a newtype only to give it a `Debug`).
-struct ReadyGauge(IntGaugeVec);
-
-impl std::fmt::Debug for ReadyGauge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("purge_ready")
-    }
-}
-
 impl Readiness {
     /// Not ready (neither RabbitMQ nor Redis seen yet), reporting into `metrics`'
     /// `purge_ready{dependency}`.
     pub fn new(metrics: &Metrics) -> Readiness {
         let r = Readiness {
             state: Mutex::default(),
-            gauge: Some(ReadyGauge(metrics.ready.clone())),
+            gauge: Some(metrics.clone()),
         };
         r.update(|_| {});
         r
@@ -64,13 +55,11 @@ impl Readiness {
         // A panic while holding this lock cannot leave the plain fields inconsistent.
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         change(&mut s);
-        if let Some(ReadyGauge(g)) = &self.gauge {
-            g.with_label_values(&[READY_AMQP]).set(i64::from(s.amqp));
-            g.with_label_values(&[READY_REDIS]).set(i64::from(s.redis));
-            g.with_label_values(&[READY_PROVIDERS])
-                .set(i64::from(s.stopped_providers == 0));
-            g.with_label_values(&[READY_STAGES])
-                .set(i64::from(s.failed_stages.is_empty()));
+        if let Some(m) = &self.gauge {
+            m.set_ready(READY_AMQP, s.amqp);
+            m.set_ready(READY_REDIS, s.redis);
+            m.set_ready(READY_PROVIDERS, s.stopped_providers == 0);
+            m.set_ready(READY_STAGES, s.failed_stages.is_empty());
         }
     }
 

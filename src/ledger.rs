@@ -174,18 +174,18 @@ pub async fn ack(acker: &Acker, metrics: &Metrics) {
     metrics.unacked.dec();
     let sent = tokio::time::timeout(ACK_TIMEOUT, acker.ack(BasicAckOptions::default())).await;
     let Ok(sent) = sent else {
-        metrics.acks.with_label_values(&["lost"]).inc();
+        metrics.acked("lost");
         warn!("ack timed out (connection lost?); the broker will redeliver the message");
         return;
     };
     match sent {
-        Ok(true) => metrics.acks.with_label_values(&["ok"]).inc(),
+        Ok(true) => metrics.acked("ok"),
         Ok(false) => {
-            metrics.acks.with_label_values(&["lost"]).inc();
+            metrics.acked("lost");
             debug!("ack not sent: the delivery's channel is gone; the broker will redeliver it");
         }
         Err(e) => {
-            metrics.acks.with_label_values(&["error"]).inc();
+            metrics.acked("error");
             warn!(error = %e, "ack failed; the broker will redeliver the message");
         }
     }

@@ -106,6 +106,9 @@ pub const READY_PROVIDERS: &str = "providers";
 /// `purge_ready` label: no stage task (dispatcher, ledger, consumer) has ended unexpectedly.
 pub const READY_STAGES: &str = "stages";
 
+mod provider;
+pub use provider::{KindMetrics, ProviderMetrics, RetryReason};
+
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Metrics")
@@ -351,33 +354,38 @@ impl Metrics {
         m
     }
 
-    /// Creates the labelled series for a provider up front, so dashboards show zeros rather than
-    /// gaps before the first event.
-    pub fn init_provider(&self, provider: &str, actions: &[&str]) {
-        for kind in ["url", "dir"] {
-            for outcome in ["submitted", "deduplicated", "rejected", "failed"] {
-                self.items.with_label_values(&[provider, kind, outcome]);
-            }
-            self.pending.with_label_values(&[provider, kind]);
-            self.oldest_pending.with_label_values(&[provider, kind]);
-            self.parked_until.with_label_values(&[provider, kind]);
-            self.parked_items.with_label_values(&[provider, kind]);
-        }
-        for action in actions {
-            for result in [
-                "ok",
-                "rate_limited",
-                "quota_exceeded",
-                "retryable_error",
-                "permanent_error",
-            ] {
-                self.api_requests
-                    .with_label_values(&[provider, action, result]);
-            }
-        }
-        self.auth_failures.with_label_values(&[provider]);
-        self.provider_stopped.with_label_values(&[provider]);
-        self.rate_limit_wait.with_label_values(&[provider]);
+    /// `purge_events_total{outcome}` (accepted | rejected).
+    pub fn event(&self, outcome: &str) {
+        self.events.with_label_values(&[outcome]).inc();
+    }
+
+    /// An item refused by validation: `purge_items_total{provider="none",kind,outcome="rejected"}`.
+    pub fn rejected_item(&self, kind: crate::provider::Kind) {
+        self.items
+            .with_label_values(&["none", kind.as_str(), "rejected"])
+            .inc();
+    }
+
+    /// `purge_dead_letters_total{error}` (our own bounded codes).
+    pub fn dead_lettered(&self, error: &str) {
+        self.dead_letters.with_label_values(&[error]).inc();
+    }
+
+    /// `purge_acks_total{result}` (ok | lost | error).
+    pub fn acked(&self, result: &str) {
+        self.acks.with_label_values(&[result]).inc();
+    }
+
+    /// `purge_ready{dependency}`.
+    pub fn set_ready(&self, dependency: &str, ready: bool) {
+        self.ready
+            .with_label_values(&[dependency])
+            .set(i64::from(ready));
+    }
+
+    /// The `purge_queue_messages{queue}` gauge of a queue role.
+    pub fn queue_messages(&self, role: &str) -> IntGauge {
+        self.queue_messages.with_label_values(&[role])
     }
 
     /// The Prometheus text exposition of every metric.
@@ -400,11 +408,16 @@ impl Default for Metrics {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::provider::Kind;
 
     #[test]
     fn every_contract_metric_is_exported() {
         let m = Metrics::new();
-        m.init_provider("p", &["PurgeUrlsCache"]);
+        let p = m.provider("p", &[Kind::Url, Kind::Dir], |_| "PurgeUrlsCache");
+        assert!(
+            p.kind(Kind::Regex).is_none(),
+            "no regex series for a provider without it"
+        );
         m.batch_size.with_label_values(&["p", "url"]).observe(3.0);
         m.event_to_submit
             .with_label_values(&["p", "url"])

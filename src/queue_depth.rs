@@ -247,10 +247,7 @@ impl Poller {
 
     fn readable(&mut self, i: usize, count: u32) {
         let q = &mut self.queues[i];
-        self.metrics
-            .queue_messages
-            .with_label_values(&[q.role])
-            .set(i64::from(count));
+        self.metrics.queue_messages(q.role).set(i64::from(count));
         match q.failing.take() {
             Some(Failure::NotConnected) | None => {}
             Some(_) => {

@@ -35,13 +35,8 @@ impl Dispatcher {
                 parking,
                 failed,
             } => {
-                if parking {
-                    let kind = self.core.lanes[lane].key.kind;
-                    self.p
-                        .metrics
-                        .parked_items
-                        .with_label_values(&[&self.p.config.name, kind.as_str()])
-                        .inc_by(done as u64);
+                if parking && let Some(m) = self.m.kind(self.core.lanes[lane].key.kind) {
+                    m.parked_items.inc_by(done as u64);
                 }
                 let now = Instant::now();
                 if !failed.is_empty() {
@@ -63,34 +58,24 @@ impl Dispatcher {
         let name = self.p.config.name.clone();
         let kind = self.core.lanes[lane].key.kind;
         let action = self.p.provider.action(kind);
-        let m = self.p.metrics.clone();
-        m.api_duration
-            .with_label_values(&[&name, action])
-            .observe(elapsed.as_secs_f64());
         let n = items.len();
         let label = result
             .as_ref()
             .map_or_else(ProviderError::result_label, |_| "ok");
-        m.api_requests
-            .with_label_values(&[&name, action, label])
-            .inc();
+        if let Some(m) = self.m.kind(kind) {
+            m.api_duration.observe(elapsed.as_secs_f64());
+            m.api(label).inc();
+            if result.is_ok() {
+                m.submitted.inc_by(n as u64);
+            }
+        }
         match &result {
             Ok(receipt) => {
-                m.items
-                    .with_label_values(&[&name, kind.as_str(), "submitted"])
-                    .inc_by(n as u64);
                 info!(provider = %name, action, items = n, task_id = %receipt.task_id, "purge accepted");
             }
             Err(e) => {
-                if matches!(
-                    e,
-                    ProviderError::RateLimited { .. } | ProviderError::Transient { .. }
-                ) {
-                    let reason = match e {
-                        ProviderError::RateLimited { .. } => "rate_limited",
-                        _ => "transient",
-                    };
-                    m.retries.with_label_values(&[&name, reason]).inc();
+                if matches!(e, ProviderError::Auth { .. }) {
+                    self.m.auth_failures.inc();
                 }
                 // A call that may have been applied, or that the provider counted against a spent
                 // quota, keeps its reservation.
@@ -150,25 +135,13 @@ impl Dispatcher {
                 };
                 self.park(kind.quota_kind(), until, Instant::now(), now_unix);
             }
+            Effect::Retried(reason) => self.m.retried(reason),
             Effect::AuthStopped => {
-                self.p
-                    .metrics
-                    .auth_failures
-                    .with_label_values(&[&name])
-                    .inc();
-                self.p
-                    .metrics
-                    .provider_stopped
-                    .with_label_values(&[&name])
-                    .set(1);
+                self.m.stopped.set(1);
                 self.p.readiness.provider_stopped(true);
             }
             Effect::AuthResumed => {
-                self.p
-                    .metrics
-                    .provider_stopped
-                    .with_label_values(&[&name])
-                    .set(0);
+                self.m.stopped.set(0);
                 self.p.readiness.provider_stopped(false);
                 info!(provider = %name, "provider accepts our credentials again; calls resume");
             }

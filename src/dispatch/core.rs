@@ -10,6 +10,7 @@ use super::Incoming;
 use super::decide::{self, Decision, Health, RetryPolicy};
 use crate::coalesce::{Lane, LaneKey, PendingItem};
 use crate::ledger::DeliveryId;
+use crate::metrics::RetryReason;
 use crate::provider::{FlushType, Kind, ProviderError};
 
 /// How long calls stay stopped after an authentication failure before one probe call is tried.
@@ -90,6 +91,8 @@ pub enum Effect {
         code: String,
         message: String,
     },
+    /// Items were put back for another attempt, and why (`purge_retries_total`).
+    Retried(RetryReason),
     /// The provider says the quota of this kind is spent: record it, then [`Core::park`].
     QuotaExhausted {
         kind: Kind,
@@ -122,14 +125,6 @@ fn quota_index(kind: Kind) -> usize {
     match kind.quota_kind() {
         Kind::Url => 0,
         _ => 1,
-    }
-}
-
-fn kind_index(kind: Kind) -> usize {
-    match kind {
-        Kind::Url => 0,
-        Kind::Dir => 1,
-        Kind::Regex => 2,
     }
 }
 
@@ -171,7 +166,7 @@ impl Core {
         if let Some(i) = self.lanes.iter().position(|l| l.key == key) {
             return i;
         }
-        let lane = Lane::new(key.clone(), self.settings.per_call[kind_index(key.kind)]);
+        let lane = Lane::new(key.clone(), self.settings.per_call[key.kind.index()]);
         // Header sets come from events, so without reuse every distinct set ever seen would keep
         // a lane for the life of the process. An idle header lane holds nothing and nothing
         // refers to it (every call and publish keeps `in_flight` above zero until settled), so
@@ -204,7 +199,7 @@ impl Core {
                 headers: it.headers,
             });
             if !self.lanes[i].add(it.key, it.delivery, &it.origin, it.received) {
-                deduplicated[kind_index(it.kind)] += 1;
+                deduplicated[it.kind.index()] += 1;
             }
         }
         deduplicated

@@ -60,10 +60,10 @@ impl Dispatcher {
         }
         let key = self.core.lanes[lane].key.clone();
         let name = self.p.config.name.clone();
+        if let Some(m) = self.m.kind(key.kind) {
+            m.failed.inc_by(items.len() as u64);
+        }
         let m = self.p.metrics.clone();
-        m.items
-            .with_label_values(&[&name, key.kind.as_str(), "failed"])
-            .inc_by(items.len() as u64);
         let records: Vec<_> = items
             .iter()
             .map(|it| {
@@ -95,7 +95,7 @@ impl Dispatcher {
                     warn!(error = %e, "dead-letter publish failed; retrying");
                     tokio::time::sleep(REPUBLISH_PAUSE).await;
                 }
-                m.dead_letters.with_label_values(&[error]).inc();
+                m.dead_lettered(error);
             }
             ledger.done(waiters(&items)).await;
             Outcome::Published {

@@ -42,6 +42,15 @@ impl Kind {
     /// Every kind, in metric-label order.
     pub const ALL: [Kind; 3] = [Kind::Url, Kind::Dir, Kind::Regex];
 
+    /// The position of this kind in [`Kind::ALL`], for tables indexed by kind.
+    pub fn index(self) -> usize {
+        match self {
+            Kind::Url => 0,
+            Kind::Dir => 1,
+            Kind::Regex => 2,
+        }
+    }
+
     /// The daily allowance this kind spends: regex purges count as directory purges.
     pub fn quota_kind(self) -> Kind {
         match self {

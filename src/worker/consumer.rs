@@ -212,7 +212,7 @@ impl Consumer {
         let ev = match event::decode(&delivery.data, ct.as_deref(), max) {
             Ok(ev) => ev,
             Err(e) => {
-                self.metrics.events.with_label_values(&["rejected"]).inc();
+                self.metrics.event("rejected");
                 let dl = DeadLetter::for_event(&e, &delivery.data);
                 // The id and source when the body still has them (valid JSON, bad content).
                 warn!(error = e.code(), reason = %e, bytes = delivery.data.len(),
@@ -229,10 +229,7 @@ impl Consumer {
         let (eid, src) = (ev.id.as_deref(), ev.source.as_deref());
         if !rejected.is_empty() {
             for r in &rejected {
-                self.metrics
-                    .items
-                    .with_label_values(&["none", r.kind.as_str(), "rejected"])
-                    .inc();
+                self.metrics.rejected_item(r.kind);
             }
             warn!(event_id = eid, event_source = src, refused = rejected.len(), first = rejected[0].error.code(),
                 reason = %rejected[0].error, "items refused; dead-lettering them");
@@ -248,7 +245,7 @@ impl Consumer {
         } else {
             "accepted"
         };
-        self.metrics.events.with_label_values(&[outcome]).inc();
+        self.metrics.event(outcome);
         if items.is_empty() {
             ledger::ack(&delivery.acker, &self.metrics).await;
             return;
@@ -308,10 +305,7 @@ impl Consumer {
                     .await;
                 return false;
             }
-            self.metrics
-                .dead_letters
-                .with_label_values(&[&dl.error])
-                .inc();
+            self.metrics.dead_lettered(&dl.error);
         }
         true
     }

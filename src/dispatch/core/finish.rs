@@ -78,7 +78,20 @@ impl Core {
             }
         }
         let (code, message) = code_and_message(e);
-        self.apply(lane, items, decision, code, message, now)
+        let reason = match e {
+            ProviderError::RateLimited { .. } => RetryReason::RateLimited,
+            _ => RetryReason::Transient,
+        };
+        let mut effects = match &decision {
+            Decision::ProviderBackoff { .. } | Decision::Bisect | Decision::RetryAlone { .. } => {
+                vec![Effect::Retried(reason)]
+            }
+            Decision::Isolate => vec![Effect::Retried(RetryReason::Isolate)],
+            Decision::Shrink { .. } => vec![Effect::Retried(RetryReason::BatchTooLarge)],
+            _ => Vec::new(),
+        };
+        effects.extend(self.apply(lane, items, decision, code, message, now));
+        effects
     }
 
     fn apply(

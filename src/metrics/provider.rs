@@ -1,0 +1,155 @@
+//! One provider's metric handles, resolved once when its dispatcher starts: the hot path only
+//! touches atomics, never hashes label strings. Only the kinds the provider takes get series, so
+//! a Tencent provider exports no `kind="regex"`.
+
+use prometheus::{Counter, Gauge, Histogram, IntCounter, IntGauge};
+
+use super::Metrics;
+use crate::provider::Kind;
+
+/// `purge_api_requests_total` results, in label order.
+const API_RESULTS: [&str; 5] = [
+    "ok",
+    "rate_limited",
+    "quota_exceeded",
+    "retryable_error",
+    "permanent_error",
+];
+
+/// Why a batch was put back for another attempt (`purge_retries_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryReason {
+    RateLimited,
+    Transient,
+    BatchTooLarge,
+    Isolate,
+}
+
+impl RetryReason {
+    const ALL: [RetryReason; 4] = [
+        RetryReason::RateLimited,
+        RetryReason::Transient,
+        RetryReason::BatchTooLarge,
+        RetryReason::Isolate,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::RateLimited => "rate_limited",
+            RetryReason::Transient => "transient",
+            RetryReason::BatchTooLarge => "batch_too_large",
+            RetryReason::Isolate => "isolate",
+        }
+    }
+}
+
+/// The series of one provider and kind.
+#[derive(Clone)]
+pub struct KindMetrics {
+    pub submitted: IntCounter,
+    pub deduplicated: IntCounter,
+    pub failed: IntCounter,
+    pub batch_size: Histogram,
+    pub event_to_submit: Histogram,
+    pub pending: IntGauge,
+    pub oldest_pending: Gauge,
+    pub quota_reset: Gauge,
+    pub batch_limit: IntGauge,
+    pub parked_until: IntGauge,
+    pub parked_items: IntCounter,
+    /// `purge_api_requests_total` of this kind's action, by result ([`API_RESULTS`] order).
+    api: [IntCounter; 5],
+    pub api_duration: Histogram,
+}
+
+impl KindMetrics {
+    /// The `purge_api_requests_total` counter for a result label (`ok`, or
+    /// `ProviderError::result_label`).
+    pub fn api(&self, result: &str) -> &IntCounter {
+        let i = API_RESULTS.iter().position(|r| *r == result).unwrap_or(4);
+        &self.api[i]
+    }
+}
+
+/// Every series of one provider.
+#[derive(Clone)]
+pub struct ProviderMetrics {
+    kinds: [Option<KindMetrics>; 3],
+    /// `purge_quota_used` / `purge_quota_limit` by quota kind (url, dir).
+    pub quota_used: [IntGauge; 2],
+    pub quota_limit: [IntGauge; 2],
+    retries: [IntCounter; 4],
+    pub auth_failures: IntCounter,
+    pub stopped: IntGauge,
+    pub rate_limit_wait: Counter,
+}
+
+impl ProviderMetrics {
+    /// The series of `kind`; `None` for a kind the provider does not take (never routed to it).
+    pub fn kind(&self, kind: Kind) -> Option<&KindMetrics> {
+        self.kinds[kind.index()].as_ref()
+    }
+
+    /// The kinds that have series.
+    pub fn kinds(&self) -> impl Iterator<Item = (Kind, &KindMetrics)> {
+        Kind::ALL
+            .into_iter()
+            .filter_map(|k| self.kind(k).map(|m| (k, m)))
+    }
+
+    /// `purge_retries_total{reason}`.
+    pub fn retried(&self, reason: RetryReason) {
+        self.retries[reason as usize].inc();
+    }
+}
+
+impl Metrics {
+    /// Resolves the handles of provider `name` for `kinds`, whose calls are named by `action`.
+    /// Creates every series up front, so dashboards show zeros rather than gaps.
+    pub fn provider(
+        &self,
+        name: &str,
+        kinds: &[Kind],
+        action: impl Fn(Kind) -> &'static str,
+    ) -> ProviderMetrics {
+        let kind = |k: Kind| {
+            let l = [name, k.as_str()];
+            let action = action(k);
+            // Refused by validation are counted under provider="none"; the series exists anyway.
+            self.items
+                .with_label_values(&[name, k.as_str(), "rejected"]);
+            KindMetrics {
+                submitted: self
+                    .items
+                    .with_label_values(&[name, k.as_str(), "submitted"]),
+                deduplicated: self
+                    .items
+                    .with_label_values(&[name, k.as_str(), "deduplicated"]),
+                failed: self.items.with_label_values(&[name, k.as_str(), "failed"]),
+                batch_size: self.batch_size.with_label_values(&l),
+                event_to_submit: self.event_to_submit.with_label_values(&l),
+                pending: self.pending.with_label_values(&l),
+                oldest_pending: self.oldest_pending.with_label_values(&l),
+                quota_reset: self.quota_reset.with_label_values(&l),
+                batch_limit: self.batch_limit.with_label_values(&l),
+                parked_until: self.parked_until.with_label_values(&l),
+                parked_items: self.parked_items.with_label_values(&l),
+                api: API_RESULTS.map(|r| self.api_requests.with_label_values(&[name, action, r])),
+                api_duration: self.api_duration.with_label_values(&[name, action]),
+            }
+        };
+        let quota = |v: &prometheus::IntGaugeVec| {
+            [Kind::Url, Kind::Dir].map(|k| v.with_label_values(&[name, k.as_str()]))
+        };
+        ProviderMetrics {
+            kinds: Kind::ALL.map(|k| kinds.contains(&k).then(|| kind(k))),
+            quota_used: quota(&self.quota_used),
+            quota_limit: quota(&self.quota_limit),
+            retries: RetryReason::ALL.map(|r| self.retries.with_label_values(&[name, r.as_str()])),
+            auth_failures: self.auth_failures.with_label_values(&[name]),
+            stopped: self.provider_stopped.with_label_values(&[name]),
+            rate_limit_wait: self.rate_limit_wait.with_label_values(&[name]),
+        }
+    }
+}
