@@ -4,6 +4,7 @@
 //! [`ProviderError`], the taxonomy of providers/PROVIDERS.md. What an error means for the items
 //! (retry, back off, park, split, dead-letter, stop) is decided in `dispatch`, in one place.
 
+pub mod mac;
 pub mod qcloud_v2;
 pub mod tc3;
 pub mod tencent_v2;

@@ -25,10 +25,8 @@
 
 use std::fmt;
 
+use super::mac::{self, Hash};
 use base64::Engine;
-use hmac::{Hmac, KeyInit, Mac};
-use sha1::Sha1;
-use sha2::Sha256;
 
 pub use crate::config::SignatureMethod;
 
@@ -112,30 +110,18 @@ pub fn string_to_sign(method: &str, host: &str, path: &str, params: &[(&str, &st
 
 /// Step 6: `base64(HMAC(secret_key, string_to_sign))`.
 pub fn signature(secret_key: &str, string_to_sign: &str, method: SignatureMethod) -> String {
-    base64::engine::general_purpose::STANDARD.encode(mac(
+    base64::engine::general_purpose::STANDARD.encode(mac::hmac(
+        hash_of(method),
         secret_key.as_bytes(),
         string_to_sign.as_bytes(),
-        method,
     ))
 }
 
-fn mac(key: &[u8], msg: &[u8], method: SignatureMethod) -> Vec<u8> {
-    // Invariant: HMAC accepts keys of any length (long keys are hashed, short ones padded), so
-    // `new_from_slice` cannot fail.
-    #[allow(clippy::expect_used)]
+/// The MAC a signature method names.
+fn hash_of(method: SignatureMethod) -> Hash {
     match method {
-        SignatureMethod::HmacSha1 => Hmac::<Sha1>::new_from_slice(key)
-            .expect("HMAC takes keys of any length")
-            .chain_update(msg)
-            .finalize()
-            .into_bytes()
-            .to_vec(),
-        SignatureMethod::HmacSha256 => Hmac::<Sha256>::new_from_slice(key)
-            .expect("HMAC takes keys of any length")
-            .chain_update(msg)
-            .finalize()
-            .into_bytes()
-            .to_vec(),
+        SignatureMethod::HmacSha1 => Hash::Sha1,
+        SignatureMethod::HmacSha256 => Hash::Sha256,
     }
 }
 
@@ -232,20 +218,10 @@ pub fn verify(
         .decode(given)
         .map_err(|_| VerifyError::Malformed)?;
     let s = string_to_sign(method, host, path, params);
-    let key = secret_key.as_bytes();
-    // Invariant: as in `mac`, HMAC accepts keys of any length.
-    #[allow(clippy::expect_used)]
-    let checked = match signature_method {
-        SignatureMethod::HmacSha1 => Hmac::<Sha1>::new_from_slice(key)
-            .expect("HMAC takes keys of any length")
-            .chain_update(s.as_bytes())
-            .verify_slice(&tag),
-        SignatureMethod::HmacSha256 => Hmac::<Sha256>::new_from_slice(key)
-            .expect("HMAC takes keys of any length")
-            .chain_update(s.as_bytes())
-            .verify_slice(&tag),
-    };
-    checked.map_err(|_| VerifyError::Mismatch)
+    let hash = hash_of(signature_method);
+    mac::verify_hmac(hash, secret_key.as_bytes(), s.as_bytes(), &tag)
+        .then_some(())
+        .ok_or(VerifyError::Mismatch)
 }
 
 #[cfg(test)]

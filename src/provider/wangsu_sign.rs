@@ -17,13 +17,9 @@
 
 use std::fmt;
 
+pub use super::mac::sha256_hex;
+use super::mac::{Hash, hmac_sha1, hmac_sha256, verify_hmac};
 use base64::Engine;
-use hmac::{Hmac, KeyInit, Mac};
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
-
-type HmacSha1 = Hmac<Sha1>;
-type HmacSha256 = Hmac<Sha256>;
 
 /// The RFC 1123 date format of the API-key scheme, with chrono's fixed English names (chrono
 /// has no locale unless its `unstable-locales` feature is on, which this crate does not enable).
@@ -36,31 +32,6 @@ pub const AKSK_SIGNED_HEADERS: &str = "content-type;host";
 pub const AKSK_AUTH_METHOD: &str = "AKSK";
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-fn hmac_sha1(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    new_sha1_mac(key)
-        .chain_update(msg)
-        .finalize()
-        .into_bytes()
-        .to_vec()
-}
-
-fn new_sha1_mac(key: &[u8]) -> HmacSha1 {
-    // Invariant: HMAC accepts keys of any length (long keys are hashed, short ones padded).
-    #[allow(clippy::expect_used)]
-    HmacSha1::new_from_slice(key).expect("HMAC takes keys of any length")
-}
-
-fn new_sha256_mac(key: &[u8]) -> HmacSha256 {
-    // Invariant: as above.
-    #[allow(clippy::expect_used)]
-    HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length")
-}
-
-/// `hex(sha256(data))`, lowercase.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
 
 /// `timestamp` (Unix seconds) as the `Date` header value, e.g. `Thu, 17 May 2012 19:37:58 GMT`.
 /// `None` only outside chrono's range.
@@ -173,10 +144,9 @@ pub fn verify_api_key<'k>(
     let tag = B64
         .decode(password.as_bytes())
         .map_err(|_| VerifyError::Malformed("password is not base64"))?;
-    new_sha1_mac(api_key.as_bytes())
-        .chain_update(date.as_bytes())
-        .verify_slice(&tag)
-        .map_err(|_| VerifyError::Mismatch)?;
+    if !verify_hmac(Hash::Sha1, api_key.as_bytes(), date.as_bytes(), &tag) {
+        return Err(VerifyError::Mismatch);
+    }
     Ok(username)
 }
 
@@ -321,12 +291,10 @@ pub fn sign_aksk(input: &AkSkInput<'_>) -> AkSkSigned {
         input.payload,
         &input.timestamp.to_string(),
     );
-    out.signature = hex::encode(
-        new_sha256_mac(input.secret_key.as_bytes())
-            .chain_update(out.string_to_sign.as_bytes())
-            .finalize()
-            .into_bytes(),
-    );
+    out.signature = hex::encode(hmac_sha256(
+        input.secret_key.as_bytes(),
+        out.string_to_sign.as_bytes(),
+    ));
     out.authorization = format!(
         "{AKSK_ALGORITHM} Credential={}, SignedHeaders={AKSK_SIGNED_HEADERS}, Signature={}",
         input.access_key, out.signature
@@ -415,8 +383,12 @@ pub fn verify_aksk(
     );
     let tag =
         hex::decode(auth.signature).map_err(|_| VerifyError::Malformed("Signature is not hex"))?;
-    new_sha256_mac(secret_key.as_bytes())
-        .chain_update(parts.string_to_sign.as_bytes())
-        .verify_slice(&tag)
-        .map_err(|_| VerifyError::Mismatch)
+    verify_hmac(
+        Hash::Sha256,
+        secret_key.as_bytes(),
+        parts.string_to_sign.as_bytes(),
+        &tag,
+    )
+    .then_some(())
+    .ok_or(VerifyError::Mismatch)
 }
