@@ -25,6 +25,8 @@
 
 use std::fmt;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
 use super::mac::{self, Hash};
 use base64::Engine;
 
@@ -125,27 +127,25 @@ fn hash_of(method: SignatureMethod) -> Hash {
     }
 }
 
+/// What the official SDK's `urlencode` (Python `quote_plus`) encodes: every byte but ASCII
+/// letters, digits and `_.-~`. The space is left out here only because it becomes `+` instead
+/// of `%20`; [`form_encode`] swaps it afterwards. Non-ASCII bytes are always encoded.
+const FORM_ENCODED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'~')
+    .remove(b' ');
+
 /// Form-encodes one name or value the way the official SDK's `urlencode` does (Python
 /// `quote_plus`): ASCII letters, digits and `_.-~` stay, a space becomes `+`, every other byte
 /// of the UTF-8 text becomes `%XX` (upper-case hex). `+`, `/` and `=` of a base64 signature are
 /// therefore encoded, exactly once.
 pub fn form_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3 / 2);
-    for &b in text.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
-                out.push(char::from(b));
-            }
-            b' ' => out.push('+'),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                out.push('%');
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0x0f)]));
-            }
-        }
-    }
-    out
+    // Every space left in the encoded text is an original space: escapes never contain one.
+    utf8_percent_encode(text, FORM_ENCODED)
+        .to_string()
+        .replace(' ', "+")
 }
 
 /// `name=value&…` in the given order, each side form-encoded once.
@@ -255,6 +255,16 @@ mod tests {
             "https%3A%2F%2Fa.b%2F%E5%9B%BE%3Fq%3D1%26x%3Da+b%2Bc~_-."
         );
         assert_eq!(form_encode("V+Ik/3H4="), "V%2BIk%2F3H4%3D");
+        // Every ASCII byte, as quote_plus encodes it (letters, digits, `_.-~` kept; space `+`).
+        for b in 0u8..128 {
+            let c = char::from(b);
+            let want = match c {
+                'A'..='Z' | 'a'..='z' | '0'..='9' | '_' | '.' | '-' | '~' => c.to_string(),
+                ' ' => "+".to_string(),
+                _ => format!("%{b:02X}"),
+            };
+            assert_eq!(form_encode(&c.to_string()), want, "{b:#04x}");
+        }
     }
 
     #[test]

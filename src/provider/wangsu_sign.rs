@@ -20,6 +20,7 @@ use std::fmt;
 pub use super::mac::sha256_hex;
 use super::mac::{Hash, hmac_sha1, hmac_sha256, verify_hmac};
 use base64::Engine;
+use percent_encoding::percent_decode_str;
 
 /// The RFC 1123 date format of the API-key scheme, with chrono's fixed English names (chrono
 /// has no locale unless its `unstable-locales` feature is on, which this crate does not enable).
@@ -208,37 +209,14 @@ pub struct AkSkSigned {
 }
 
 /// The query as it enters the canonical request: empty for POST, else percent-decoded (a
-/// sequence that is not valid UTF-8 after decoding is kept lossily; `+` is kept as written —
-/// the SDKs differ on it and this crate never sends one).
+/// sequence that is not valid UTF-8 after decoding is kept lossily; a `%` that does not start
+/// two hex digits is kept as written, as Python's `unquote` does; `+` is kept as written — the
+/// SDKs differ on it and this crate never sends one).
 fn canonical_query(method: &str, query: &str) -> String {
     if method.eq_ignore_ascii_case("POST") {
         return String::new();
     }
-    percent_decode(query)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match escaped {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_decode_str(query).decode_utf8_lossy().into_owned()
 }
 
 /// The canonical request and string to sign from the signed `(name, value)` pairs, in the
