@@ -33,7 +33,13 @@ pub(super) fn literal_or_env(
     }
 }
 
-/// Parses `"+08:00"`, `"-05:30"`, `"Z"` or `"+00:00"` into seconds east of UTC.
+/// Parses `"+08:00"`, `"-05:30"`, `"Z"` or `"+00:00"` into seconds east of UTC, at most 14 hours
+/// either way (the widest offset in use).
+///
+/// Decision: not chrono's `FixedOffset` parser. It accepts another set of spellings (it ignores
+/// text after the offset, takes `+0800` and `+08 00` and the Unicode minus sign, allows up to
+/// 23:59, and has no `Z`) and refuses `+8:00`, which this parser takes; wrapping it to keep this
+/// key's accepted forms and range would cost more code than the parser it would replace.
 pub fn parse_utc_offset(s: &str) -> Result<i32, String> {
     if s == "Z" || s == "z" {
         return Ok(0);

@@ -25,10 +25,10 @@
 
 use std::fmt;
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::mac::{self, Hash};
 use base64::Engine;
-use hmac::{Hmac, KeyInit, Mac};
-use sha1::Sha1;
-use sha2::Sha256;
 
 pub use crate::config::SignatureMethod;
 
@@ -112,54 +112,40 @@ pub fn string_to_sign(method: &str, host: &str, path: &str, params: &[(&str, &st
 
 /// Step 6: `base64(HMAC(secret_key, string_to_sign))`.
 pub fn signature(secret_key: &str, string_to_sign: &str, method: SignatureMethod) -> String {
-    base64::engine::general_purpose::STANDARD.encode(mac(
+    base64::engine::general_purpose::STANDARD.encode(mac::hmac(
+        hash_of(method),
         secret_key.as_bytes(),
         string_to_sign.as_bytes(),
-        method,
     ))
 }
 
-fn mac(key: &[u8], msg: &[u8], method: SignatureMethod) -> Vec<u8> {
-    // Invariant: HMAC accepts keys of any length (long keys are hashed, short ones padded), so
-    // `new_from_slice` cannot fail.
-    #[allow(clippy::expect_used)]
+/// The MAC a signature method names.
+fn hash_of(method: SignatureMethod) -> Hash {
     match method {
-        SignatureMethod::HmacSha1 => Hmac::<Sha1>::new_from_slice(key)
-            .expect("HMAC takes keys of any length")
-            .chain_update(msg)
-            .finalize()
-            .into_bytes()
-            .to_vec(),
-        SignatureMethod::HmacSha256 => Hmac::<Sha256>::new_from_slice(key)
-            .expect("HMAC takes keys of any length")
-            .chain_update(msg)
-            .finalize()
-            .into_bytes()
-            .to_vec(),
+        SignatureMethod::HmacSha1 => Hash::Sha1,
+        SignatureMethod::HmacSha256 => Hash::Sha256,
     }
 }
+
+/// What the official SDK's `urlencode` (Python `quote_plus`) encodes: every byte but ASCII
+/// letters, digits and `_.-~`. The space is left out here only because it becomes `+` instead
+/// of `%20`; [`form_encode`] swaps it afterwards. Non-ASCII bytes are always encoded.
+const FORM_ENCODED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'~')
+    .remove(b' ');
 
 /// Form-encodes one name or value the way the official SDK's `urlencode` does (Python
 /// `quote_plus`): ASCII letters, digits and `_.-~` stay, a space becomes `+`, every other byte
 /// of the UTF-8 text becomes `%XX` (upper-case hex). `+`, `/` and `=` of a base64 signature are
 /// therefore encoded, exactly once.
 pub fn form_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() * 3 / 2);
-    for &b in text.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
-                out.push(char::from(b));
-            }
-            b' ' => out.push('+'),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                out.push('%');
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0x0f)]));
-            }
-        }
-    }
-    out
+    // Every space left in the encoded text is an original space: escapes never contain one.
+    utf8_percent_encode(text, FORM_ENCODED)
+        .to_string()
+        .replace(' ', "+")
 }
 
 /// `name=value&…` in the given order, each side form-encoded once.
@@ -232,20 +218,10 @@ pub fn verify(
         .decode(given)
         .map_err(|_| VerifyError::Malformed)?;
     let s = string_to_sign(method, host, path, params);
-    let key = secret_key.as_bytes();
-    // Invariant: as in `mac`, HMAC accepts keys of any length.
-    #[allow(clippy::expect_used)]
-    let checked = match signature_method {
-        SignatureMethod::HmacSha1 => Hmac::<Sha1>::new_from_slice(key)
-            .expect("HMAC takes keys of any length")
-            .chain_update(s.as_bytes())
-            .verify_slice(&tag),
-        SignatureMethod::HmacSha256 => Hmac::<Sha256>::new_from_slice(key)
-            .expect("HMAC takes keys of any length")
-            .chain_update(s.as_bytes())
-            .verify_slice(&tag),
-    };
-    checked.map_err(|_| VerifyError::Mismatch)
+    let hash = hash_of(signature_method);
+    mac::verify_hmac(hash, secret_key.as_bytes(), s.as_bytes(), &tag)
+        .then_some(())
+        .ok_or(VerifyError::Mismatch)
 }
 
 #[cfg(test)]
@@ -279,6 +255,16 @@ mod tests {
             "https%3A%2F%2Fa.b%2F%E5%9B%BE%3Fq%3D1%26x%3Da+b%2Bc~_-."
         );
         assert_eq!(form_encode("V+Ik/3H4="), "V%2BIk%2F3H4%3D");
+        // Every ASCII byte, as quote_plus encodes it (letters, digits, `_.-~` kept; space `+`).
+        for b in 0u8..128 {
+            let c = char::from(b);
+            let want = match c {
+                'A'..='Z' | 'a'..='z' | '0'..='9' | '_' | '.' | '-' | '~' => c.to_string(),
+                ' ' => "+".to_string(),
+                _ => format!("%{b:02X}"),
+            };
+            assert_eq!(form_encode(&c.to_string()), want, "{b:#04x}");
+        }
     }
 
     #[test]

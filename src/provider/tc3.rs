@@ -11,10 +11,8 @@
 
 use std::fmt;
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::{Digest, Sha256};
-
-type HmacSha256 = Hmac<Sha256>;
+use super::mac::{Hash, verify_hmac};
+pub use super::mac::{hmac_sha256, sha256_hex};
 
 /// The algorithm name, first token of the `Authorization` header and first line of the string
 /// to sign.
@@ -113,27 +111,6 @@ impl fmt::Debug for Signed {
             .field("authorization", &self.authorization)
             .finish_non_exhaustive()
     }
-}
-
-/// `HMAC-SHA256(key, msg)`, raw bytes.
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    new_mac(key)
-        .chain_update(msg)
-        .finalize()
-        .into_bytes()
-        .to_vec()
-}
-
-fn new_mac(key: &[u8]) -> HmacSha256 {
-    // Invariant: HMAC accepts keys of any length (long keys are hashed, short ones padded), so
-    // `new_from_slice` cannot fail for HMAC-SHA256.
-    #[allow(clippy::expect_used)]
-    HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length")
-}
-
-/// `hex(sha256(data))`, lowercase.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 /// The credential-scope date: `YYYY-MM-DD` of `timestamp` **in UTC**. Using local (Beijing) time
@@ -448,10 +425,14 @@ pub fn verify(
     let (_, _, secret_signing) = derive_keys(secret_key, auth.date, auth.service);
     let tag =
         hex::decode(auth.signature).map_err(|_| VerifyError::Malformed("Signature is not hex"))?;
-    new_mac(&secret_signing)
-        .chain_update(p.string_to_sign.as_bytes())
-        .verify_slice(&tag)
-        .map_err(|_| VerifyError::Mismatch)
+    verify_hmac(
+        Hash::Sha256,
+        &secret_signing,
+        p.string_to_sign.as_bytes(),
+        &tag,
+    )
+    .then_some(())
+    .ok_or(VerifyError::Mismatch)
 }
 
 #[cfg(test)]

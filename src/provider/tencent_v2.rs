@@ -22,11 +22,10 @@ use std::time::Duration;
 use rand::Rng;
 use tracing::Instrument;
 
+use super::http::{self, CallLog, Endpoint};
 use super::qcloud_v2::{self, SIGNATURE_METHOD, SignInput};
-use super::{
-    Batch, Capabilities, Kind, Provider, ProviderError, PurgeFuture, Receipt, host_header,
-};
-use crate::config::{HttpMethod, KindOptions, ProviderConfig, Secret, SignatureMethod};
+use super::{Batch, Capabilities, Kind, Provider, ProviderError, PurgeFuture, Receipt};
+use crate::config::{HttpMethod, KindOptions, ProviderConfig, SignatureMethod};
 
 /// Action for file purges.
 pub const ACTION_URLS: &str = "RefreshCdnUrl";
@@ -45,14 +44,8 @@ pub const MAX_GET_URL_BYTES: usize = 8192;
 
 /// A Tencent Cloud API 2.0 CDN account. Cheap to share; holds a pooled HTTP client.
 pub struct TencentV2 {
-    name: String,
-    client: reqwest::Client,
-    /// `{endpoint}/v2/index.php`.
-    url: url::Url,
-    /// The signed host (with the port when it is not the scheme's default).
-    host: String,
-    secret_id: Secret,
-    secret_key: Secret,
+    /// The account at `{endpoint}/v2/index.php`.
+    endpoint: Endpoint,
     http_method: HttpMethod,
     signature_method: SignatureMethod,
 }
@@ -60,13 +53,10 @@ pub struct TencentV2 {
 impl fmt::Debug for TencentV2 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TencentV2")
-            .field("name", &self.name)
-            .field("url", &self.url.as_str())
+            .field("endpoint", &self.endpoint)
             .field("http_method", &self.http_method)
             .field("signature_method", &self.signature_method)
-            .field("secret_id", &self.secret_id)
-            .field("secret_key", &self.secret_key)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -97,7 +87,6 @@ impl TencentV2 {
     /// Builds the client from a validated provider config: connect and whole-request timeouts
     /// from the config, so a hung API cannot hold a dispatch slot forever.
     pub fn new(cfg: &ProviderConfig) -> Result<Self, reqwest::Error> {
-        let client = super::http_client(cfg)?;
         // The config layer only builds TencentV2 options for this kind; anything else falls
         // back to the API's defaults.
         let (http_method, signature_method) = match cfg.options {
@@ -107,15 +96,8 @@ impl TencentV2 {
             } => (http_method, signature_method),
             _ => (HttpMethod::Post, SignatureMethod::HmacSha1),
         };
-        let url = api_url(&cfg.endpoint);
-        let host = host_header(&url);
         Ok(TencentV2 {
-            name: cfg.name.clone(),
-            client,
-            url,
-            host,
-            secret_id: cfg.secret_id.clone(),
-            secret_key: cfg.secret_key.clone(),
+            endpoint: Endpoint::new(cfg, api_url(&cfg.endpoint))?,
             http_method,
             signature_method,
         })
@@ -124,6 +106,7 @@ impl TencentV2 {
     /// Builds and signs `batch` for `timestamp` (Unix seconds) and `nonce`. Pure: the caller
     /// draws the nonce and reads the clock.
     fn prepare(&self, batch: &Batch, timestamp: i64, nonce: u64) -> Prepared {
+        let endpoint = &self.endpoint;
         let action = action_for(batch.kind);
         let prefix = match batch.kind {
             Kind::Url => "urls",
@@ -135,7 +118,7 @@ impl TencentV2 {
         let (timestamp, nonce) = (timestamp.to_string(), nonce.to_string());
         let mut params: Vec<(&str, &str)> = vec![
             ("Action", action),
-            ("SecretId", self.secret_id.expose()),
+            ("SecretId", endpoint.secret_id.expose()),
             ("Timestamp", &timestamp),
             ("Nonce", &nonce),
         ];
@@ -150,13 +133,13 @@ impl TencentV2 {
         );
         let signed = qcloud_v2::sign(&SignInput {
             method: self.http_method.as_str(),
-            host: &self.host,
-            path: self.url.path(),
+            host: &endpoint.host,
+            path: endpoint.url.path(),
             params: &params,
             signature_method: self.signature_method,
-            secret_key: self.secret_key.expose(),
+            secret_key: endpoint.secret_key.expose(),
         });
-        let mut url = self.url.clone();
+        let mut url = endpoint.url.clone();
         let body = match self.http_method {
             HttpMethod::Post => Some(signed.encoded),
             HttpMethod::Get => {
@@ -180,41 +163,29 @@ impl TencentV2 {
         }
         let nonce = rand::rng().random_range(1..=NONCE_MAX);
         let prepared = self.prepare(batch, chrono::Utc::now().timestamp(), nonce);
-        if prepared.body.is_none() && prepared.url.as_str().len() > MAX_GET_URL_BYTES {
-            return Err(ProviderError::BatchTooLarge {
-                code: "GetUrlTooLong".into(),
-            });
-        }
+        let client = &self.endpoint.client;
         let request = match prepared.body {
-            Some(body) => self
-                .client
+            Some(body) => client
                 .post(prepared.url)
                 .header(reqwest::header::CONTENT_TYPE, FORM_CONTENT_TYPE)
                 .body(body),
-            None => self.client.get(prepared.url),
+            None if prepared.url.as_str().len() > MAX_GET_URL_BYTES => {
+                return Err(ProviderError::BatchTooLarge {
+                    code: "GetUrlTooLong".into(),
+                });
+            }
+            None => client.get(prepared.url),
+        };
+        let log = CallLog {
+            action: prepared.action,
+            items: batch.items.len(),
+            request_id_header: None,
         };
         // Errors drop the URL (in `send`): for GET it carries every item and the SecretId.
-        let answer = super::send(request).await?;
-        let status = answer.status;
-        let result = interpret(status, &answer.body, answer.retry_after);
-        match &result {
-            Ok(receipt) => tracing::debug!(
-                action = prepared.action,
-                method = prepared.method.as_str(),
-                items = batch.items.len(),
-                task_id = %receipt.task_id,
-                "purge accepted"
-            ),
-            Err(e) => tracing::debug!(
-                action = prepared.action,
-                method = prepared.method.as_str(),
-                items = batch.items.len(),
-                status,
-                code = e.code(),
-                "purge refused"
-            ),
-        }
-        result
+        http::exchange(request, log, |answer| {
+            interpret(answer.status, &answer.body, answer.retry_after)
+        })
+        .await
     }
 }
 
@@ -247,8 +218,9 @@ impl Provider for TencentV2 {
     fn purge<'a>(&'a self, batch: &'a Batch) -> PurgeFuture<'a> {
         let span = tracing::debug_span!(
             "tencent_v2.purge",
-            provider = %self.name,
+            provider = %self.endpoint.name,
             kind = %batch.kind,
+            method = self.http_method.as_str(),
         );
         Box::pin(self.call(batch).instrument(span))
     }
@@ -339,28 +311,14 @@ fn interpret(
     })
 }
 
-/// A non-API answer. A 200 we cannot read may mean the purge happened. 413/414 mean the request
-/// (a long GET query, typically) was too big: split. A 4xx (but 408) or a 502/503 is a gateway
-/// refusing before the API saw the request; anything else might have been forwarded.
+/// A non-API answer ([`http::non_api_answer`]), but 413/414: the request (a long GET query,
+/// typically) was too big, so the batch is split.
 fn non_api_answer(status: u16, retry_after: Option<Duration>) -> ProviderError {
-    if status == 200 {
-        return ProviderError::Transient {
-            code: "MalformedResponse".into(),
-            message: "HTTP 200 without the API's {code, message} envelope".into(),
-            maybe_applied: true,
-        };
-    }
-    let code = format!("HttpStatus.{status}");
     match status {
-        429 => return ProviderError::RateLimited { code, retry_after },
-        413 | 414 => return ProviderError::BatchTooLarge { code },
-        _ => {}
-    }
-    let refused_early = matches!(status, 400..=499 if status != 408) || matches!(status, 502 | 503);
-    ProviderError::Transient {
-        code,
-        message: format!("HTTP {status} without an API response body"),
-        maybe_applied: !refused_early,
+        413 | 414 => ProviderError::BatchTooLarge {
+            code: format!("HttpStatus.{status}"),
+        },
+        _ => http::non_api_answer(status, retry_after, "the API's {code, message} envelope"),
     }
 }
 

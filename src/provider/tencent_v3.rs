@@ -17,11 +17,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::Instrument;
 
+use super::http::{self, CallLog, Endpoint, SignedPost};
 use super::tc3;
-use super::{
-    Batch, Capabilities, Kind, Provider, ProviderError, PurgeFuture, Receipt, host_header,
-};
-use crate::config::{ProviderConfig, Secret};
+use super::{Batch, Capabilities, Kind, Provider, ProviderError, PurgeFuture, Receipt};
+use crate::config::ProviderConfig;
 
 /// The CDN API version every request names (`X-TC-Version`).
 pub const API_VERSION: &str = "2018-06-06";
@@ -39,31 +38,15 @@ pub const ACTION_PATHS: &str = "PurgePathCache";
 
 /// A Tencent Cloud API 3.0 CDN account. Cheap to share; holds a pooled HTTP client.
 pub struct TencentV3 {
-    name: String,
-    client: reqwest::Client,
-    url: url::Url,
-    host: String,
-    secret_id: Secret,
-    secret_key: Secret,
+    endpoint: Endpoint,
 }
 
 impl fmt::Debug for TencentV3 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TencentV3")
-            .field("name", &self.name)
-            .field("url", &self.url.as_str())
-            .field("secret_id", &self.secret_id)
-            .field("secret_key", &self.secret_key)
-            .finish_non_exhaustive()
+            .field("endpoint", &self.endpoint)
+            .finish()
     }
-}
-
-/// One request, ready to send: the body bytes and the headers that sign them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Prepared {
-    action: &'static str,
-    body: Vec<u8>,
-    headers: Vec<(&'static str, String)>,
 }
 
 #[derive(Serialize)]
@@ -84,21 +67,13 @@ impl TencentV3 {
     /// Builds the client from a validated provider config: connect and whole-request timeouts
     /// from the config, so a hung API cannot hold a dispatch slot forever.
     pub fn new(cfg: &ProviderConfig) -> Result<Self, reqwest::Error> {
-        let client = super::http_client(cfg)?;
-        let url = cfg.endpoint.clone();
-        let host = host_header(&url);
         Ok(TencentV3 {
-            name: cfg.name.clone(),
-            client,
-            url,
-            host,
-            secret_id: cfg.secret_id.clone(),
-            secret_key: cfg.secret_key.clone(),
+            endpoint: Endpoint::new(cfg, cfg.endpoint.clone())?,
         })
     }
 
     /// Serializes and signs `batch` for `timestamp` (Unix seconds).
-    fn prepare(&self, batch: &Batch, timestamp: i64) -> Result<Prepared, serde_json::Error> {
+    fn prepare(&self, batch: &Batch, timestamp: i64) -> Result<SignedPost, serde_json::Error> {
         let action = action_for(batch.kind);
         let body = match batch.kind {
             Kind::Url => serde_json::to_vec(&PurgeUrlsBody { urls: &batch.items })?,
@@ -107,18 +82,19 @@ impl TencentV3 {
                 flush_type: batch.flush_type.as_str(),
             })?,
         };
+        let endpoint = &self.endpoint;
         let signed = tc3::sign(&tc3::SignInput {
             method: "POST",
-            host: &self.host,
-            path: self.url.path(),
-            query: self.url.query().unwrap_or(""),
+            host: &endpoint.host,
+            path: endpoint.url.path(),
+            query: endpoint.url.query().unwrap_or(""),
             content_type: CONTENT_TYPE,
             extra_headers: &[],
             payload: &body,
             timestamp,
             service: SERVICE,
-            secret_id: self.secret_id.expose(),
-            secret_key: self.secret_key.expose(),
+            secret_id: endpoint.secret_id.expose(),
+            secret_key: endpoint.secret_key.expose(),
         });
         let headers = vec![
             ("Content-Type", CONTENT_TYPE.to_string()),
@@ -128,7 +104,7 @@ impl TencentV3 {
             ("X-TC-Language", LANGUAGE.to_string()),
             ("Authorization", signed.authorization),
         ];
-        Ok(Prepared {
+        Ok(SignedPost {
             action,
             body,
             headers,
@@ -139,37 +115,18 @@ impl TencentV3 {
         if batch.kind == Kind::Regex {
             return Err(super::unsupported_regex(batch));
         }
-        let prepared = self
+        let signed = self
             .prepare(batch, chrono::Utc::now().timestamp())
-            .map_err(|e| ProviderError::Transient {
-                code: "RequestBuildError".into(),
-                message: e.to_string(),
-                maybe_applied: false,
-            })?;
-        let mut request = self.client.post(self.url.clone());
-        for (name, value) in prepared.headers {
-            request = request.header(name, value);
-        }
-        let answer = super::send(request.body(prepared.body)).await?;
-        let status = answer.status;
-        let result = interpret(status, &answer.body, answer.retry_after);
-        match &result {
-            Ok(receipt) => tracing::debug!(
-                action = prepared.action,
-                items = batch.items.len(),
-                task_id = %receipt.task_id,
-                request_id = receipt.request_id.as_deref().unwrap_or(""),
-                "purge accepted"
-            ),
-            Err(e) => tracing::debug!(
-                action = prepared.action,
-                items = batch.items.len(),
-                status,
-                code = e.code(),
-                "purge refused"
-            ),
-        }
-        result
+            .map_err(http::build_error)?;
+        let log = CallLog {
+            action: signed.action,
+            items: batch.items.len(),
+            request_id_header: None,
+        };
+        http::exchange(self.endpoint.post(signed), log, |answer| {
+            interpret(answer.status, &answer.body, answer.retry_after)
+        })
+        .await
     }
 }
 
@@ -198,7 +155,7 @@ impl Provider for TencentV3 {
     fn purge<'a>(&'a self, batch: &'a Batch) -> PurgeFuture<'a> {
         let span = tracing::debug_span!(
             "tencent_v3.purge",
-            provider = %self.name,
+            provider = %self.endpoint.name,
             kind = %batch.kind,
         );
         Box::pin(self.call(batch).instrument(span))
@@ -217,7 +174,7 @@ fn interpret(
         .and_then(|mut v| v.get_mut("Response").map(serde_json::Value::take))
         .filter(serde_json::Value::is_object);
     let Some(response) = envelope else {
-        return Err(non_api_answer(status, retry_after));
+        return Err(http::non_api_answer(status, retry_after, ENVELOPE));
     };
     if let Some(error) = response.get("Error") {
         let code = error
@@ -228,7 +185,7 @@ fn interpret(
         return Err(classify(code, message));
     }
     if status != 200 {
-        return Err(non_api_answer(status, retry_after));
+        return Err(http::non_api_answer(status, retry_after, ENVELOPE));
     }
     let request_id = response
         .get("RequestId")
@@ -239,36 +196,12 @@ fn interpret(
             task_id: task_id.to_string(),
             request_id,
         }),
-        None => Err(ProviderError::Transient {
-            code: "MalformedResponse".into(),
-            message: "success response without Response.TaskId".into(),
-            maybe_applied: true,
-        }),
+        None => Err(http::malformed("success response without Response.TaskId")),
     }
 }
 
-/// A non-API answer (no `Response` envelope, or a bare non-200). A 200 we cannot read may mean
-/// the purge happened. A 4xx (but 408) or a 502/503 is a gateway refusing before the API saw the
-/// request; anything else might have been forwarded.
-fn non_api_answer(status: u16, retry_after: Option<Duration>) -> ProviderError {
-    if status == 200 {
-        return ProviderError::Transient {
-            code: "MalformedResponse".into(),
-            message: "HTTP 200 without a Response envelope".into(),
-            maybe_applied: true,
-        };
-    }
-    let code = format!("HttpStatus.{status}");
-    if status == 429 {
-        return ProviderError::RateLimited { code, retry_after };
-    }
-    let refused_early = matches!(status, 400..=499 if status != 408) || matches!(status, 502 | 503);
-    ProviderError::Transient {
-        code,
-        message: format!("HTTP {status} without an API response body"),
-        maybe_applied: !refused_early,
-    }
-}
+/// What a non-API answer lacks (an HTTP 200 without it may still have purged).
+const ENVELOPE: &str = "a Response envelope";
 
 /// Whether `code` is `family` itself or one of its dotted sub-codes (`InternalError.ProxyServer`).
 fn in_family(code: &str, family: &str) -> bool {

@@ -29,14 +29,14 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use answer::{header_text, interpret};
+use answer::interpret;
 
+use super::http::{self, CallLog, Endpoint, SignedPost};
 use super::wangsu_sign::{self, AKSK_AUTH_METHOD, AkSkInput};
 use super::{
     Batch, Capabilities, FlushType, Header, Kind, Provider, ProviderError, PurgeFuture, Receipt,
-    host_header,
 };
-use crate::config::{KindOptions, ProviderConfig, Secret, WangsuAuth};
+use crate::config::{KindOptions, ProviderConfig, WangsuAuth};
 
 /// The purge path, joined to the endpoint's base path.
 pub const PATH: &str = "cdn/purges";
@@ -68,17 +68,10 @@ const REPLAY_MEMORY_SECS: i64 = 10;
 
 /// A Wangsu CDN Pro account. Cheap to share; holds a pooled HTTP client.
 pub struct Wangsu {
-    name: String,
-    client: reqwest::Client,
-    /// `{endpoint}/cdn/purges`.
-    url: url::Url,
-    /// The signed host (with the port when it is not the scheme's default).
-    host: String,
+    /// The account at `{endpoint}/cdn/purges`; `secret_id` is the username (API key scheme) or
+    /// the AccessKey, `secret_key` the API key or the SecretKey.
+    endpoint: Endpoint,
     auth: WangsuAuth,
-    /// Username (API key scheme) or AccessKey.
-    secret_id: Secret,
-    /// API key or SecretKey.
-    secret_key: Secret,
     target: String,
     webhook: Option<String>,
     purge_name: Option<String>,
@@ -89,22 +82,11 @@ pub struct Wangsu {
 impl fmt::Debug for Wangsu {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Wangsu")
-            .field("name", &self.name)
-            .field("url", &self.url.as_str())
+            .field("endpoint", &self.endpoint)
             .field("auth", &self.auth)
             .field("target", &self.target)
-            .field("secret_id", &self.secret_id)
-            .field("secret_key", &self.secret_key)
             .finish_non_exhaustive()
     }
-}
-
-/// One request, ready to send: the body bytes and the headers that sign them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Prepared {
-    action: &'static str,
-    body: Vec<u8>,
-    headers: Vec<(&'static str, String)>,
 }
 
 /// The create-purge body (PROVIDERS.md §3.2). Empty lists and unset options are left out;
@@ -159,7 +141,6 @@ impl Wangsu {
     /// Builds the client from a validated provider config: connect and whole-request timeouts
     /// from the config, so a hung API cannot hold a dispatch slot forever.
     pub fn new(cfg: &ProviderConfig) -> Result<Self, reqwest::Error> {
-        let client = super::http_client(cfg)?;
         // The config layer only builds Wangsu options for this kind; anything else falls back
         // to the API-key scheme on production.
         let (auth, target, webhook, purge_name) = match &cfg.options {
@@ -171,16 +152,9 @@ impl Wangsu {
             } => (*auth, target.clone(), webhook.clone(), purge_name.clone()),
             _ => (WangsuAuth::ApiKey, "production".to_string(), None, None),
         };
-        let url = api_url(&cfg.endpoint);
-        let host = host_header(&url);
         Ok(Wangsu {
-            name: cfg.name.clone(),
-            client,
-            url,
-            host,
+            endpoint: Endpoint::new(cfg, api_url(&cfg.endpoint))?,
             auth,
-            secret_id: cfg.secret_id.clone(),
-            secret_key: cfg.secret_key.clone(),
             target,
             webhook,
             purge_name,
@@ -190,7 +164,7 @@ impl Wangsu {
 
     /// Serializes and signs `batch` at `now` (Unix seconds). Pure but for the AK/SK replay
     /// memory ([`Wangsu::fresh_timestamp`]).
-    fn prepare(&self, batch: &Batch, now: i64) -> Result<Prepared, serde_json::Error> {
+    fn prepare(&self, batch: &Batch, now: i64) -> Result<SignedPost, serde_json::Error> {
         let body = self.body(batch)?;
         let timestamp = match self.auth {
             WangsuAuth::AkSk => self.fresh_timestamp(now, &body),
@@ -228,7 +202,8 @@ impl Wangsu {
     }
 
     /// The headers that sign `body` at `now` with the configured scheme.
-    fn sign(&self, kind: Kind, body: Vec<u8>, now: i64) -> Prepared {
+    fn sign(&self, kind: Kind, body: Vec<u8>, now: i64) -> SignedPost {
+        let endpoint = &self.endpoint;
         let mut headers = vec![
             ("Content-Type", CONTENT_TYPE.to_string()),
             ("Accept", CONTENT_TYPE.to_string()),
@@ -239,8 +214,8 @@ impl Wangsu {
                 // earns a 401, which is the honest outcome.
                 let date = wangsu_sign::http_date(now).unwrap_or_default();
                 let signed = wangsu_sign::sign_api_key(
-                    self.secret_id.expose(),
-                    self.secret_key.expose(),
+                    endpoint.secret_id.expose(),
+                    endpoint.secret_key.expose(),
                     &date,
                 );
                 headers.push(("Date", date));
@@ -249,22 +224,22 @@ impl Wangsu {
             WangsuAuth::AkSk => {
                 let signed = wangsu_sign::sign_aksk(&AkSkInput {
                     method: "POST",
-                    host: &self.host,
-                    path: self.url.path(),
+                    host: &endpoint.host,
+                    path: endpoint.url.path(),
                     query: "",
                     content_type: CONTENT_TYPE,
                     payload: &body,
                     timestamp: now,
-                    access_key: self.secret_id.expose(),
-                    secret_key: self.secret_key.expose(),
+                    access_key: endpoint.secret_id.expose(),
+                    secret_key: endpoint.secret_key.expose(),
                 });
-                headers.push(("x-cnc-accessKey", self.secret_id.expose().to_string()));
+                headers.push(("x-cnc-accessKey", endpoint.secret_id.expose().to_string()));
                 headers.push(("x-cnc-timestamp", now.to_string()));
                 headers.push(("x-cnc-auth-method", AKSK_AUTH_METHOD.to_string()));
                 headers.push(("Authorization", signed.authorization));
             }
         }
-        Prepared {
+        SignedPost {
             action: action_for(kind),
             body,
             headers,
@@ -292,43 +267,18 @@ impl Wangsu {
     }
 
     async fn call(&self, batch: &Batch) -> Result<Receipt, ProviderError> {
-        let prepared = self
+        let signed = self
             .prepare(batch, chrono::Utc::now().timestamp())
-            .map_err(|e| ProviderError::Transient {
-                code: "RequestBuildError".into(),
-                message: e.to_string(),
-                maybe_applied: false,
-            })?;
-        let mut request = self.client.post(self.url.clone());
-        for (name, value) in prepared.headers {
-            request = request.header(name, value);
-        }
-        let super::Answer {
-            status,
-            headers,
-            body,
-            ..
-        } = super::send(request.body(prepared.body)).await?;
-        let result = interpret(status, &headers, &body, &batch.items);
-        let request_id = header_text(&headers, REQUEST_ID_HEADER).unwrap_or("");
-        match &result {
-            Ok(receipt) => tracing::debug!(
-                action = prepared.action,
-                items = batch.items.len(),
-                task_id = %receipt.task_id,
-                request_id,
-                "purge accepted"
-            ),
-            Err(e) => tracing::debug!(
-                action = prepared.action,
-                items = batch.items.len(),
-                status,
-                code = e.code(),
-                request_id,
-                "purge refused"
-            ),
-        }
-        result
+            .map_err(http::build_error)?;
+        let log = CallLog {
+            action: signed.action,
+            items: batch.items.len(),
+            request_id_header: Some(REQUEST_ID_HEADER),
+        };
+        http::exchange(self.endpoint.post(signed), log, |answer| {
+            interpret(answer.status, &answer.headers, &answer.body, &batch.items)
+        })
+        .await
     }
 }
 
@@ -349,7 +299,7 @@ impl Provider for Wangsu {
     fn purge<'a>(&'a self, batch: &'a Batch) -> PurgeFuture<'a> {
         let span = tracing::debug_span!(
             "wangsu.purge",
-            provider = %self.name,
+            provider = %self.endpoint.name,
             kind = %batch.kind,
         );
         Box::pin(self.call(batch).instrument(span))

@@ -4,6 +4,10 @@
 //! dead-lettered with a precise reason instead of costing a call; the emulator runs the same
 //! checks to refuse what the real API refuses.
 
+use std::borrow::Cow;
+
+use percent_encoding::{AsciiSet, percent_decode_str, utf8_percent_encode};
+
 /// Shortest URL the API accepts in `fileUrls`/`dirUrls`.
 pub const MIN_URL_CHARS: usize = 10;
 /// Longest URL the API accepts in `fileUrls`/`dirUrls`.
@@ -15,14 +19,34 @@ pub const REGEX_MAX_QUANTIFIERS: usize = 2;
 /// Largest bound in a `{m,n}` quantifier.
 pub const REGEX_MAX_BOUND: u32 = 59;
 
-/// Characters that must be percent-encoded in purge URLs (the seed's `InvalidPurgeUrl` list,
-/// plus what is never valid unencoded in a URL).
-fn is_unencoded_special(c: char) -> bool {
+/// The ASCII characters Wangsu wants percent-encoded in purge URLs (the seed's
+/// `InvalidPurgeUrl` list): what [`encode_specials`] encodes.
+const SPECIALS: &AsciiSet = &AsciiSet::EMPTY
+    .add(b'[')
+    .add(b']')
+    .add(b'{')
+    .add(b'}')
+    .add(b'`')
+    .add(b'|')
+    .add(b'^')
+    .add(b' ')
+    .add(b'"')
+    .add(b'<')
+    .add(b'>')
+    .add(b'\\');
+
+/// Whether `c` is in [`SPECIALS`] (the set itself cannot be asked outside the crate).
+fn is_special(c: char) -> bool {
     matches!(
         c,
         '[' | ']' | '{' | '}' | '`' | '|' | '^' | ' ' | '"' | '<' | '>' | '\\'
-    ) || c.is_control()
-        || !c.is_ascii()
+    )
+}
+
+/// Characters that must be percent-encoded in purge URLs ([`SPECIALS`], plus what is never
+/// valid unencoded in a URL).
+fn is_unencoded_special(c: char) -> bool {
+    is_special(c) || c.is_control() || !c.is_ascii()
 }
 
 fn check_url_common(url: &str, what: &str) -> Result<(), String> {
@@ -41,30 +65,19 @@ fn check_url_common(url: &str, what: &str) -> Result<(), String> {
             c.escape_default()
         ));
     }
-    // Every `%` must start an escape, and the escapes must decode to UTF-8: the API refuses
-    // `123%abc.jpg` (seed 004) although `%ab` is two hex digits.
+    // Every `%` must start an escape (two hex digits), and the escapes must decode to UTF-8:
+    // the API refuses `123%abc.jpg` (seed 004) although `%ab` is two hex digits.
     let bytes = url.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            let Some(b) = hex else {
-                return Err(format!(
-                    "{what} has a `%` that does not start a percent-escape: encode it as %25"
-                ));
-            };
-            decoded.push(b);
-            i += 3;
-        } else {
-            decoded.push(bytes[i]);
-            i += 1;
-        }
+    let escapes = bytes.iter().enumerate().filter(|(_, b)| **b == b'%');
+    if !escapes
+        .map(|(i, _)| bytes.get(i + 1..i + 3))
+        .all(|hex| hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)))
+    {
+        return Err(format!(
+            "{what} has a `%` that does not start a percent-escape: encode it as %25"
+        ));
     }
-    if std::str::from_utf8(&decoded).is_err() {
+    if percent_decode_str(url).decode_utf8().is_err() {
         return Err(format!(
             "{what} has percent-escapes that are not UTF-8 (a literal `%` must be encoded as %25)"
         ));
@@ -75,32 +88,19 @@ fn check_url_common(url: &str, what: &str) -> Result<(), String> {
 /// Percent-encodes the ASCII characters Wangsu wants encoded (`[ ] { } ` | ^`, space, `"`, `<`,
 /// `>`, `\`) that a normalized URL may still hold after its host; the CDN decodes them for its
 /// cache key, so the encoded URL names the same object.
-pub fn encode_specials(url: &str) -> std::borrow::Cow<'_, str> {
-    let special = |c: char| {
-        matches!(
-            c,
-            '[' | ']' | '{' | '}' | '`' | '|' | '^' | ' ' | '"' | '<' | '>' | '\\'
-        )
-    };
+pub fn encode_specials(url: &str) -> Cow<'_, str> {
     let path_at = url
         .find("://")
         .and_then(|i| url[i + 3..].find('/').map(|j| i + 3 + j));
     let Some(path_at) = path_at else {
-        return std::borrow::Cow::Borrowed(url);
+        return Cow::Borrowed(url);
     };
-    if !url[path_at..].contains(special) {
-        return std::borrow::Cow::Borrowed(url);
+    // Normalized keys are ASCII, so only `SPECIALS` change (a non-ASCII byte would be encoded
+    // as UTF-8 too, which is what the API asks for anyway).
+    match Cow::from(utf8_percent_encode(&url[path_at..], SPECIALS)) {
+        Cow::Borrowed(_) => Cow::Borrowed(url),
+        Cow::Owned(path) => Cow::Owned(format!("{}{path}", &url[..path_at])),
     }
-    let mut out = String::with_capacity(url.len() + 8);
-    out.push_str(&url[..path_at]);
-    for c in url[path_at..].chars() {
-        if special(c) {
-            out.push_str(&format!("%{:02X}", c as u32));
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 /// A `fileUrls` entry: no `*` (wildcards are for directories only).
@@ -331,10 +331,13 @@ mod tests {
             "https://h.com/a%5B1%5D%7Bx%7D%7C%5E.png?q=%601%60"
         );
         let plain = "https://h.com/a.png";
-        assert!(matches!(
-            encode_specials(plain),
-            std::borrow::Cow::Borrowed(_)
-        ));
+        assert!(matches!(encode_specials(plain), Cow::Borrowed(_)));
+        // The encoder's set and the checker's list are the same characters.
+        for b in 0u8..128 {
+            let c = char::from(b);
+            let url = format!("https://h.com/{c}");
+            assert_eq!(encode_specials(&url) != url, is_special(c), "{b:#04x}");
+        }
         assert!(
             check_file_url(&encode_specials(
                 "http://domain.info/newfile[1]{tes`|t^}p.png"

@@ -17,13 +17,10 @@
 
 use std::fmt;
 
+pub use super::mac::sha256_hex;
+use super::mac::{Hash, hmac_sha1, hmac_sha256, verify_hmac};
 use base64::Engine;
-use hmac::{Hmac, KeyInit, Mac};
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
-
-type HmacSha1 = Hmac<Sha1>;
-type HmacSha256 = Hmac<Sha256>;
+use percent_encoding::percent_decode_str;
 
 /// The RFC 1123 date format of the API-key scheme, with chrono's fixed English names (chrono
 /// has no locale unless its `unstable-locales` feature is on, which this crate does not enable).
@@ -36,31 +33,6 @@ pub const AKSK_SIGNED_HEADERS: &str = "content-type;host";
 pub const AKSK_AUTH_METHOD: &str = "AKSK";
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-fn hmac_sha1(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    new_sha1_mac(key)
-        .chain_update(msg)
-        .finalize()
-        .into_bytes()
-        .to_vec()
-}
-
-fn new_sha1_mac(key: &[u8]) -> HmacSha1 {
-    // Invariant: HMAC accepts keys of any length (long keys are hashed, short ones padded).
-    #[allow(clippy::expect_used)]
-    HmacSha1::new_from_slice(key).expect("HMAC takes keys of any length")
-}
-
-fn new_sha256_mac(key: &[u8]) -> HmacSha256 {
-    // Invariant: as above.
-    #[allow(clippy::expect_used)]
-    HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length")
-}
-
-/// `hex(sha256(data))`, lowercase.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
 
 /// `timestamp` (Unix seconds) as the `Date` header value, e.g. `Thu, 17 May 2012 19:37:58 GMT`.
 /// `None` only outside chrono's range.
@@ -173,10 +145,9 @@ pub fn verify_api_key<'k>(
     let tag = B64
         .decode(password.as_bytes())
         .map_err(|_| VerifyError::Malformed("password is not base64"))?;
-    new_sha1_mac(api_key.as_bytes())
-        .chain_update(date.as_bytes())
-        .verify_slice(&tag)
-        .map_err(|_| VerifyError::Mismatch)?;
+    if !verify_hmac(Hash::Sha1, api_key.as_bytes(), date.as_bytes(), &tag) {
+        return Err(VerifyError::Mismatch);
+    }
     Ok(username)
 }
 
@@ -238,37 +209,14 @@ pub struct AkSkSigned {
 }
 
 /// The query as it enters the canonical request: empty for POST, else percent-decoded (a
-/// sequence that is not valid UTF-8 after decoding is kept lossily; `+` is kept as written —
-/// the SDKs differ on it and this crate never sends one).
+/// sequence that is not valid UTF-8 after decoding is kept lossily; a `%` that does not start
+/// two hex digits is kept as written, as Python's `unquote` does; `+` is kept as written — the
+/// SDKs differ on it and this crate never sends one).
 fn canonical_query(method: &str, query: &str) -> String {
     if method.eq_ignore_ascii_case("POST") {
         return String::new();
     }
-    percent_decode(query)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match escaped {
-            Some(b) => {
-                out.push(b);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_decode_str(query).decode_utf8_lossy().into_owned()
 }
 
 /// The canonical request and string to sign from the signed `(name, value)` pairs, in the
@@ -321,12 +269,10 @@ pub fn sign_aksk(input: &AkSkInput<'_>) -> AkSkSigned {
         input.payload,
         &input.timestamp.to_string(),
     );
-    out.signature = hex::encode(
-        new_sha256_mac(input.secret_key.as_bytes())
-            .chain_update(out.string_to_sign.as_bytes())
-            .finalize()
-            .into_bytes(),
-    );
+    out.signature = hex::encode(hmac_sha256(
+        input.secret_key.as_bytes(),
+        out.string_to_sign.as_bytes(),
+    ));
     out.authorization = format!(
         "{AKSK_ALGORITHM} Credential={}, SignedHeaders={AKSK_SIGNED_HEADERS}, Signature={}",
         input.access_key, out.signature
@@ -415,8 +361,12 @@ pub fn verify_aksk(
     );
     let tag =
         hex::decode(auth.signature).map_err(|_| VerifyError::Malformed("Signature is not hex"))?;
-    new_sha256_mac(secret_key.as_bytes())
-        .chain_update(parts.string_to_sign.as_bytes())
-        .verify_slice(&tag)
-        .map_err(|_| VerifyError::Mismatch)
+    verify_hmac(
+        Hash::Sha256,
+        secret_key.as_bytes(),
+        parts.string_to_sign.as_bytes(),
+        &tag,
+    )
+    .then_some(())
+    .ok_or(VerifyError::Mismatch)
 }

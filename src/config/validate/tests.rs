@@ -73,6 +73,28 @@ fn rate_limit_and_offset_parsing() {
     assert_eq!(parse_utc_offset("+08:00").unwrap(), 28_800);
     assert_eq!(parse_utc_offset("-05:30").unwrap(), -19_800);
     assert!(parse_utc_offset("8").is_err());
+    // The accepted forms, pinned (see the decision on `parse_utc_offset`).
+    for (ok, secs) in [
+        ("Z", 0),
+        ("z", 0),
+        ("+00:00", 0),
+        ("+8:00", 28_800),
+        ("-14:00", -50_400),
+    ] {
+        assert_eq!(parse_utc_offset(ok).unwrap(), secs, "{ok}");
+    }
+    for bad in [
+        "+15:00",
+        "+08:60",
+        "+0800",
+        "+08:00x",
+        "08:00",
+        "",
+        "\u{2212}08:00",
+    ] {
+        let e = parse_utc_offset(bad).unwrap_err();
+        assert_eq!(e, format!("`{bad}` is not a UTC offset like \"+08:00\""));
+    }
 }
 
 #[test]

@@ -102,8 +102,11 @@ fn the_documented_example_is_reproduced_byte_for_byte() {
 #[test]
 fn post_is_the_default_and_carries_a_signed_form_body() {
     let p = provider("http://127.0.0.1:8089", "");
-    assert_eq!(p.host, "127.0.0.1:8089");
-    assert_eq!(p.url.as_str(), "http://127.0.0.1:8089/v2/index.php");
+    assert_eq!(p.endpoint.host, "127.0.0.1:8089");
+    assert_eq!(
+        p.endpoint.url.as_str(),
+        "http://127.0.0.1:8089/v2/index.php"
+    );
     let b = batch(
         Kind::Url,
         &[

@@ -1,5 +1,6 @@
 use super::*;
 use crate::provider::FlushType;
+use crate::provider::http::host_header;
 use crate::provider::test_class as class;
 
 #[test]
@@ -132,7 +133,7 @@ fn provider(endpoint: &str) -> TencentV3 {
     TencentV3::new(&config.providers[0]).expect("client builds")
 }
 
-fn header<'a>(p: &'a Prepared, name: &str) -> &'a str {
+fn header<'a>(p: &'a SignedPost, name: &str) -> &'a str {
     p.headers
         .iter()
         .find(|(n, _)| *n == name)
@@ -143,7 +144,7 @@ fn header<'a>(p: &'a Prepared, name: &str) -> &'a str {
 #[test]
 fn url_batch_becomes_a_signed_purge_urls_cache_call() {
     let p = provider("http://127.0.0.1:8089");
-    assert_eq!(p.host, "127.0.0.1:8089");
+    assert_eq!(p.endpoint.host, "127.0.0.1:8089");
     let batch = Batch {
         kind: Kind::Url,
         flush_type: FlushType::Delete,
@@ -189,8 +190,8 @@ fn url_batch_becomes_a_signed_purge_urls_cache_call() {
 #[test]
 fn dir_batch_carries_paths_and_flush_type() {
     let p = provider("https://cdn.tencentcloudapi.com");
-    assert_eq!(p.host, "cdn.tencentcloudapi.com");
-    assert_eq!(p.url.path(), "/");
+    assert_eq!(p.endpoint.host, "cdn.tencentcloudapi.com");
+    assert_eq!(p.endpoint.url.path(), "/");
     for (flush, word) in [(FlushType::Flush, "flush"), (FlushType::Delete, "delete")] {
         let batch = Batch {
             kind: Kind::Dir,

@@ -6,10 +6,10 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 
 use super::{QUOTA_CODE_HINTS, REQUEST_ID_HEADER, RETRY_AFTER_HEADER, TOO_MANY_ENTRIES_CODE};
-use crate::provider::{ProviderError, Receipt, wangsu_rules};
+use crate::provider::{ProviderError, Receipt, http, wangsu_rules};
 
 /// A response header as text; `None` when absent or not visible ASCII.
-pub(super) fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -18,7 +18,7 @@ pub(super) fn header_text<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     [RETRY_AFTER_HEADER, "retry-after"]
         .into_iter()
-        .find_map(|name| crate::provider::parse_retry_after(header_text(headers, name)?))
+        .find_map(|name| http::parse_retry_after(header_text(headers, name)?))
 }
 
 /// The purge id: the last path segment of `Location` (absolute, or relative to the API).
@@ -44,11 +44,9 @@ pub(super) fn interpret(
                 task_id,
                 request_id,
             }),
-            None => Err(ProviderError::Transient {
-                code: "MalformedResponse".into(),
-                message: format!("HTTP {status} without a Location naming the purge"),
-                maybe_applied: true,
-            }),
+            None => Err(http::malformed(format!(
+                "HTTP {status} without a Location naming the purge"
+            ))),
         };
     }
     let error = serde_json::from_slice::<serde_json::Value>(body)
@@ -68,30 +66,22 @@ pub(super) fn interpret(
     }
 }
 
-/// An error status without the API's `{code, message}` body: a gateway, or the wrong endpoint.
-/// 401/403/429 keep their documented meaning; other 4xx (but 408) and 502/503 were refused before
-/// the API saw the request; anything else might have been forwarded.
+/// An error status without the API's `{code, message}` body ([`http::non_api_answer`]), but
+/// 401/403 keep their documented meaning (credentials) and 413 splits the batch. Never a 2xx:
+/// those were read above.
 fn non_api_answer(status: u16, headers: &HeaderMap) -> ProviderError {
     let code = format!("HttpStatus.{status}");
     match status {
-        429 => ProviderError::RateLimited {
-            code,
-            retry_after: retry_after(headers),
-        },
         401 | 403 => ProviderError::Auth {
             code,
             message: format!("HTTP {status} without an API error body"),
         },
         413 => ProviderError::BatchTooLarge { code },
-        _ => {
-            let refused_early =
-                matches!(status, 400..=499 if status != 408) || matches!(status, 502 | 503);
-            ProviderError::Transient {
-                code,
-                message: format!("HTTP {status} without an API error body"),
-                maybe_applied: !refused_early,
-            }
-        }
+        _ => http::non_api_answer(
+            status,
+            retry_after(headers),
+            "the API's {code, message} body",
+        ),
     }
 }
 

@@ -46,11 +46,11 @@ fn batch(kind: Kind, flush_type: FlushType, items: &[&str]) -> Batch {
     }
 }
 
-fn body(p: &Prepared) -> Value {
+fn body(p: &SignedPost) -> Value {
     serde_json::from_slice(&p.body).unwrap()
 }
 
-fn header<'p>(p: &'p Prepared, name: &str) -> Option<&'p str> {
+fn header<'p>(p: &'p SignedPost, name: &str) -> Option<&'p str> {
     p.headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -188,7 +188,10 @@ fn api_key_scheme_signs_the_date_it_sends() {
 #[test]
 fn aksk_scheme_signs_host_content_type_and_body() {
     let p = provider("http://127.0.0.1:8089/base/", AKSK_AUTH, "");
-    assert_eq!(p.url.as_str(), "http://127.0.0.1:8089/base/cdn/purges");
+    assert_eq!(
+        p.endpoint.url.as_str(),
+        "http://127.0.0.1:8089/base/cdn/purges"
+    );
     let prepared = p
         .prepare(
             &batch(Kind::Dir, FlushType::Flush, &["https://a.example.com/d/"]),
