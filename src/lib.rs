@@ -14,8 +14,11 @@
 //! - [`config`]: TOML → validated typed config.
 //! - [`event`], [`cache_key`], [`routing`]: the wire format, normalization and host routing.
 //! - [`coalesce`]: lanes, dedupe of pending keys and batch formation.
-//! - [`ledger`]: which deliveries wait on what; acks exactly when all their items are done.
-//! - [`dispatch`]: one task per provider: rate limits, quota, submit, classify, retry, park.
+//! - [`ledger`]: which deliveries wait on what; acks exactly when all their items are done;
+//!   `ledger::Sessions` marks the deliveries of a lost channel dead.
+//! - [`dispatch`]: one task per provider. A pure core (`dispatch/core.rs`: lanes, gates, and
+//!   `dispatch/decide.rs`: what each provider answer means) under an I/O shell that reserves
+//!   quota, takes the rate permit, calls the provider and publishes dead letters and parked items.
 //! - [`ratelimit`]: governor quotas derived so no sliding window is ever exceeded.
 //! - [`quota`]: the daily or rolling-24-hour quota in Redis (atomic Lua reserve and refund).
 //! - [`amqp`]: connection supervision, topology, consumer, dead-letter and parking publishes.
