@@ -277,6 +277,15 @@ impl ProviderKind {
     /// Every kind's config spelling, for error messages.
     pub const SUPPORTED: &'static str = "tencent-v3, tencent-v2, wangsu";
 
+    /// What the API family takes: routing and event validation ask this, never the kind.
+    pub fn capabilities(self) -> crate::provider::Capabilities {
+        match self {
+            ProviderKind::TencentV3 => crate::provider::tencent_v3::CAPABILITIES,
+            ProviderKind::TencentV2 => crate::provider::tencent_v2::CAPABILITIES,
+            ProviderKind::Wangsu => crate::provider::wangsu::CAPABILITIES,
+        }
+    }
+
     /// The config spelling.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -136,7 +136,7 @@ pub fn spawn(
         max_in_flight: c.max_in_flight,
         per_call: Kind::ALL.map(|k| c.per_call(k)),
         url_flush: caps.url_flush_type,
-        dir_flush: parts.provider.dir_flush_type(),
+        dir_flush: caps.dir_flush_type,
     };
     let d = Dispatcher {
         epoch: parts.sessions.epoch(),

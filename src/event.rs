@@ -10,9 +10,8 @@ use serde::Serialize;
 
 use self::json::decode_json;
 use crate::cache_key::{self, CLIP, CacheKey, ItemError, clip};
-use crate::config::ProviderKind;
-use crate::provider::{FlushType, Header, Kind, wangsu_rules};
-use crate::routing::Router;
+use crate::provider::{FlushType, Header, Kind, UrlRules, wangsu_rules};
+use crate::routing::{Route, Router};
 
 /// A decoded event. Unknown JSON fields are ignored (forward compatibility).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
@@ -186,9 +185,8 @@ pub fn validate(event: &Event, router: &Router) -> (Vec<RoutedItem>, Vec<Rejecte
     for (kind, raw) in items {
         let checked = match kind {
             Kind::Regex => route_regex(raw, router),
-            Kind::Url | Kind::Dir => cache_key::normalize(raw, router).and_then(|(route, key)| {
-                fit_provider(kind, headers, route.provider, route.kind, key)
-            }),
+            Kind::Url | Kind::Dir => cache_key::normalize(raw, router)
+                .and_then(|(route, key)| fit_provider(kind, headers, route, key)),
         };
         match checked {
             Ok((provider, key)) => routed.push(RoutedItem {
@@ -218,8 +216,8 @@ fn route_regex(raw: &str, router: &Router) -> Result<(usize, CacheKey), ItemErro
     let Some(route) = router.route(&host) else {
         return Err(ItemError::UnknownHost(clip(&host, CLIP).into_owned()));
     };
-    if route.kind != ProviderKind::Wangsu {
-        return Err(ItemError::RegexUnsupported(route.kind.as_str()));
+    if !route.caps.regex {
+        return Err(ItemError::RegexUnsupported(route.api));
     }
     check(wangsu_rules::check_regex(raw))?;
     Ok((route.provider, CacheKey::from_normalized(raw)))
@@ -229,17 +227,17 @@ fn route_regex(raw: &str, router: &Router) -> Result<(usize, CacheKey), ItemErro
 fn fit_provider(
     kind: Kind,
     headers: bool,
-    provider: usize,
-    provider_kind: ProviderKind,
+    route: Route,
     key: CacheKey,
 ) -> Result<(usize, CacheKey), ItemError> {
-    if provider_kind != ProviderKind::Wangsu {
-        if kind == Kind::Dir && wangsu_rules::has_wildcard(key.as_str()) {
-            return Err(ItemError::WildcardUnsupported(provider_kind.as_str()));
-        }
-        if kind == Kind::Url && headers {
-            return Err(ItemError::HeadersUnsupported(provider_kind.as_str()));
-        }
+    let provider = route.provider;
+    if kind == Kind::Dir && !route.caps.wildcards && wangsu_rules::has_wildcard(key.as_str()) {
+        return Err(ItemError::WildcardUnsupported(route.api));
+    }
+    if kind == Kind::Url && headers && !route.caps.headers {
+        return Err(ItemError::HeadersUnsupported(route.api));
+    }
+    if route.caps.url_rules == UrlRules::Plain {
         return Ok((provider, key));
     }
     let key = match wangsu_rules::encode_specials(key.as_str()) {

@@ -12,7 +12,8 @@ use std::net::Ipv6Addr;
 
 use url::Host;
 
-use crate::config::{ProviderConfig, ProviderKind};
+use crate::config::ProviderConfig;
+use crate::provider::Capabilities;
 
 /// A validated `domains.host` value. Hosts are stored lower-cased and IDNA-encoded (punycode), the
 /// same form [`crate::cache_key`] produces, so matching is a plain string comparison.
@@ -169,8 +170,10 @@ pub struct Route {
     pub provider: usize,
     /// Strip the query string from the cache key.
     pub ignore_query: bool,
-    /// The provider's API family: decides wildcards, regex, headers and URL rules.
-    pub kind: ProviderKind,
+    /// What the provider's API takes: wildcards, regex, headers and its URL rules.
+    pub caps: Capabilities,
+    /// The provider's API family, for messages (`tencent-v3`).
+    pub api: &'static str,
 }
 
 /// The routing table built once from the configuration.
@@ -198,7 +201,8 @@ impl Router {
                 let route = Route {
                     provider,
                     ignore_query: rule.ignore_query,
-                    kind: p.kind,
+                    caps: p.kind.capabilities(),
+                    api: p.kind.as_str(),
                 };
                 match &rule.host {
                     HostPattern::Any => {

@@ -208,12 +208,27 @@ impl ProviderError {
 pub struct Capabilities {
     /// Whether file purges honour the flush type (Wangsu `action`); if not, URL lanes ignore it.
     pub url_flush_type: bool,
+    /// Whether directory purges honour the flush type. When not (legacy v2: RefreshCdnDir only
+    /// expires), flush and delete directory items share one lane and one call.
+    pub dir_flush_type: bool,
+    /// The API's own rules for URLs, checked before an item is accepted.
+    pub url_rules: UrlRules,
     /// Whether directory URLs may carry wildcards (`*`, `**`).
     pub wildcards: bool,
     /// Whether cache-key regex purges are supported.
     pub regex: bool,
     /// Whether file purges may carry request headers.
     pub headers: bool,
+}
+
+/// Which URL rules an API adds to the contract's own (CONTRACT §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlRules {
+    /// None beyond the contract's.
+    Plain,
+    /// Wangsu CDN Pro: some characters must be percent-encoded, and its length and wildcard
+    /// rules hold (`wangsu_rules`).
+    Wangsu,
 }
 
 /// The boxed future a provider call returns (object-safe trait).
@@ -225,11 +240,6 @@ pub type PurgeFuture<'a> =
 pub trait Provider: Send + Sync + fmt::Debug {
     /// What this API supports.
     fn capabilities(&self) -> Capabilities;
-    /// Whether directory purges honour the flush type. When not (legacy v2: RefreshCdnDir only
-    /// expires), flush and delete directory items share one lane and one call.
-    fn dir_flush_type(&self) -> bool {
-        true
-    }
     /// The API action name used for a batch of this kind (the `action` metric label).
     fn action(&self, kind: Kind) -> &'static str;
     /// Submits one batch. Never retries by itself: the dispatcher owns retries.

@@ -189,6 +189,16 @@ impl TencentV2 {
     }
 }
 
+/// What this API takes (see [`Capabilities`]).
+pub const CAPABILITIES: Capabilities = Capabilities {
+    url_flush_type: false,
+    dir_flush_type: false,
+    wildcards: false,
+    regex: false,
+    headers: false,
+    url_rules: crate::provider::UrlRules::Plain,
+};
+
 /// The action name for a kind; also the `action` metric label.
 fn action_for(kind: Kind) -> &'static str {
     match kind {
@@ -199,16 +209,7 @@ fn action_for(kind: Kind) -> &'static str {
 
 impl Provider for TencentV2 {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            url_flush_type: false,
-            wildcards: false,
-            regex: false,
-            headers: false,
-        }
-    }
-
-    fn dir_flush_type(&self) -> bool {
-        false
+        CAPABILITIES
     }
 
     fn action(&self, kind: Kind) -> &'static str {

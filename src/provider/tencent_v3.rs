@@ -130,6 +130,16 @@ impl TencentV3 {
     }
 }
 
+/// What this API takes (see [`Capabilities`]).
+pub const CAPABILITIES: Capabilities = Capabilities {
+    url_flush_type: false,
+    dir_flush_type: true,
+    wildcards: false,
+    regex: false,
+    headers: false,
+    url_rules: crate::provider::UrlRules::Plain,
+};
+
 /// The action name for a kind; also the `action` metric label.
 fn action_for(kind: Kind) -> &'static str {
     match kind {
@@ -140,12 +150,7 @@ fn action_for(kind: Kind) -> &'static str {
 
 impl Provider for TencentV3 {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            url_flush_type: false,
-            wildcards: false,
-            regex: false,
-            headers: false,
-        }
+        CAPABILITIES
     }
 
     fn action(&self, kind: Kind) -> &'static str {

@@ -128,6 +128,16 @@ pub fn wangsu_action(flush_type: FlushType) -> &'static str {
     }
 }
 
+/// What this API takes (see [`Capabilities`]).
+pub const CAPABILITIES: Capabilities = Capabilities {
+    url_flush_type: true,
+    dir_flush_type: true,
+    wildcards: true,
+    regex: true,
+    headers: true,
+    url_rules: crate::provider::UrlRules::Wangsu,
+};
+
 /// The metric label for a kind.
 fn action_for(kind: Kind) -> &'static str {
     match kind {
@@ -284,12 +294,7 @@ impl Wangsu {
 
 impl Provider for Wangsu {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            url_flush_type: true,
-            wildcards: true,
-            regex: true,
-            headers: true,
-        }
+        CAPABILITIES
     }
 
     fn action(&self, kind: Kind) -> &'static str {

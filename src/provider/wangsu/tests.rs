@@ -251,9 +251,11 @@ fn capabilities_and_action_labels() {
         p.capabilities(),
         Capabilities {
             url_flush_type: true,
+            dir_flush_type: true,
             wildcards: true,
             regex: true,
-            headers: true
+            headers: true,
+            url_rules: crate::provider::UrlRules::Wangsu,
         }
     );
     let labels: Vec<_> = Kind::ALL.iter().map(|k| p.action(*k)).collect();
