@@ -5,8 +5,8 @@
 //! different time. Fault: a reservation between the rate permit and the send would let a slow
 //! reply squeeze two sends closer than the limiter allowed. Pass: no 1-second window (closed,
 //! the strictest reading) of the emulator's arrival times holds more than 5 calls, and the
-//! emulator refused nothing. It measures time while other tests run in parallel in the same
-//! binary: a loaded machine only spaces calls further apart, never closer.
+//! emulator refused nothing. Other tests run in parallel in the same binary, so the limit is
+//! checked on a loaded machine.
 
 use std::time::Duration;
 
