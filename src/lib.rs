@@ -23,7 +23,8 @@
 //! - [`quota`]: the daily or rolling-24-hour quota in Redis (atomic Lua reserve and refund).
 //! - [`amqp`]: connection supervision, topology, consumer, dead-letter and parking publishes.
 //! - [`provider`]: the provider boundary and one module per API family.
-//! - [`emulator`]: the server side of every provider API, for tests and demos.
+//! - `emulator` (feature `emulator`, on by default): the server side of every provider API, for
+//!   tests and demos.
 //! - [`metrics`], [`http`]: Prometheus registry and `/metrics` `/healthz` `/readyz`.
 //! - [`queue_depth`]: `purge_queue_messages` from passive declares on the consumer's connection.
 //! - [`worker`]: wires the stages together: `run(config, shutdown)`.
@@ -48,6 +49,7 @@ pub mod commands;
 pub mod config;
 pub mod dead_letter;
 pub mod dispatch;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod event;
 pub mod http;

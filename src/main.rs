@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
-use purge_worker::commands::{self, check, emulator, publish, quota, run};
+#[cfg(feature = "emulator")]
+use purge_worker::commands::emulator;
+use purge_worker::commands::{self, check, publish, quota, run};
 use purge_worker::config::ConfigError;
 use purge_worker::logging::LogSink;
 
@@ -39,6 +41,7 @@ enum Command {
     /// Publish a purge event (or a file of URLs) to the purge queue.
     Publish(publish::PublishArgs),
     /// Run the local CDN API emulator (signature checks, limits, real error shapes).
+    #[cfg(feature = "emulator")]
     Emulator(emulator::EmulatorArgs),
     /// Show today's quota use and limit per provider and kind.
     Quota(quota::QuotaArgs),
@@ -163,6 +166,7 @@ fn main() -> ExitCode {
                 cancel_on_signals(shutdown.clone(), logs.clone());
                 run::run(a, shutdown).await
             }
+            #[cfg(feature = "emulator")]
             Command::Emulator(a) => {
                 cancel_on_signals(shutdown.clone(), logs.clone());
                 emulator::run(a, shutdown).await

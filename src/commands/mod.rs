@@ -3,6 +3,7 @@
 //! (CONTRACT §1).
 
 pub mod check;
+#[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod publish;
 pub mod quota;
@@ -11,7 +12,6 @@ pub mod run;
 use std::path::{Path, PathBuf};
 
 use crate::config::{self, AmqpConfig, Config, ConfigError, ConfigSource};
-use crate::emulator::{EMULATOR_SECRET_ID, EMULATOR_SECRET_KEY};
 
 /// Loads the configuration per CONTRACT §1, or `None` when no file exists (built-in defaults).
 pub fn load(explicit: Option<&Path>) -> Result<(ConfigSource, Option<Config>), ConfigError> {
@@ -45,17 +45,33 @@ pub fn demo_key_prefix(unix_secs: i64, pid: u32) -> String {
 /// What every [`demo_key_prefix`] starts with.
 pub const DEMO_KEY_PREFIX: &str = "purge-worker-demo";
 
+/// Why a build without the `emulator` feature refuses to start with no config file: the
+/// built-in configuration is the emulator's (its endpoint and demo credentials).
+pub const NO_EMULATOR: &str = "built without the emulator feature: give a config file (--config FILE, $PURGE_WORKER_CONFIG or ./purge-worker.toml)";
+
 /// The built-in configuration with the emulator at `endpoint` (local services, every host).
-pub fn builtin(endpoint: url::Url) -> Config {
-    Config::builtin(endpoint, EMULATOR_SECRET_ID, EMULATOR_SECRET_KEY)
+#[cfg(feature = "emulator")]
+pub fn builtin(endpoint: url::Url) -> Result<Config, UsageError> {
+    use crate::emulator::{EMULATOR_SECRET_ID, EMULATOR_SECRET_KEY};
+    Ok(Config::builtin(
+        endpoint,
+        EMULATOR_SECRET_ID,
+        EMULATOR_SECRET_KEY,
+    ))
+}
+
+/// Without the emulator there is no built-in configuration: [`NO_EMULATOR`].
+#[cfg(not(feature = "emulator"))]
+pub fn builtin(_endpoint: url::Url) -> Result<Config, UsageError> {
+    Err(UsageError(NO_EMULATOR.into()))
 }
 
 /// The configuration of a zero-config `run`: [`builtin`] with this start's own
 /// [`demo_key_prefix`].
-pub fn builtin_for_run(endpoint: url::Url) -> Config {
-    let mut cfg = builtin(endpoint);
+pub fn builtin_for_run(endpoint: url::Url) -> Result<Config, UsageError> {
+    let mut cfg = builtin(endpoint)?;
     cfg.redis.key_prefix = demo_key_prefix(crate::quota::unix_now(), std::process::id());
-    cfg
+    Ok(cfg)
 }
 
 /// Only `[amqp]` of the configuration, for commands that only publish: the rest of the file is
@@ -71,7 +87,7 @@ pub fn load_amqp(explicit: Option<&Path>) -> Result<AmqpConfig, ConfigError> {
 
 /// Loads a config, or the built-in one with a placeholder emulator endpoint (port 0: `run`
 /// starts its emulator on an ephemeral port), for commands that never call the CDN.
-pub fn load_or_builtin(explicit: Option<&PathBuf>) -> Result<(ConfigSource, Config), ConfigError> {
+pub fn load_or_builtin(explicit: Option<&PathBuf>) -> anyhow::Result<(ConfigSource, Config)> {
     let (source, cfg) = load(explicit.map(|p| p.as_path()))?;
     let cfg =
         match cfg {
@@ -81,7 +97,7 @@ pub fn load_or_builtin(explicit: Option<&PathBuf>) -> Result<(ConfigSource, Conf
                     key: "providers".into(),
                     reason: e.to_string(),
                 }
-            })?),
+            })?)?,
         };
     Ok((source, cfg))
 }
@@ -91,19 +107,29 @@ pub fn load_or_builtin(explicit: Option<&PathBuf>) -> Result<(ConfigSource, Conf
 mod tests {
     use super::*;
 
+    #[cfg(feature = "emulator")]
     #[test]
     fn each_zero_config_start_counts_quota_under_its_own_prefix() {
         let endpoint = url::Url::parse("http://127.0.0.1:1/").unwrap();
-        let a = builtin_for_run(endpoint.clone()).redis.key_prefix;
+        let a = builtin_for_run(endpoint.clone()).unwrap().redis.key_prefix;
         assert!(a.starts_with("purge-worker-demo-"), "{a}");
         assert!(a.ends_with(&format!("-{}", std::process::id())), "{a}");
         assert_ne!(demo_key_prefix(100, 7), demo_key_prefix(101, 7));
         assert_ne!(demo_key_prefix(100, 7), demo_key_prefix(100, 8));
         assert_ne!(
             a,
-            builtin(endpoint).redis.key_prefix,
+            builtin(endpoint).unwrap().redis.key_prefix,
             "the shared prefix is not used"
         );
+    }
+
+    #[cfg(not(feature = "emulator"))]
+    #[test]
+    fn without_the_emulator_a_zero_config_start_asks_for_a_config_file() {
+        let endpoint = url::Url::parse("http://127.0.0.1:1/").unwrap();
+        let e = builtin_for_run(endpoint).unwrap_err();
+        assert_eq!(e.0, NO_EMULATOR);
+        assert!(load_or_builtin(None).is_err() || config::locate(None).is_some());
     }
 
     #[test]

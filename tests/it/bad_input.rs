@@ -8,12 +8,10 @@
 //! Property 2 (provider refusal): a batch containing one URL the provider rejects is split until
 //! that URL is isolated; it alone is dead-lettered with the provider's code, the rest purged.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 fn spec(emu: &purge_worker::emulator::Emulator) -> ProviderSpec {
     ProviderSpec {

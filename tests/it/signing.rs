@@ -11,11 +11,9 @@
 //! Pass criteria: no field differs (a failure names the case and the field) and the number of
 //! cases checked equals the file's case count, so a vector cannot be skipped silently.
 
-mod vectors;
-
+use crate::vectors::{check, fixture, s};
 use base64::Engine;
 use purge_worker::provider::tc3::{self, Received, SignInput};
-use vectors::{check, fixture, s};
 
 /// The case count PROVIDERS.md §4 documents for `vectors/tc3.json`.
 const EXPECTED_CASES: usize = 11;

@@ -8,15 +8,13 @@
 //! holds exactly `prefetch` deliveries (`purge_unacked_deliveries`) and at most that many pending
 //! items, and nothing is acked or dead-lettered.
 
-mod support;
-
 use std::net::SocketAddr;
 
+use crate::support::relay::Relay;
+use crate::support::*;
 use purge_worker::config::Secret;
 use purge_worker::emulator::{EMULATOR_SECRET_ID, EmulatorConfig};
 use serde_json::json;
-use support::relay::Relay;
-use support::*;
 
 const PREFETCH: u16 = 20;
 const CUTS: usize = 10;

@@ -6,14 +6,12 @@
 //! - A worker with all three kinds routes each host to its API, and a wildcard dir for a Tencent
 //!   host is dead-lettered with a reason.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::support::*;
 use purge_worker::emulator::{EmulatorConfig, RecordedCall};
 use purge_worker::provider::Header;
 use serde_json::json;
-use support::*;
 
 /// Wangsu with limits lifted, so the burst test measures batching, not pacing.
 fn fast_wangsu() -> String {

@@ -11,23 +11,17 @@
 //! Pass: all of the above, with a summary of what was verified. Needs `promtool` and `prometheus`
 //! (Debian package `prometheus`; `.ci/run` installs it); fails with that message otherwise.
 
-mod support;
-
-#[path = "prometheus/artifacts.rs"]
 mod artifacts;
-#[path = "prometheus/deploy.rs"]
 mod deploy;
-#[path = "prometheus/promql.rs"]
 mod promql;
-#[path = "prometheus/server.rs"]
 mod server;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::*;
 use purge_worker::emulator::{EmulatorConfig, Faults};
 use serde_json::json;
-use support::*;
 
 use artifacts::{ALERTS, ALERTS_TEST, DASHBOARD};
 use server::{Prometheus, promtool, repo};

@@ -5,17 +5,16 @@
 //! different time. Fault: a reservation between the rate permit and the send would let a slow
 //! reply squeeze two sends closer than the limiter allowed. Pass: no 1-second window (closed,
 //! the strictest reading) of the emulator's arrival times holds more than 5 calls, and the
-//! emulator refused nothing. Runs alone in its binary because it measures time.
-
-mod support;
+//! emulator refused nothing. Other tests run in parallel in the same binary, so the limit is
+//! checked on a loaded machine.
 
 use std::time::Duration;
 
+use crate::support::relay::Relay;
+use crate::support::*;
 use purge_worker::config::Secret;
 use purge_worker::emulator::EmulatorConfig;
 use serde_json::json;
-use support::relay::Relay;
-use support::*;
 
 const LIMIT: usize = 5;
 const CALLS: usize = 60;

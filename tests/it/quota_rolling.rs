@@ -2,12 +2,10 @@
 //! spending comes back 24 hours after its 5-minute bucket ends (late by at most 5 minutes, never
 //! early), refunds go back to the bucket they came from, and `free_at` says when to retry.
 
-mod support;
-
+use crate::support::*;
 use purge_worker::config::QuotaWindow;
 use purge_worker::provider::Kind;
 use purge_worker::quota::{QuotaPolicy, QuotaStore, ROLLING_BUCKET_SECS};
-use support::*;
 
 const DAY: i64 = 86_400;
 const ROLLING: QuotaPolicy = QuotaPolicy {

@@ -10,14 +10,12 @@
 //! - An item refused as too large even alone is dead-lettered `item_too_large`; the rest flows.
 //! - A host the key may not purge is dead-lettered `host_refused`; the provider is not stopped.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use crate::support::*;
 use purge_worker::emulator::{EmulatorConfig, Faults};
 use serde_json::json;
-use support::*;
 
 fn spec(emu: &purge_worker::emulator::Emulator, extra: &str, hosts: &[&str]) -> ProviderSpec {
     ProviderSpec {

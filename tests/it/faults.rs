@@ -4,13 +4,11 @@
 //! (RequestLimitExceeded). Pass: every key is purged, nothing is dead-lettered, every message is
 //! acked, and the number of refused calls stays within a fixed bound (no retry storm).
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::*;
 use purge_worker::emulator::{EmulatorConfig, Faults};
 use serde_json::json;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_failures_and_rate_limits_are_retried_until_everything_is_purged() {

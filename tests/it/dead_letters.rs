@@ -8,10 +8,9 @@
 //! refuses); the publisher reopens it by itself, so the next dead letter is delivered on the
 //! same connection. Pass: both records arrive in the dead-letter queue, repeatedly.
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::*;
 use lapin::BasicProperties;
 use purge_worker::amqp::Publisher;
 use purge_worker::dead_letter::DeadLetter;
@@ -19,7 +18,6 @@ use purge_worker::event::EventError;
 use purge_worker::metrics::Metrics;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use support::*;
 
 const CAP: usize = 8192;
 

@@ -8,13 +8,11 @@
 //! `purge_provider_stopped` show it; provider `ok` still purges; after shutdown the `bad` event is
 //! back in the queue (never acked), and nothing was dead-lettered.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use purge_worker::config::Secret;
 use serde_json::json;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_failure_stops_the_provider_and_fails_readiness_without_losing_anything() {

@@ -14,13 +14,11 @@
 //! Pass criteria: no field differs (a failure names the case and the field) and the number of
 //! cases checked equals the documented count, so a vector cannot be skipped silently.
 
-mod vectors;
-
+use crate::vectors::{check, fixture, s};
 use purge_worker::provider::wangsu_sign::{
     self, AkSkInput, AkSkReceived, VerifyError, http_date, parse_aksk_authorization,
     parse_http_date, sign_aksk, sign_api_key, verify_aksk, verify_api_key,
 };
-use vectors::{check, fixture, s};
 
 /// The case counts PROVIDERS.md §4 documents for `vectors/wangsu.json`.
 const EXPECTED_API_KEY_CASES: usize = 3;

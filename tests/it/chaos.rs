@@ -14,7 +14,7 @@
 //!   unexpected); nothing is dead-lettered; the worker stops within 25 s after the reconnects,
 //!   leaving the purge queue empty. Duplicates, lost acks and `purge_amqp_reconnects_total` are
 //!   reported, not bounded (at-least-once). Not covered here: acking before purging (the worker's
-//!   memory survives a cut; `crash.rs` kills the process for that).
+//!   memory survives a cut; `crash` kills the process for that).
 //! - `redis_restart_fails_closed_and_recovers` — property: no provider call without a quota
 //!   reservation, and automatic recovery. Fault: the worker's private Redis is SIGKILLed while a
 //!   batch waits, then restarted empty on the same port. Pass: while Redis is down the worker
@@ -25,21 +25,19 @@
 //!
 //! A failing run still stops its worker and removes its queues and Redis keys ([`guarded`]).
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::relay::Relay;
+use crate::support::*;
 use futures_lite::FutureExt;
 use purge_worker::config::Secret;
 use purge_worker::emulator::{EmulatorConfig, RecordedCall};
 use purge_worker::quota::{day_label, day_of, unix_now};
 use serde_json::json;
-use support::relay::Relay;
-use support::*;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

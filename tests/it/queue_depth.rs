@@ -16,19 +16,17 @@
 //!   stays absent while the queue is missing and appears (= 1) once it is declared and fed, the
 //!   connection survives, and detaching the connection removes both series.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::relay::Relay;
+use crate::support::*;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use purge_worker::config::Secret;
 use purge_worker::metrics::Metrics;
 use purge_worker::queue_depth::{self, ConnectionSlot};
-use support::relay::Relay;
-use support::*;
 use tokio_util::sync::CancellationToken;
 
 /// The value of one series in a Prometheus text exposition (`None` when absent).

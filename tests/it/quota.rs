@@ -8,15 +8,13 @@
 //! parked until the reset; and a parked message that expires is routed back into the purge queue
 //! and purged (the reset path, with a 50 ms expiry instead of midnight).
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::*;
 use lapin::options::BasicGetOptions;
 use purge_worker::emulator::EmulatorConfig;
 use purge_worker::quota::{next_reset, unix_now};
 use serde_json::json;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_exhaustion_parks_the_lane_and_other_providers_keep_flowing() {

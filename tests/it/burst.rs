@@ -8,12 +8,10 @@
 //! again. Pass: the emulator's accepted calls are exactly the minimum (3, then 1 more), item sets
 //! equal the expected keys, nothing is dead-lettered, and the queue is empty after shutdown.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::*;
 use serde_json::json;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cms_burst_is_deduplicated_into_the_fewest_calls() {

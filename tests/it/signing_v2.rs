@@ -10,14 +10,12 @@
 //! Pass criteria: no field differs (a failure names the case and the field), and the numbers of
 //! cases and of HMAC results checked equal the file's, so a vector cannot be skipped silently.
 
-mod vectors;
-
+use crate::vectors::{check, fixture, s};
 use purge_worker::provider::qcloud_v2::{
     self, SignInput, SignatureMethod, VerifyError, form_encode,
 };
 use purge_worker::provider::tencent_v2::FORM_CONTENT_TYPE;
 use serde_json::Value;
-use vectors::{check, fixture, s};
 
 /// Cases in `vectors/v2.json` (PROVIDERS.md §4).
 const EXPECTED_CASES: usize = 12;

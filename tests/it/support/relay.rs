@@ -7,9 +7,6 @@
 //!   broker-side close or a dead proxy);
 //! - [`Relay::set_refuse`] closes the listening socket, so new connections are refused
 //!   (`ECONNREFUSED`, as while a broker is stopped); the same port is bound again afterwards;
-//! - [`Relay::set_close_new`] keeps accepting but closes every new connection at once (a proxy
-//!   with no backend, or a broker that is still starting).
-//!
 //! - [`Relay::set_jitter`] delays every chunk the target sends back by a random 0..max (a slow,
 //!   jittery network or server), keeping the byte order.
 //!
@@ -18,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -31,12 +28,8 @@ use tokio_util::sync::CancellationToken;
 struct Shared {
     /// `true` while the listening socket is closed.
     refuse: watch::Sender<bool>,
-    /// Accept new connections but close them at once.
-    close_new: AtomicBool,
     /// Connections accepted and forwarded.
     forwarded: AtomicU64,
-    /// Connections accepted and closed at once (not forwarded).
-    closed_new: AtomicU64,
     /// Longest random delay (µs) added to each chunk from the target; 0 for none.
     jitter_us: AtomicU64,
     /// Open forwarded connections, each with the token that cuts it.
@@ -64,9 +57,7 @@ impl Relay {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             refuse: watch::Sender::new(false),
-            close_new: AtomicBool::new(false),
             forwarded: AtomicU64::new(0),
-            closed_new: AtomicU64::new(0),
             jitter_us: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
         });
@@ -100,12 +91,6 @@ impl Relay {
         self.shared.refuse.send_replace(refuse);
     }
 
-    /// While `true`, new connections are accepted and closed at once, so the client reads EOF
-    /// during its handshake.
-    pub fn set_close_new(&self, close: bool) {
-        self.shared.close_new.store(close, Ordering::SeqCst);
-    }
-
     /// Delays every chunk the target sends by a random 0..`max` from now on (zero: none).
     pub fn set_jitter(&self, max: Duration) {
         let us = u64::try_from(max.as_micros()).unwrap_or(u64::MAX);
@@ -120,11 +105,6 @@ impl Relay {
     /// Connections forwarded since the start (each reconnect adds one).
     pub fn forwarded(&self) -> u64 {
         self.shared.forwarded.load(Ordering::SeqCst)
-    }
-
-    /// Connections accepted and closed at once instead of being forwarded.
-    pub fn closed_new(&self) -> u64 {
-        self.shared.closed_new.load(Ordering::SeqCst)
     }
 }
 
@@ -173,8 +153,7 @@ async fn accept_loop(
             },
             _ = refuse.changed() => continue,
         };
-        if *refuse.borrow() || shared.close_new.load(Ordering::SeqCst) {
-            shared.closed_new.fetch_add(1, Ordering::SeqCst);
+        if *refuse.borrow() {
             drop(client);
             continue;
         }

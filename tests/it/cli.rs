@@ -5,11 +5,9 @@
 //! secret; `publish` exits 2 on a non-http URL, and otherwise enqueues one confirmed event per
 //! invocation or per `--chunk-size` lines of a file; `quota` prints one row per provider and kind.
 
-mod support;
-
 use std::process::{Command, Output};
 
-use support::*;
+use crate::support::*;
 
 fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_purge-worker"))

@@ -14,15 +14,13 @@
 //!
 //! Pass criteria are in each test; every wait is bounded by `TIMEOUT`.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::*;
 use lapin::options::BasicGetOptions;
 use purge_worker::emulator::{Emulator, EmulatorConfig, Faults, V2Limits};
 use purge_worker::quota::{next_reset, unix_now};
 use serde_json::json;
-use support::*;
 
 /// A `tencent-v2` provider on `emu` with extra TOML lines.
 fn v2_spec(name: &str, emu: &Emulator, extra: &str, domains: &[(&str, bool)]) -> ProviderSpec {

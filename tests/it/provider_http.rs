@@ -8,19 +8,17 @@
 //! credentials, never leaves the configured endpoint).
 //! Pass: the errors above for tencent-v3, tencent-v2 and wangsu, and a hit count of 0.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::kind_lines;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use purge_worker::config::{Config, RawConfig};
 use purge_worker::provider::{Batch, FlushType, Kind, MAX_ANSWER_BYTES, ProviderError};
-use support::kind_lines;
 
 const BIG: usize = 5 * 1024 * 1024;
 /// The chunked answer: far more than socket buffers hold, so what the server got to send shows

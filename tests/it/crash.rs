@@ -6,14 +6,12 @@
 //! Pass: after a restart every key is purged at least once (duplicates allowed: at-least-once);
 //! SIGTERM then makes the process exit 0, and the purge queue is empty (everything was acked).
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 
+use crate::support::*;
 use purge_worker::emulator::{EMULATOR_SECRET_ID, EMULATOR_SECRET_KEY};
 use serde_json::json;
-use support::*;
 
 fn spawn_worker(config: &std::path::Path, logs: Stdio) -> Child {
     Command::new(env!("CARGO_BIN_EXE_purge-worker"))

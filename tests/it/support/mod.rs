@@ -2,7 +2,6 @@
 //! an ephemeral port, and the real worker started in-process. Every test gets its own queue names
 //! and Redis key prefix ([`TestEnv::new`]) and removes them when done ([`TestEnv::cleanup`]), so
 //! tests run in parallel.
-#![allow(dead_code)]
 pub mod relay;
 
 use std::future::Future;

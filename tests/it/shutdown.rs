@@ -21,8 +21,6 @@
 //!   consumer, ends the process within 5 s with exit 1, and the unpurged event is back in the
 //!   queue.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -35,12 +33,12 @@ use lapin::types::FieldTable;
 use purge_worker::emulator::{EmulatorConfig, Faults};
 use tokio::time::Instant;
 
+use crate::support::*;
 use purge_worker::config::Config;
 use purge_worker::emulator::Emulator;
 use purge_worker::provider::{Batch, Capabilities, Kind, Provider, PurgeFuture};
 use purge_worker::worker::build_provider;
 use serde_json::json;
-use support::*;
 
 /// Events published (one URL each, so one delivery per key).
 const EVENTS: usize = 20;
