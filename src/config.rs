@@ -354,33 +354,6 @@ impl ProviderKind {
     }
 }
 
-/// How a provider counts its daily allowance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuotaWindow {
-    /// A calendar day that starts at `quota_utc_offset` midnight (Tencent).
-    Day,
-    /// Any 24 hours (Wangsu): what was spent comes back 24 hours later.
-    Rolling24h,
-}
-
-impl QuotaWindow {
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QuotaWindow::Day => "day",
-            QuotaWindow::Rolling24h => "rolling-24h",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "day" => Some(QuotaWindow::Day),
-            "rolling-24h" => Some(QuotaWindow::Rolling24h),
-            _ => None,
-        }
-    }
-}
-
 /// Per-kind defaults; see [`ProviderKind::defaults`].
 #[derive(Debug, Clone, Copy)]
 pub struct KindDefaults {
@@ -435,6 +408,14 @@ pub struct ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// How this provider's allowance is counted (for the quota store).
+    pub fn quota_policy(&self) -> crate::quota::QuotaPolicy {
+        crate::quota::QuotaPolicy {
+            window: self.quota_window,
+            utc_offset_secs: self.quota_utc_offset_secs,
+        }
+    }
+
     /// Items of `kind` per call.
     pub fn per_call(&self, kind: Kind) -> usize {
         match kind {
@@ -497,12 +478,13 @@ mod bounds;
 mod env;
 mod kinds;
 mod load;
-mod rate_limit;
+
 mod validate;
+pub use crate::quota::QuotaWindow;
+pub use crate::ratelimit::RateLimit;
 pub use bounds::{
     MAX_ATTEMPTS, MAX_DURATION_MS, MAX_EVENT_BYTES, MAX_IN_FLIGHT, MAX_PER_CALL, MAX_PER_DAY,
     MAX_RATE_WINDOW_SECS,
 };
 pub use kinds::{HttpMethod, KindOptions, SignatureMethod, WangsuAuth};
-pub use rate_limit::RateLimit;
 pub use validate::parse_utc_offset;

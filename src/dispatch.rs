@@ -27,7 +27,7 @@ use crate::http::Readiness;
 use crate::ledger::{DeliveryId, LedgerHandle, Sessions};
 use crate::metrics::{Metrics, ProviderMetrics};
 use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
-use crate::quota::{QuotaPolicy, QuotaStore, Reservation, unix_now};
+use crate::quota::{QuotaStore, Reservation, unix_now};
 use crate::ratelimit::MultiWindow;
 
 pub use self::core::AUTH_PROBE_INTERVAL;
@@ -312,7 +312,7 @@ impl Dispatcher {
         let reserved = self
             .p
             .quota
-            .reserve(&c.name, kind, limit, want, now_unix, QuotaPolicy::of(c))
+            .reserve(&c.name, kind, limit, want, now_unix, c.quota_policy())
             .await;
         let r = match reserved {
             Err(e) => {
@@ -414,7 +414,7 @@ impl Dispatcher {
             // A calendar day always has a reset ahead; a rolling window frees up when a parked
             // kind's `until` comes (nothing to wait for otherwise).
             let reset = match self.p.config.quota_window {
-                QuotaWindow::Day => Some(QuotaPolicy::of(&self.p.config).next_reset(now_unix)),
+                QuotaWindow::Day => Some(self.p.config.quota_policy().next_reset(now_unix)),
                 QuotaWindow::Rolling24h => self.core.parked_until_unix(kind),
             };
             m.quota_reset

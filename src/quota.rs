@@ -19,7 +19,6 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use crate::config::{ProviderConfig, QuotaWindow};
 use crate::provider::Kind;
 
 const SECS_PER_DAY: i64 = 86_400;
@@ -71,6 +70,34 @@ if r > 0 then n = redis.call('HINCRBY', KEYS[1], ARGV[1], -r) end
 return n
 "#;
 
+/// How a provider counts its daily allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaWindow {
+    /// A calendar day that starts at `quota_utc_offset` midnight (Tencent).
+    Day,
+    /// Any 24 hours (Wangsu): what was spent comes back 24 hours later.
+    Rolling24h,
+}
+
+impl QuotaWindow {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaWindow::Day => "day",
+            QuotaWindow::Rolling24h => "rolling-24h",
+        }
+    }
+
+    /// Parses the config spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "day" => Some(QuotaWindow::Day),
+            "rolling-24h" => Some(QuotaWindow::Rolling24h),
+            _ => None,
+        }
+    }
+}
+
 /// How a provider's allowance is counted: the window and, for calendar days, the day boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaPolicy {
@@ -80,14 +107,6 @@ pub struct QuotaPolicy {
 }
 
 impl QuotaPolicy {
-    /// The policy a provider is configured with.
-    pub fn of(p: &ProviderConfig) -> QuotaPolicy {
-        QuotaPolicy {
-            window: p.quota_window,
-            utc_offset_secs: p.quota_utc_offset_secs,
-        }
-    }
-
     /// When a calendar day's quota resets (for a rolling window: 24 hours from now at the latest).
     pub fn next_reset(&self, now_unix: i64) -> i64 {
         match self.window {

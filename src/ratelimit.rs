@@ -23,7 +23,12 @@ use governor::nanos::Nanos;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
-use crate::config::RateLimit;
+mod rate_limit;
+pub use rate_limit::RateLimit;
+
+/// Longest `rate_limits` window: seven days. Daily allowances have their own keys; the limiter's
+/// period (window / count) then stays far inside governor's nanosecond arithmetic.
+pub const MAX_RATE_WINDOW_SECS: u64 = 7 * 24 * 3600;
 
 /// Relative stretch of every period (3 %): ~30 ms of arrival jitter tolerated per second of window.
 pub const SAFETY_MARGIN: f64 = 0.03;

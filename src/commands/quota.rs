@@ -7,7 +7,7 @@ use anyhow::Context;
 use super::UsageError;
 use crate::config::QuotaWindow;
 use crate::provider::Kind;
-use crate::quota::{QuotaPolicy, QuotaStore, day_label, day_of, unix_now};
+use crate::quota::{QuotaStore, day_label, day_of, unix_now};
 
 /// Show today's quota use and limit per provider and kind (provider-local day), read from the
 /// worker's counters in Redis.
@@ -81,7 +81,7 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
     for p in &cfg.providers {
         for (kind, limit) in [(Kind::Url, p.urls_per_day), (Kind::Dir, p.dirs_per_day)] {
             let usage = store
-                .used(&p.name, kind, now, QuotaPolicy::of(p))
+                .used(&p.name, kind, now, p.quota_policy())
                 .await
                 .context("cannot read quota counters from Redis (redis.url)")?;
             let (used, reset) = (usage.used, usage.free_at);

@@ -10,9 +10,7 @@ use super::{ConfigError, invalid};
 /// Longest value of any `*_ms` key: one day. Linger, drain, retry and timeout durations beyond a
 /// day are mistakes (a unit slip), and a day added to any `Instant` can never overflow.
 pub const MAX_DURATION_MS: u64 = 24 * 3600 * 1000;
-/// Longest `rate_limits` window: seven days. Daily allowances have their own keys; the limiter's
-/// period (window / count) then stays far inside governor's nanosecond arithmetic.
-pub const MAX_RATE_WINDOW_SECS: u64 = 7 * 24 * 3600;
+pub use crate::ratelimit::MAX_RATE_WINDOW_SECS;
 /// Most items per call (`*_per_call`): far above any API's batch limit, and small enough that a
 /// batch's buffers are sized without risk.
 pub const MAX_PER_CALL: usize = 100_000;

@@ -8,7 +8,7 @@ use super::core::{Effect, later};
 use super::{Dispatcher, Outcome, publish};
 use crate::coalesce::PendingItem;
 use crate::provider::{ProviderError, Receipt};
-use crate::quota::{QuotaPolicy, Reservation, unix_now};
+use crate::quota::{Reservation, unix_now};
 
 impl Dispatcher {
     pub(super) async fn refund(&self, reservation: &Reservation, n: usize) {
@@ -113,7 +113,7 @@ impl Dispatcher {
             } => self.spawn_dead_letter(lane, items, error, &code, &message),
             Effect::QuotaExhausted { kind } => {
                 let c = &self.p.config;
-                let policy = QuotaPolicy::of(c);
+                let policy = c.quota_policy();
                 let now_unix = unix_now();
                 let until = match self
                     .p

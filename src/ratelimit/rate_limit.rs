@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::bounds::MAX_RATE_WINDOW_SECS;
+use super::MAX_RATE_WINDOW_SECS;
 
 /// "At most `limit` calls in any sliding window of `window`."
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
