@@ -158,6 +158,10 @@ struct RetryPool {
 struct RetryBatch {
     keys: Vec<CacheKey>,
     not_before: Instant,
+    /// Taken and given back unsent (no rate permit or quota yet): when it goes, it is topped up
+    /// with pending items, so waiting for the limiter never makes a call emptier. Batches put
+    /// back after a failure are never topped up: their split isolates a culprit.
+    fill: bool,
 }
 
 /// One lane's state.
@@ -274,11 +278,17 @@ impl Lane {
                     RetryBatch {
                         keys: rest,
                         not_before: b.not_before,
+                        fill: b.fill,
                     },
                 );
             }
-            let items: Vec<PendingItem> = b.keys.iter().filter_map(|k| r.items.remove(k)).collect();
+            let mut items: Vec<PendingItem> =
+                b.keys.iter().filter_map(|k| r.items.remove(k)).collect();
             r.len -= items.len();
+            if b.fill && items.len() < self.cap {
+                let more = (self.cap - items.len()).min(self.pending.len());
+                items.extend(self.pending.take_front(more));
+            }
             return Some(items);
         }
         if self.pending.is_empty() {
@@ -332,7 +342,11 @@ impl Lane {
         if keys.is_empty() {
             return;
         }
-        let b = RetryBatch { keys, not_before };
+        let b = RetryBatch {
+            keys,
+            not_before,
+            fill: front,
+        };
         if front {
             self.retry.batches.push_front(b);
         } else {

@@ -107,6 +107,34 @@ async fn a_failed_batch_goes_behind_other_retries_and_restore_goes_first() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_batch_given_back_unsent_is_topped_up_but_a_failed_one_is_not() {
+    let o = Arc::new(Origin::default());
+    let mut lane = url_lane(4);
+    let t0 = Instant::now();
+    lane.add(key("https://a/1"), 1, &o, t0);
+    let b = lane.take(t0).unwrap();
+    lane.restore(b, t0);
+    for i in 2..=6 {
+        lane.add(key(&format!("https://a/{i}")), i, &o, t0);
+    }
+    let firsts: Vec<u64> = lane.take(t0).unwrap().iter().map(|i| i.first).collect();
+    assert_eq!(
+        firsts,
+        vec![1, 2, 3, 4],
+        "topped up to the cap from pending"
+    );
+    let failed = lane.take(t0).unwrap();
+    assert_eq!(failed.len(), 2);
+    lane.retry(failed, t0);
+    lane.add(key("https://a/7"), 7, &o, t0);
+    assert_eq!(
+        lane.take(t0).unwrap().len(),
+        2,
+        "a failed batch keeps its split"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn dedupe_stays_exact_after_partial_takes() {
     let o = Arc::new(Origin::default());
     let mut lane = url_lane(2);
