@@ -140,6 +140,11 @@ impl PendingQueue {
     }
 }
 
+/// Every delivery waiting on any of `items`, one entry per request (what the ledger completes).
+pub fn waiters_of(items: &[PendingItem]) -> Vec<DeliveryId> {
+    items.iter().flat_map(|i| i.waiters()).collect()
+}
+
 /// Items put back after a failed call: they wait in `retry` (ahead of fresh items) and stay
 /// findable by key, so a new request for a key that waits for its retry joins it instead of
 /// spending quota on a second copy.

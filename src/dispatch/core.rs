@@ -128,10 +128,6 @@ fn quota_index(kind: Kind) -> usize {
     }
 }
 
-fn waiters(items: &[PendingItem]) -> Vec<DeliveryId> {
-    items.iter().flat_map(|i| i.waiters()).collect()
-}
-
 impl Core {
     /// An empty core.
     pub fn new(settings: Settings) -> Core {

@@ -9,10 +9,9 @@ use tracing::warn;
 
 use super::{Dispatcher, Outcome};
 use crate::cache_key::clip;
-use crate::coalesce::PendingItem;
+use crate::coalesce::{PendingItem, waiters_of};
 use crate::dead_letter::DeadLetter;
 use crate::event::Event;
-use crate::ledger::DeliveryId;
 use crate::quota::unix_now;
 
 /// Items per parked message.
@@ -20,10 +19,6 @@ const PARK_CHUNK: usize = 1000;
 /// Pause between attempts to publish a dead letter while the broker refuses it, and before
 /// parking is tried again after a refused parking publish.
 pub(super) const REPUBLISH_PAUSE: Duration = Duration::from_secs(1);
-
-fn waiters(items: &[PendingItem]) -> Vec<DeliveryId> {
-    items.iter().flat_map(|i| i.waiters()).collect()
-}
 
 /// The record's sentence for each dead-letter code the dispatcher uses.
 fn reason(provider: &str, error: &str, it: &PendingItem, code: &str, message: &str) -> String {
@@ -97,7 +92,7 @@ impl Dispatcher {
                 }
                 m.dead_lettered(error);
             }
-            ledger.done(waiters(&items)).await;
+            ledger.done(waiters_of(&items)).await;
             Outcome::Published {
                 lane,
                 done: items.len(),
@@ -157,7 +152,7 @@ impl Dispatcher {
                     };
                 }
                 parked += chunk.len();
-                ledger.done(waiters(&chunk)).await;
+                ledger.done(waiters_of(&chunk)).await;
             }
             Outcome::Published {
                 lane,

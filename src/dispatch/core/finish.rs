@@ -47,7 +47,7 @@ impl Core {
         if items.len() >= l.cap && l.cap < l.max_cap {
             l.cap = (l.cap * 2).min(l.max_cap);
         }
-        effects.push(Effect::Done(waiters(&items)));
+        effects.push(Effect::Done(crate::coalesce::waiters_of(&items)));
         effects
     }
 
