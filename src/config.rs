@@ -3,7 +3,6 @@
 //! and the problem (`check` and `run` exit 2 on it). Secrets live in [`Secret`], whose `Debug`
 //! never shows the value.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -184,27 +183,6 @@ pub struct RawDomain {
 }
 
 // === validated ===
-
-/// A credential or a URL with credentials. `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The value, for signing or connecting only; never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// The validated configuration the worker runs on.
 #[derive(Debug, Clone)]
@@ -482,6 +460,7 @@ mod load;
 mod validate;
 pub use crate::quota::QuotaWindow;
 pub use crate::ratelimit::RateLimit;
+pub use crate::secret::Secret;
 pub use bounds::{
     MAX_ATTEMPTS, MAX_DURATION_MS, MAX_EVENT_BYTES, MAX_IN_FLIGHT, MAX_PER_CALL, MAX_PER_DAY,
     MAX_RATE_WINDOW_SECS,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use crate::provider::Kind;
+use crate::purge::Kind;
 
 const SECS_PER_DAY: i64 = 86_400;
 /// Bucket width of the rolling window.

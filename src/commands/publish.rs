@@ -202,7 +202,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         queue: amqp.queue.clone(),
         pending: Vec::new(),
     };
-    let flush_type = FlushType::parse(&args.flush_type).unwrap_or_default();
+    let flush_type = args.flush_type.parse::<FlushType>().unwrap_or_default();
     let make = |items: Vec<String>, n: usize| Event {
         urls: if args.dir { Vec::new() } else { items.clone() },
         dirs: if args.dir { items } else { Vec::new() },

@@ -19,7 +19,10 @@ pub(super) fn decode_json(text: &str) -> Result<Event, EventError> {
     })?;
     let flush_type = match raw.flush_type {
         None => FlushType::default(),
-        Some(s) => FlushType::parse(&s.to_ascii_lowercase())
+        Some(s) => s
+            .to_ascii_lowercase()
+            .parse::<FlushType>()
+            .ok()
             .ok_or_else(|| EventError::InvalidFlushType(clip(&s, CLIP).into_owned()))?,
     };
     let headers = match raw.headers {
