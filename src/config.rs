@@ -10,7 +10,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::provider::Kind;
-use crate::routing::HostPattern;
 
 /// The environment variable naming a config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "PURGE_WORKER_CONFIG";
@@ -41,16 +40,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_MAX_LINGER_MS: u64 = 500;
 /// How long SIGTERM waits for in-flight work before leaving the rest for redelivery.
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 10_000;
-/// Largest event body accepted; larger ones are dead-lettered (`event_too_large`).
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+pub use crate::event::DEFAULT_MAX_EVENT_BYTES;
 /// First retry delay after a transient provider failure; doubles per attempt, with jitter.
 pub const DEFAULT_RETRY_BASE_MS: u64 = 200;
 /// Cap on the retry delay.
 pub const DEFAULT_RETRY_MAX_MS: u64 = 30_000;
-/// Connect timeout for provider calls.
-pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
-/// Whole-request timeout for provider calls.
-pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+pub use crate::provider::{DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS};
 /// Calls in flight per provider at once (the rate limiter still spaces them).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 /// Failed calls an item may have alone before it is dead-lettered: with the default backoff
@@ -240,115 +235,6 @@ pub struct BatchingConfig {
     pub max_event_bytes: usize,
 }
 
-/// Which API family a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    /// Tencent Cloud API 3.0 (PurgeUrlsCache, PurgePathCache), TC3-HMAC-SHA256.
-    TencentV3,
-    /// Tencent Cloud legacy API 2.0 (RefreshCdnUrl, RefreshCdnDir), HmacSHA1/HmacSHA256.
-    TencentV2,
-    /// Wangsu (ChinaNetCenter) CDN Pro, `POST /cdn/purges`.
-    Wangsu,
-}
-
-impl ProviderKind {
-    /// Every kind's config spelling, for error messages.
-    pub const SUPPORTED: &'static str = "tencent-v3, tencent-v2, wangsu";
-
-    /// What the API family takes: routing and event validation ask this, never the kind.
-    pub fn capabilities(self) -> crate::provider::Capabilities {
-        match self {
-            ProviderKind::TencentV3 => crate::provider::tencent_v3::CAPABILITIES,
-            ProviderKind::TencentV2 => crate::provider::tencent_v2::CAPABILITIES,
-            ProviderKind::Wangsu => crate::provider::wangsu::CAPABILITIES,
-        }
-    }
-
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::TencentV3 => "tencent-v3",
-            ProviderKind::TencentV2 => "tencent-v2",
-            ProviderKind::Wangsu => "wangsu",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "tencent-v3" => Some(ProviderKind::TencentV3),
-            "tencent-v2" => Some(ProviderKind::TencentV2),
-            "wangsu" => Some(ProviderKind::Wangsu),
-            _ => None,
-        }
-    }
-
-    /// Published limits of this API family (providers/PROVIDERS.md), used for unset keys.
-    pub fn defaults(self) -> KindDefaults {
-        match self {
-            ProviderKind::TencentV3 => KindDefaults {
-                endpoint: "https://cdn.tencentcloudapi.com",
-                requests_per_second: 20,
-                requests_per_minute: 10_000,
-                rate_limits: &[],
-                urls_per_call: 1000,
-                dirs_per_call: 20,
-                regex_per_call: 1,
-                urls_per_day: 10_000,
-                dirs_per_day: 100,
-                quota_utc_offset_secs: 8 * 3600,
-                quota_window: QuotaWindow::Day,
-            },
-            // PROVIDERS.md §2.2: the 2018 seed's 10 000 calls/min (an older revision says 1200).
-            ProviderKind::TencentV2 => KindDefaults {
-                endpoint: "https://cdn.api.qcloud.com",
-                requests_per_second: 20,
-                requests_per_minute: 10_000,
-                rate_limits: &[],
-                urls_per_call: 1000,
-                dirs_per_call: 20,
-                regex_per_call: 1,
-                urls_per_day: 10_000,
-                dirs_per_day: 100,
-                quota_utc_offset_secs: 8 * 3600,
-                quota_window: QuotaWindow::Day,
-            },
-            // PROVIDERS.md §3.4: a token bucket of 60 refilled at 30/min. 60/min with at most
-            // 150 in any 5 minutes never empties it (a sliding window of T minutes then holds at
-            // most 60 + 30·T calls), and file/dir quotas count over a rolling 24 hours.
-            ProviderKind::Wangsu => KindDefaults {
-                endpoint: "https://open.chinanetcenter.com",
-                requests_per_second: 2,
-                requests_per_minute: 60,
-                rate_limits: &["150/5m"],
-                urls_per_call: 1000,
-                dirs_per_call: 20,
-                regex_per_call: 2,
-                urls_per_day: 5000,
-                dirs_per_day: 20,
-                quota_utc_offset_secs: 0,
-                quota_window: QuotaWindow::Rolling24h,
-            },
-        }
-    }
-}
-
-/// Per-kind defaults; see [`ProviderKind::defaults`].
-#[derive(Debug, Clone, Copy)]
-pub struct KindDefaults {
-    pub endpoint: &'static str,
-    pub requests_per_second: u32,
-    pub requests_per_minute: u32,
-    /// Further windows, in `rate_limits` syntax.
-    pub rate_limits: &'static [&'static str],
-    pub urls_per_call: usize,
-    pub dirs_per_call: usize,
-    pub regex_per_call: usize,
-    pub urls_per_day: u64,
-    pub dirs_per_day: u64,
-    pub quota_utc_offset_secs: i32,
-    pub quota_window: QuotaWindow,
-}
-
 /// One `[[providers]]` entry, validated.
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -374,7 +260,7 @@ pub struct ProviderConfig {
     /// Calendar day or rolling 24 hours.
     pub quota_window: QuotaWindow,
     /// What only this provider's API family has.
-    pub options: KindOptions,
+    pub options: ApiSettings,
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub connect_timeout: Duration,
@@ -386,6 +272,23 @@ pub struct ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// The account its client calls.
+    pub fn account(&self) -> crate::provider::Account {
+        crate::provider::Account {
+            name: self.name.clone(),
+            endpoint: self.endpoint.clone(),
+            secret_id: self.secret_id.clone(),
+            secret_key: self.secret_key.clone(),
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+        }
+    }
+
+    /// What routing needs of it: its API family and its hosts.
+    pub fn routes(&self) -> (ProviderKind, &[DomainRule]) {
+        (self.kind, &self.domains)
+    }
+
     /// How this provider's allowance is counted (for the quota store).
     pub fn quota_policy(&self) -> crate::quota::QuotaPolicy {
         crate::quota::QuotaPolicy {
@@ -411,14 +314,6 @@ impl ProviderConfig {
             Kind::Dir | Kind::Regex => self.dirs_per_day,
         }
     }
-}
-
-/// A host (or host pattern) routed to a provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainRule {
-    pub host: HostPattern,
-    /// The CDN ignores the query string in its cache key for this host.
-    pub ignore_query: bool,
 }
 
 /// Where the configuration came from, for the first log line.
@@ -458,12 +353,16 @@ mod kinds;
 mod load;
 
 mod validate;
+pub use crate::provider::api::{ApiSettings, ProviderKind};
+pub use crate::provider::qcloud_v2::SignatureMethod;
+pub use crate::provider::tencent_v2::HttpMethod;
+pub use crate::provider::wangsu::WangsuAuth;
 pub use crate::quota::QuotaWindow;
 pub use crate::ratelimit::RateLimit;
+pub use crate::routing::DomainRule;
 pub use crate::secret::Secret;
 pub use bounds::{
     MAX_ATTEMPTS, MAX_DURATION_MS, MAX_EVENT_BYTES, MAX_IN_FLIGHT, MAX_PER_CALL, MAX_PER_DAY,
     MAX_RATE_WINDOW_SECS,
 };
-pub use kinds::{HttpMethod, KindOptions, SignatureMethod, WangsuAuth};
 pub use validate::parse_utc_offset;

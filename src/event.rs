@@ -13,6 +13,10 @@ use crate::cache_key::{self, CLIP, CacheKey, ItemError, clip};
 use crate::provider::{FlushType, Header, Kind, UrlRules, wangsu_rules};
 use crate::routing::{Route, Router};
 
+/// Largest event body accepted unless `batching.max_event_bytes` says otherwise; larger ones are
+/// dead-lettered (`event_too_large`).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+
 /// A decoded event. Unknown JSON fields are ignored (forward compatibility).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Event {

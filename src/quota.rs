@@ -70,31 +70,22 @@ if r > 0 then n = redis.call('HINCRBY', KEYS[1], ARGV[1], -r) end
 return n
 "#;
 
-/// How a provider counts its daily allowance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a provider counts its daily allowance. The config spelling (`day`, `rolling-24h`) is what
+/// [`QuotaWindow::as_str`] gives and [`str::parse`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
 pub enum QuotaWindow {
     /// A calendar day that starts at `quota_utc_offset` midnight (Tencent).
+    #[strum(serialize = "day")]
     Day,
     /// Any 24 hours (Wangsu): what was spent comes back 24 hours later.
+    #[strum(serialize = "rolling-24h")]
     Rolling24h,
 }
 
 impl QuotaWindow {
     /// The config spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            QuotaWindow::Day => "day",
-            QuotaWindow::Rolling24h => "rolling-24h",
-        }
-    }
-
-    /// Parses the config spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "day" => Some(QuotaWindow::Day),
-            "rolling-24h" => Some(QuotaWindow::Rolling24h),
-            _ => None,
-        }
+        self.into()
     }
 }
 

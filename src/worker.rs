@@ -22,14 +22,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::amqp::Publisher;
-use crate::config::{Config, ProviderConfig, ProviderKind};
+use crate::config::{Config, ProviderConfig};
 use crate::dispatch::{self, DispatcherParts, Incoming};
 use crate::http::{self, Readiness};
 use crate::metrics::Metrics;
-use crate::provider::Provider;
-use crate::provider::tencent_v2::TencentV2;
-use crate::provider::tencent_v3::TencentV3;
-use crate::provider::wangsu::Wangsu;
+use crate::provider::{Provider, api};
 use crate::queue_depth::{self, ConnectionSlot};
 use crate::quota::QuotaStore;
 use crate::routing::Router;
@@ -50,11 +47,7 @@ const REDIS_PING_EVERY: Duration = Duration::from_secs(2);
 /// Builds the client for a provider's API family.
 pub fn build_provider(cfg: &ProviderConfig) -> anyhow::Result<Arc<dyn Provider>> {
     let context = || format!("building the HTTP client for provider `{}`", cfg.name);
-    Ok(match cfg.kind {
-        ProviderKind::TencentV3 => Arc::new(TencentV3::new(cfg).with_context(context)?),
-        ProviderKind::TencentV2 => Arc::new(TencentV2::new(cfg).with_context(context)?),
-        ProviderKind::Wangsu => Arc::new(Wangsu::new(cfg).with_context(context)?),
-    })
+    api::build(&cfg.account(), &cfg.options).with_context(context)
 }
 
 /// A running worker.
@@ -151,7 +144,7 @@ impl Worker {
         let depth = queue_depth::spawn(&config.amqp, &depth_slot, metrics.clone(), stop.clone());
         stages.watch("queue depth poller".into(), depth);
         let ctx = consumer::Consumer {
-            router: Router::new(&config.providers),
+            router: Router::new(config.providers.iter().map(ProviderConfig::routes)),
             provider_names: config.providers.iter().map(|p| p.name.clone()).collect(),
             config: config.clone(),
             senders,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::validate::literal_or_env;
+use super::env::literal_or_env;
 use super::*;
 
 /// `amqp.prefetch` as TOML reads it, so a parse error states the key's range (1–65535, AMQP's

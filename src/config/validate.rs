@@ -4,34 +4,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::bounds::{in_range, millis};
+use super::env::literal_or_env;
 use super::*;
-
-/// Reads an environment variable for a `*_env` key.
-pub(super) fn from_env(key: &str, var: &str) -> Result<String, ConfigError> {
-    std::env::var(var).map_err(|_| {
-        invalid(
-            key,
-            format!("environment variable `{var}` is not set (or not UTF-8)"),
-        )
-    })
-}
-
-/// Exactly one of a literal key and its `_env` twin, or neither when `required` is false.
-pub(super) fn literal_or_env(
-    key: &str,
-    literal: Option<String>,
-    env: Option<String>,
-) -> Result<Option<String>, ConfigError> {
-    match (literal, env) {
-        (Some(_), Some(_)) => Err(invalid(
-            key,
-            format!("set either `{key}` or `{key}_env`, not both"),
-        )),
-        (Some(v), None) => Ok(Some(v)),
-        (None, Some(var)) => from_env(&format!("{key}_env"), &var).map(Some),
-        (None, None) => Ok(None),
-    }
-}
+use crate::routing::HostPattern;
 
 /// Parses `"+08:00"`, `"-05:30"`, `"Z"` or `"+00:00"` into seconds east of UTC, at most 14 hours
 /// either way (the widest offset in use).
@@ -194,7 +169,7 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
             format!("is required ({})", ProviderKind::SUPPORTED),
         )
     })?;
-    let kind = ProviderKind::parse(&kind_s).ok_or_else(|| {
+    let kind: ProviderKind = kind_s.parse().map_err(|_| {
         invalid(
             at("kind"),
             format!(

@@ -34,7 +34,7 @@ fn client_with(
     );
     let raw = toml::from_str(&text).expect("test TOML parses");
     let config = crate::config::Config::from_raw(raw).expect("test config is valid");
-    TencentV3::new(&config.providers[0]).expect("client builds")
+    TencentV3::new(&config.providers[0].account(), &Default::default()).expect("client builds")
 }
 
 fn client(emu: &Emulator) -> TencentV3 {

@@ -3,7 +3,14 @@
 //! A provider only *classifies*: it turns one [`Batch`] into one API call and maps the answer onto
 //! [`ProviderError`], the taxonomy of providers/PROVIDERS.md. What an error means for the items
 //! (retry, back off, park, split, dead-letter, stop) is decided in `dispatch`, in one place.
+//!
+//! Every client is built from component settings, never from the config file: the [`Account`]
+//! it calls (name, endpoint, credentials, timeouts) and its API's own `Settings` struct
+//! (`tencent_v3::Settings`, `tencent_v2::Settings`, `wangsu::Settings`). Each API module also
+//! publishes its [`Limits`] (`DEFAULTS`: endpoint, rates, batch sizes, daily allowances, quota
+//! window) and its [`Capabilities`]; [`api`] names the families and builds a client for one.
 
+pub mod api;
 pub(crate) mod http;
 pub mod mac;
 pub mod qcloud_v2;
@@ -21,6 +28,63 @@ use std::time::Duration;
 
 pub use crate::purge::{Batch, FlushType, Header, Kind};
 pub use http::{MAX_ANSWER_BYTES, MAX_RETRY_AFTER, error_chain};
+
+use crate::quota::QuotaWindow;
+use crate::secret::Secret;
+
+/// Connect timeout of provider calls unless configured.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Whole-request timeout of provider calls unless configured.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+
+/// The account a client calls: who signs, where, and how long a call may take. `Debug` never
+/// shows the secrets.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// The provider's configured name (metric labels, logs, the `provider` span field).
+    pub name: String,
+    /// API base URL, e.g. `https://cdn.tencentcloudapi.com` or an emulator.
+    pub endpoint: url::Url,
+    /// The identity that signs: Tencent SecretId, Wangsu username or AccessKey.
+    pub secret_id: Secret,
+    /// The signing key: Tencent SecretKey, Wangsu api_key or SecretKey.
+    pub secret_key: Secret,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Account {
+    /// An account at `endpoint` with the default timeouts.
+    pub fn new(name: &str, endpoint: url::Url, secret_id: &str, secret_key: &str) -> Account {
+        Account {
+            name: name.to_string(),
+            endpoint,
+            secret_id: Secret::new(secret_id),
+            secret_key: Secret::new(secret_key),
+            connect_timeout: Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS),
+            request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
+        }
+    }
+}
+
+/// The published limits of an API family (providers/PROVIDERS.md): each API module's
+/// `DEFAULTS`, used for the keys a `[[providers]]` entry leaves unset.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub endpoint: &'static str,
+    pub requests_per_second: u32,
+    pub requests_per_minute: u32,
+    /// Further windows, in `rate_limits` syntax (`"150/5m"`).
+    pub rate_limits: &'static [&'static str],
+    pub urls_per_call: usize,
+    pub dirs_per_call: usize,
+    pub regex_per_call: usize,
+    pub urls_per_day: u64,
+    pub dirs_per_day: u64,
+    /// Seconds east of UTC of the API's day boundary.
+    pub quota_utc_offset_secs: i32,
+    pub quota_window: QuotaWindow,
+}
 
 /// What a provider returns for an accepted call.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -33,7 +33,11 @@ fn client_with(emu: &Emulator, extra: &str, id: &str, key: &str) -> TencentV2 {
     );
     let raw = toml::from_str(&text).expect("test TOML parses");
     let config = crate::config::Config::from_raw(raw).expect("test config is valid");
-    TencentV2::new(&config.providers[0]).expect("client builds")
+    let p = &config.providers[0];
+    let crate::config::ApiSettings::TencentV2(settings) = &p.options else {
+        panic!("a tencent-v2 provider has tencent-v2 settings");
+    };
+    TencentV2::new(&p.account(), settings).expect("client builds")
 }
 
 fn client(emu: &Emulator, extra: &str) -> TencentV2 {

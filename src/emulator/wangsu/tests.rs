@@ -32,7 +32,11 @@ fn client(emu: &Emulator, auth: &str, extra: &str) -> Wangsu {
     );
     let raw = toml::from_str(&text).expect("test TOML parses");
     let config = crate::config::Config::from_raw(raw).expect("test config is valid");
-    Wangsu::new(&config.providers[0]).expect("client builds")
+    let p = &config.providers[0];
+    let crate::config::ApiSettings::Wangsu(settings) = &p.options else {
+        panic!("a wangsu provider has wangsu settings");
+    };
+    Wangsu::new(&p.account(), settings).expect("client builds")
 }
 
 fn api_key_auth() -> String {
