@@ -20,6 +20,35 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use crate::metrics::Metrics;
 
+/// The first pause before reconnecting; it doubles per consecutive failure up to
+/// [`AmqpConfig::reconnect`]'s longest (`amqp.reconnect_max_ms`, at least this).
+pub const RECONNECT_FIRST_PAUSE: Duration = Duration::from_millis(500);
+
+/// RabbitMQ settings.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    /// Connection URL (may carry the password, hence a [`Secret`]).
+    pub url: crate::secret::Secret,
+    /// The purge queue, declared durable if missing.
+    pub queue: String,
+    /// Where rejected events and items land with their reason.
+    pub dead_letter_queue: String,
+    /// Largest dead-letter record body; a bigger record carries a clipped copy of its event.
+    pub dead_letter_max_bytes: usize,
+    /// Unacked deliveries held at once.
+    pub prefetch: u16,
+    /// Pauses between reconnect attempts: from 0.5 s, doubling up to `reconnect_max_ms`.
+    pub reconnect: crate::backoff::Backoff,
+}
+
+impl AmqpConfig {
+    /// The queue where a provider's quota-parked items wait for the provider's day reset; its
+    /// messages expire back into [`AmqpConfig::queue`].
+    pub fn parking_queue(&self, provider: &str) -> String {
+        format!("{}.parked.{}", self.queue, provider)
+    }
+}
+
 /// Failures of a confirmed publish.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {

@@ -191,31 +191,6 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
 }
 
-/// RabbitMQ settings.
-#[derive(Debug, Clone)]
-pub struct AmqpConfig {
-    /// Connection URL (may carry the password, hence a [`Secret`]).
-    pub url: Secret,
-    /// The purge queue, declared durable if missing.
-    pub queue: String,
-    /// Where rejected events and items land with their reason.
-    pub dead_letter_queue: String,
-    /// Largest dead-letter record body; a bigger record carries a clipped copy of its event.
-    pub dead_letter_max_bytes: usize,
-    /// Unacked deliveries held at once.
-    pub prefetch: u16,
-    /// Longest pause between reconnect attempts (the pause doubles from 0.5 s up to this).
-    pub reconnect_max: std::time::Duration,
-}
-
-impl AmqpConfig {
-    /// The queue where a provider's quota-parked items wait for the provider's day reset; its
-    /// messages expire back into [`AmqpConfig::queue`].
-    pub fn parking_queue(&self, provider: &str) -> String {
-        format!("{}.parked.{}", self.queue, provider)
-    }
-}
-
 /// Redis settings.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
@@ -261,8 +236,8 @@ pub struct ProviderConfig {
     pub quota_window: QuotaWindow,
     /// What only this provider's API family has.
     pub options: ApiSettings,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
+    /// Retries of failed calls: `retry_base_ms` doubling up to `retry_max_ms`.
+    pub retry: Backoff,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
@@ -353,6 +328,8 @@ mod kinds;
 mod load;
 
 mod validate;
+pub use crate::amqp::AmqpConfig;
+pub use crate::backoff::Backoff;
 pub use crate::provider::api::{ApiSettings, ProviderKind};
 pub use crate::provider::qcloud_v2::SignatureMethod;
 pub use crate::provider::tencent_v2::HttpMethod;

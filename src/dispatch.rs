@@ -22,11 +22,12 @@ use tracing::{info, warn};
 use crate::amqp::Publisher;
 use crate::cache_key::CacheKey;
 use crate::coalesce::{HeaderSet, Origin, PendingItem};
-use crate::config::{ProviderConfig, QuotaWindow};
+use crate::config::ProviderConfig;
 use crate::http::Readiness;
 use crate::ledger::{DeliveryId, LedgerHandle, Sessions};
 use crate::metrics::{Metrics, ProviderMetrics};
 use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
+use crate::quota::QuotaWindow;
 use crate::quota::{QuotaStore, Reservation, unix_now};
 use crate::ratelimit::MultiWindow;
 
@@ -129,8 +130,7 @@ pub fn spawn(
     let settings = Settings {
         linger: parts.linger,
         retry: RetryPolicy {
-            base: c.retry_base,
-            max: c.retry_max,
+            backoff: c.retry,
             max_attempts: c.max_attempts,
         },
         max_in_flight: c.max_in_flight,

@@ -43,6 +43,7 @@ macro_rules! out {
 }
 
 pub mod amqp;
+pub mod backoff;
 pub mod cache_key;
 pub mod coalesce;
 pub mod commands;

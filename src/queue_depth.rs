@@ -30,7 +30,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::config::AmqpConfig;
+use crate::amqp::AmqpConfig;
 use crate::metrics::{Metrics, QUEUE_DEAD_LETTER, QUEUE_PURGE};
 
 /// How often the queues are read. A passive declare is cheap for the broker; 5 s is finer than a

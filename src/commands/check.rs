@@ -73,8 +73,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             p.urls_per_day,
             p.dirs_per_day,
             limits.join(" + "),
-            p.retry_base.as_millis(),
-            p.retry_max.as_millis(),
+            p.retry.base().as_millis(),
+            p.retry.max().as_millis(),
             p.max_attempts,
         );
         match &p.options {

@@ -77,8 +77,13 @@ impl AmqpConfig {
             500,
             600_000,
         )?;
+        let reconnect = Backoff::new(
+            crate::amqp::RECONNECT_FIRST_PAUSE,
+            std::time::Duration::from_millis(reconnect_max_ms),
+        )
+        .map_err(|e| invalid("amqp.reconnect_max_ms", e.to_string()))?;
         Ok(AmqpConfig {
-            reconnect_max: std::time::Duration::from_millis(reconnect_max_ms),
+            reconnect,
             url: Secret::new(amqp_url),
             queue,
             dead_letter_queue,

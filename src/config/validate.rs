@@ -231,12 +231,12 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         1,
     )?;
     let retry_max = millis(&at("retry_max_ms"), p.retry_max_ms, DEFAULT_RETRY_MAX_MS, 1)?;
-    if retry_max < retry_base {
-        return Err(invalid(
+    let retry = Backoff::new(retry_base, retry_max).map_err(|_| {
+        invalid(
             at("retry_max_ms"),
             "retry_base_ms must be at least 1 and retry_max_ms at least retry_base_ms",
-        ));
-    }
+        )
+    })?;
     let connect_timeout = millis(
         &at("connect_timeout_ms"),
         p.connect_timeout_ms,
@@ -287,8 +287,7 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         quota_utc_offset_secs,
         quota_window,
         options: parts.options,
-        retry_base,
-        retry_max,
+        retry,
         connect_timeout,
         request_timeout,
         max_in_flight: in_range(

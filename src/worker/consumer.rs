@@ -31,8 +31,6 @@ use crate::routing::Router;
 
 /// Pause before a delivery is returned to the queue after its dead letter could not be published.
 const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
-/// First pause before reconnecting; doubles per consecutive failure.
-const MIN_RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 /// A session that lasted this long resets the reconnect pause.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 /// How often the connection's state is copied into `/readyz`.
@@ -67,13 +65,14 @@ pub(super) type OpenSession = (Arc<Connection>, Channel);
 /// whenever lapin's own recovery gives up. Returns the last session (still open) so the ledger
 /// can finish acking before it is closed.
 pub(super) async fn supervise(mut c: Consumer, shutdown: CancellationToken) -> Option<OpenSession> {
-    let mut pause = MIN_RECONNECT_PAUSE;
+    // Failed sessions in a row: the n-th is followed by the reconnect backoff's n-th pause.
+    let mut failures = 0u32;
     loop {
         let started = Instant::now();
         let result = session(&mut c, &shutdown).await;
         if started.elapsed() >= HEALTHY_SESSION {
             // A long healthy session: the next outage starts again from a short pause.
-            pause = MIN_RECONNECT_PAUSE;
+            failures = 0;
         }
         match result {
             Ok(open) => return Some(open),
@@ -86,6 +85,8 @@ pub(super) async fn supervise(mut c: Consumer, shutdown: CancellationToken) -> O
                 if shutdown.is_cancelled() {
                     return None;
                 }
+                failures = failures.saturating_add(1);
+                let pause = c.config.amqp.reconnect.step(failures);
                 let retry_in_ms = pause.as_millis() as u64;
                 // A connect failure names the broker itself; a session that was set up says so.
                 if e.downcast_ref::<amqp::ConnectError>().is_some() {
@@ -99,7 +100,6 @@ pub(super) async fn supervise(mut c: Consumer, shutdown: CancellationToken) -> O
                     _ = tokio::time::sleep(pause) => {}
                     _ = shutdown.cancelled() => return None,
                 }
-                pause = (pause * 2).min(c.config.amqp.reconnect_max);
             }
         }
     }

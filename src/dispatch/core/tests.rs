@@ -18,8 +18,11 @@ fn settings(per_call: usize) -> Settings {
     Settings {
         linger: LINGER,
         retry: RetryPolicy {
-            base: Duration::from_millis(200),
-            max: Duration::from_secs(30),
+            backoff: crate::backoff::Backoff::new(
+                Duration::from_millis(200),
+                Duration::from_secs(30),
+            )
+            .expect("a valid backoff"),
             max_attempts: 8,
         },
         max_in_flight: 1,
