@@ -17,7 +17,8 @@ const API_RESULTS: [&str; 5] = [
 ];
 
 /// Why a batch was put back for another attempt (`purge_retries_total{reason}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum RetryReason {
     RateLimited,
     Transient,
@@ -35,12 +36,7 @@ impl RetryReason {
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
-        match self {
-            RetryReason::RateLimited => "rate_limited",
-            RetryReason::Transient => "transient",
-            RetryReason::BatchTooLarge => "batch_too_large",
-            RetryReason::Isolate => "isolate",
-        }
+        self.into()
     }
 }
 
@@ -151,5 +147,19 @@ impl Metrics {
             stopped: self.provider_stopped.with_label_values(&[name]),
             rate_limit_wait: self.rate_limit_wait.with_label_values(&[name]),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_reasons_keep_their_label_values() {
+        let labels: Vec<&str> = RetryReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["rate_limited", "transient", "batch_too_large", "isolate"]
+        );
     }
 }
