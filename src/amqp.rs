@@ -27,7 +27,7 @@ pub const RECONNECT_FIRST_PAUSE: Duration = Duration::from_millis(500);
 /// RabbitMQ settings.
 #[derive(Debug, Clone)]
 pub struct AmqpConfig {
-    /// Connection URL (may carry the password, hence a [`Secret`]).
+    /// Connection URL (may carry the password, hence a [`Secret`](crate::secret::Secret)).
     pub url: crate::secret::Secret,
     /// The purge queue, declared durable if missing.
     pub queue: String,

@@ -2,6 +2,17 @@
 //! [`Config::from_raw`] turns it into validated, typed values. Every validation error names the key
 //! and the problem (`check` and `run` exit 2 on it). Secrets live in [`Secret`], whose `Debug`
 //! never shows the value.
+//!
+//! This module only parses, validates and assembles: the settings types and their defaults
+//! belong to the components (re-exported here): [`AmqpConfig`] to `amqp`, [`Backoff`] to
+//! `backoff`, [`ProviderKind`], [`ApiSettings`] and each API's `Settings` and published `DEFAULTS`
+//! to `provider`, [`DomainRule`] to `routing`, [`RateLimit`] to `ratelimit`, [`QuotaWindow`] to
+//! `quota`. No component imports this module; `worker` and `commands` do (and `dispatch`, which
+//! takes a provider's whole [`ProviderConfig`]).
+//!
+//! Submodules: `load` (TOML errors that locate the problem without quoting secrets), `env`
+//! (`*_env` keys), `bounds` (the range of every number), `amqp` (`[amqp]` alone, for `publish`),
+//! `kinds` (the keys of one API family), `validate` (the rest).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
