@@ -23,6 +23,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "purge-worker.toml";
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10";
 /// Default purge queue.
 pub const DEFAULT_QUEUE: &str = "cdn.purge";
+/// Default bulk queue (events consumed from it are bulk).
+pub const DEFAULT_BULK_QUEUE: &str = "cdn.purge.bulk";
 /// Default dead-letter queue.
 pub const DEFAULT_DEAD_LETTER_QUEUE: &str = "cdn.purge.dead";
 /// Largest dead-letter record body (1 MiB); see [`crate::dead_letter::DEFAULT_MAX_BYTES`].
@@ -32,6 +34,13 @@ pub const DEFAULT_DEAD_LETTER_MAX_BYTES: usize = crate::dead_letter::DEFAULT_MAX
 pub const DEFAULT_RECONNECT_MAX_MS: u64 = 30_000;
 /// Unacked deliveries held at once; bounds the worker's memory, not the backlog.
 pub const DEFAULT_PREFETCH: u16 = 1000;
+/// Unacked deliveries of the bulk queue held at once.
+pub const DEFAULT_BULK_PREFETCH: u16 = 1000;
+/// Share of every quota window kept for interactive items: a re-index leaves a fifth of the day
+/// for the editors.
+pub const DEFAULT_INTERACTIVE_RESERVE: f64 = 0.2;
+/// The largest `interactive_reserve`: bulk always keeps a tenth of the window.
+pub const MAX_INTERACTIVE_RESERVE: f64 = 0.9;
 /// Default Redis.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 /// Every Redis key the worker writes starts with this.
@@ -107,6 +116,9 @@ pub struct RawAmqp {
     pub reconnect_max_ms: Option<u64>,
     #[serde(deserialize_with = "amqp::prefetch_range")]
     pub prefetch: Option<u32>,
+    pub bulk_queue: Option<String>,
+    #[serde(deserialize_with = "amqp::prefetch_range")]
+    pub bulk_prefetch: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +169,7 @@ pub struct RawProvider {
     pub request_timeout_ms: Option<u64>,
     pub max_in_flight: Option<usize>,
     pub max_attempts: Option<u32>,
+    pub interactive_reserve: Option<f64>,
     /// tencent-v2: `POST` (default) or `GET`.
     pub http_method: Option<String>,
     /// tencent-v2: `HmacSHA1` (default) or `HmacSHA256`.
@@ -181,6 +194,7 @@ pub struct RawProvider {
 pub struct RawDomain {
     pub host: Option<String>,
     pub ignore_query: bool,
+    pub dir_escalation: Option<u64>,
 }
 
 // === validated ===
@@ -229,8 +243,13 @@ pub struct AmqpConfig {
     pub dead_letter_queue: String,
     /// Largest dead-letter record body; a bigger record carries a clipped copy of its event.
     pub dead_letter_max_bytes: usize,
-    /// Unacked deliveries held at once.
+    /// Unacked deliveries held at once (of the purge queue).
     pub prefetch: u16,
+    /// The bulk queue: events consumed from it are bulk (re-indexes, `publish --file`). It has
+    /// its own consumer and prefetch, so a bulk backlog never delays interactive deliveries.
+    pub bulk_queue: String,
+    /// Unacked deliveries of the bulk queue held at once.
+    pub bulk_prefetch: u16,
     /// Longest pause between reconnect attempts (the pause doubles from 0.5 s up to this).
     pub reconnect_max: std::time::Duration,
 }
@@ -240,6 +259,20 @@ impl AmqpConfig {
     /// messages expire back into [`AmqpConfig::queue`].
     pub fn parking_queue(&self, provider: &str) -> String {
         format!("{}.parked.{}", self.queue, provider)
+    }
+
+    /// The queue where a provider's bulk items wait for their share of the quota to come back;
+    /// its messages expire back into [`AmqpConfig::bulk_queue`], so they return as bulk.
+    pub fn bulk_parking_queue(&self, provider: &str) -> String {
+        format!("{}.parked.{}", self.bulk_queue, provider)
+    }
+
+    /// The queue a parked item of `priority` waits in.
+    pub fn parking_queue_of(&self, provider: &str, priority: crate::event::Priority) -> String {
+        match priority {
+            crate::event::Priority::Interactive => self.parking_queue(provider),
+            crate::event::Priority::Bulk => self.bulk_parking_queue(provider),
+        }
     }
 }
 
@@ -404,6 +437,8 @@ pub struct ProviderConfig {
     pub max_in_flight: usize,
     /// Failed calls an item may have alone before it is dead-lettered (`provider_failed`).
     pub max_attempts: u32,
+    /// Share of every quota window bulk items never spend (0 to 0.9).
+    pub interactive_reserve: f64,
     pub domains: Vec<DomainRule>,
 }
 
@@ -441,6 +476,9 @@ pub struct DomainRule {
     pub host: HostPattern,
     /// The CDN ignores the query string in its cache key for this host.
     pub ignore_query: bool,
+    /// Pending bulk URLs under one directory (never the host root) that are purged as that
+    /// directory instead; 0 = never.
+    pub dir_escalation: u32,
 }
 
 /// Where the configuration came from, for the first log line.

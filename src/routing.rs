@@ -170,6 +170,9 @@ pub struct Route {
     pub provider: usize,
     /// Strip the query string from the cache key.
     pub ignore_query: bool,
+    /// The domain's `dir_escalation` (0 = off): pending bulk URLs per directory that make one
+    /// directory purge worth it.
+    pub dir_escalation: u32,
     /// What the provider's API takes: wildcards, regex, headers and its URL rules.
     pub caps: Capabilities,
     /// The provider's API family, for messages (`tencent-v3`).
@@ -201,6 +204,7 @@ impl Router {
                 let route = Route {
                     provider,
                     ignore_query: rule.ignore_query,
+                    dir_escalation: rule.dir_escalation,
                     caps: p.kind.capabilities(),
                     api: p.kind.as_str(),
                 };
