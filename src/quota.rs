@@ -19,9 +19,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use self::lua::{
-    EXHAUST_LUA, REFUND_LUA, RESERVE_LUA, ROLLING_REFUND_LUA, ROLLING_RESERVE_LUA,
-};
+use self::lua::{EXHAUST_LUA, REFUND_LUA, RESERVE_LUA, ROLLING_REFUND_LUA, ROLLING_RESERVE_LUA};
 use crate::provider::Kind;
 
 mod lua;
@@ -29,8 +27,6 @@ mod lua;
 const SECS_PER_DAY: i64 = 86_400;
 /// Bucket width of the rolling window.
 pub const ROLLING_BUCKET_SECS: i64 = 300;
-
-
 
 /// How a provider counts its daily allowance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,9 +82,6 @@ pub struct Usage {
     /// (rolling window; `now` when nothing counts).
     pub free_at: i64,
 }
-
-
-
 
 /// What one call asks of a window, by class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

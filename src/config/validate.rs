@@ -350,7 +350,9 @@ fn reserve(key: &str, v: Option<f64>) -> Result<f64, ConfigError> {
     if !v.is_finite() || !(0.0..=MAX_INTERACTIVE_RESERVE).contains(&v) {
         return Err(invalid(
             key,
-            format!("{v} is out of range: must be a share between 0 and {MAX_INTERACTIVE_RESERVE} (0.2 keeps a fifth of every window for interactive purges)"),
+            format!(
+                "{v} is out of range: must be a share between 0 and {MAX_INTERACTIVE_RESERVE} (0.2 keeps a fifth of every window for interactive purges)"
+            ),
         ));
     }
     Ok(v)
