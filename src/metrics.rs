@@ -77,8 +77,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// `purge_amqp_publish_seconds`: dead-letter and parking publishes, confirm included.
     pub publish_duration: Histogram,
-    /// `purge_queue_messages{queue}`: ready messages in the purge queue (`queue="purge"`) and the
-    /// dead-letter queue (`queue="dead_letter"`), from a passive declare every few seconds
+    /// `purge_queue_messages{queue}`: ready messages in the purge queue (`queue="purge"`), the bulk
+    /// queue (`queue="bulk"`) and the dead-letter queue (`queue="dead_letter"`), from a passive declare every few seconds
     /// (`queue_depth`). The label is the queue's role, not its name, so it stays bounded. A series
     /// is absent while it cannot be read (RabbitMQ down, queue missing) rather than stale.
     pub queue_messages: IntGaugeVec,
@@ -328,7 +328,7 @@ impl Metrics {
             queue_messages: gauge(
                 &r,
                 "purge_queue_messages",
-                "Ready messages in the purge and dead-letter queues (passive declare), by role.",
+                "Ready messages in the purge, bulk and dead-letter queues (passive declare), by role.",
                 &["queue"],
             ),
             oldest_pending: float_gauge(
