@@ -125,12 +125,16 @@ pub fn spawn(
     let m = parts
         .metrics
         .provider(&parts.config.name, kinds, |k| provider.action(k));
-    for (gauge, limit) in m
+    for ((gauge, reserve), limit) in m
         .quota_limit
         .iter()
+        .zip(&m.quota_reserve_left)
         .zip([parts.config.urls_per_day, parts.config.dirs_per_day])
     {
         gauge.set(limit.min(i64::MAX as u64) as i64);
+        // Until the first reservation reads the window: the whole reserve.
+        let kept = limit - bulk_limit(limit, parts.config.interactive_reserve);
+        reserve.set(kept.min(i64::MAX as u64) as i64);
     }
     let c = &parts.config;
     let caps = parts.provider.capabilities();
