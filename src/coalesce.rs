@@ -394,6 +394,7 @@ impl Lane {
                 RetryBatch {
                     keys: rest,
                     not_before: b.not_before,
+                    fill: b.fill,
                 },
             );
         }
@@ -403,11 +404,22 @@ impl Lane {
                 RetryBatch {
                     keys: held,
                     not_before: b.not_before,
+                    fill: b.fill,
                 },
             );
         }
         let mut items: Vec<PendingItem> = keys.iter().filter_map(|k| r.items.remove(k)).collect();
         r.len -= items.len();
+        if b.fill {
+            if allowed[0] && items.len() < self.cap {
+                let more = self.cap - items.len();
+                items.extend(self.pending[0].take_front(more));
+            }
+            if allowed[1] && items.len() < self.cap {
+                let more = self.cap - items.len();
+                items.extend(self.take_bulk_front(more));
+            }
+        }
         items.sort_by_key(|i| i.priority);
         items
     }
@@ -462,23 +474,34 @@ impl Lane {
             self.retry.items.insert(it.key.clone(), it);
         }
         if !keys.is_empty() {
-            self.retry
-                .batches
-                .push_back(RetryBatch { keys, not_before });
+            self.retry.batches.push_back(RetryBatch {
+                keys,
+                not_before,
+                fill: false,
+            });
         }
     }
 
-    /// Returns items taken by [`Lane::take`] that were never sent (no quota, no rate permit yet):
-    /// first in line of their class again, so the next batch is topped up with them and waiting
-    /// for the limiter never makes a call emptier.
-    pub fn restore(&mut self, items: Vec<PendingItem>, _now: Instant) {
-        for it in items.into_iter().rev() {
-            if let Some(it) = self.merge_pending(it) {
-                if it.priority == Priority::Bulk && it.escalate > 0 {
-                    self.escalable += 1;
-                }
-                self.pending[it.priority.index()].push_front(it);
-            }
+    /// Returns items taken by [`Lane::take`] that were never sent (no quota, no rate permit yet),
+    /// first in line, due at once, as one batch that is topped up with pending items (interactive
+    /// first) when it goes, so waiting for the limiter never makes a call emptier. An item whose
+    /// key was requested again meanwhile is merged into the pending copy.
+    pub fn restore(&mut self, items: Vec<PendingItem>, now: Instant) {
+        let mut keys = Vec::with_capacity(items.len());
+        for it in items {
+            let Some(it) = self.merge_pending(it) else {
+                continue;
+            };
+            keys.push(it.key.clone());
+            self.retry.len += 1;
+            self.retry.items.insert(it.key.clone(), it);
+        }
+        if !keys.is_empty() {
+            self.retry.batches.push_front(RetryBatch {
+                keys,
+                not_before: now,
+                fill: true,
+            });
         }
     }
 

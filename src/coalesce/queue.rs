@@ -9,9 +9,8 @@ use tokio::time::Instant;
 use super::PendingItem;
 use crate::cache_key::CacheKey;
 
-/// Sequence number of the first slot of a fresh queue: the middle of the range, so items can be
-/// put back in front (restored unsent) without ever running below zero.
-const FIRST_SEQ: u64 = 1 << 62;
+/// Sequence number of the first slot of a fresh queue.
+const FIRST_SEQ: u64 = 0;
 
 /// Pending items in arrival order, with O(1) dedupe lookup, O(batch) removal from the front (an
 /// `IndexMap` drain would re-index the whole backlog on every batch) and O(1) removal of one key
@@ -74,14 +73,6 @@ impl PendingQueue {
                 Ok(())
             }
         }
-    }
-
-    /// Puts an item first in line (its key must not be pending).
-    pub(super) fn push_front(&mut self, item: PendingItem) {
-        self.head -= 1;
-        self.index.insert(item.key.clone(), self.head);
-        self.slots.push_front(Some(item));
-        self.live += 1;
     }
 
     /// Removes one key wherever it is.
@@ -155,10 +146,13 @@ pub(super) struct RetryPool {
     pub(super) len: usize,
 }
 
-/// Keys of one retry batch and when it may go. A failed batch keeps its split (it may isolate a
-/// culprit), so it is never topped up with pending items.
+/// Keys of one retry batch and when it may go.
 #[derive(Debug)]
 pub(super) struct RetryBatch {
     pub(super) keys: Vec<CacheKey>,
     pub(super) not_before: Instant,
+    /// Taken and given back unsent (no rate permit or quota yet): when it goes, it is topped up
+    /// with pending items, so waiting for the limiter never makes a call emptier. Batches put
+    /// back after a failure are never topped up: their split isolates a culprit.
+    pub(super) fill: bool,
 }
