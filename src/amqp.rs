@@ -35,8 +35,13 @@ pub struct AmqpConfig {
     pub dead_letter_queue: String,
     /// Largest dead-letter record body; a bigger record carries a clipped copy of its event.
     pub dead_letter_max_bytes: usize,
-    /// Unacked deliveries held at once.
+    /// Unacked deliveries held at once (of the purge queue).
     pub prefetch: u16,
+    /// The bulk queue: events consumed from it are bulk (re-indexes, `publish --file`). It has
+    /// its own consumer and prefetch, so a bulk backlog never delays interactive deliveries.
+    pub bulk_queue: String,
+    /// Unacked deliveries of the bulk queue held at once.
+    pub bulk_prefetch: u16,
     /// Pauses between reconnect attempts: from 0.5 s, doubling up to `reconnect_max_ms`.
     pub reconnect: crate::backoff::Backoff,
 }
@@ -46,6 +51,20 @@ impl AmqpConfig {
     /// messages expire back into [`AmqpConfig::queue`].
     pub fn parking_queue(&self, provider: &str) -> String {
         format!("{}.parked.{}", self.queue, provider)
+    }
+
+    /// The queue where a provider's bulk items wait for their share of the quota to come back;
+    /// its messages expire back into [`AmqpConfig::bulk_queue`], so they return as bulk.
+    pub fn bulk_parking_queue(&self, provider: &str) -> String {
+        format!("{}.parked.{}", self.bulk_queue, provider)
+    }
+
+    /// The queue a parked item of `priority` waits in.
+    pub fn parking_queue_of(&self, provider: &str, priority: crate::event::Priority) -> String {
+        match priority {
+            crate::event::Priority::Interactive => self.parking_queue(provider),
+            crate::event::Priority::Bulk => self.bulk_parking_queue(provider),
+        }
     }
 }
 

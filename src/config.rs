@@ -32,6 +32,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "purge-worker.toml";
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10";
 /// Default purge queue.
 pub const DEFAULT_QUEUE: &str = "cdn.purge";
+/// Default bulk queue (events consumed from it are bulk).
+pub const DEFAULT_BULK_QUEUE: &str = "cdn.purge.bulk";
 /// Default dead-letter queue.
 pub const DEFAULT_DEAD_LETTER_QUEUE: &str = "cdn.purge.dead";
 /// Largest dead-letter record body (1 MiB); see [`crate::dead_letter::DEFAULT_MAX_BYTES`].
@@ -41,6 +43,13 @@ pub const DEFAULT_DEAD_LETTER_MAX_BYTES: usize = crate::dead_letter::DEFAULT_MAX
 pub const DEFAULT_RECONNECT_MAX_MS: u64 = 30_000;
 /// Unacked deliveries held at once; bounds the worker's memory, not the backlog.
 pub const DEFAULT_PREFETCH: u16 = 1000;
+/// Unacked deliveries of the bulk queue held at once.
+pub const DEFAULT_BULK_PREFETCH: u16 = 1000;
+/// Share of every quota window kept for interactive items: a re-index leaves a fifth of the day
+/// for the editors.
+pub const DEFAULT_INTERACTIVE_RESERVE: f64 = 0.2;
+/// The largest `interactive_reserve`: bulk always keeps a tenth of the window.
+pub const MAX_INTERACTIVE_RESERVE: f64 = 0.9;
 /// Default Redis.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 /// Every Redis key the worker writes starts with this.
@@ -112,6 +121,9 @@ pub struct RawAmqp {
     pub reconnect_max_ms: Option<u64>,
     #[serde(deserialize_with = "amqp::prefetch_range")]
     pub prefetch: Option<u32>,
+    pub bulk_queue: Option<String>,
+    #[serde(deserialize_with = "amqp::prefetch_range")]
+    pub bulk_prefetch: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,6 +174,7 @@ pub struct RawProvider {
     pub request_timeout_ms: Option<u64>,
     pub max_in_flight: Option<usize>,
     pub max_attempts: Option<u32>,
+    pub interactive_reserve: Option<f64>,
     /// tencent-v2: `POST` (default) or `GET`.
     pub http_method: Option<String>,
     /// tencent-v2: `HmacSHA1` (default) or `HmacSHA256`.
@@ -186,6 +199,7 @@ pub struct RawProvider {
 pub struct RawDomain {
     pub host: Option<String>,
     pub ignore_query: bool,
+    pub dir_escalation: Option<u64>,
 }
 
 // === validated ===
@@ -254,6 +268,8 @@ pub struct ProviderConfig {
     pub max_in_flight: usize,
     /// Failed calls an item may have alone before it is dead-lettered (`provider_failed`).
     pub max_attempts: u32,
+    /// Share of every quota window bulk items never spend (0 to 0.9).
+    pub interactive_reserve: f64,
     pub domains: Vec<DomainRule>,
 }
 

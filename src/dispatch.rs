@@ -21,14 +21,15 @@ use tracing::{info, warn};
 
 use crate::amqp::Publisher;
 use crate::cache_key::CacheKey;
-use crate::coalesce::{HeaderSet, Origin, PendingItem};
+use crate::coalesce::{HeaderSet, Origin, PendingItem, escalate};
 use crate::config::ProviderConfig;
+use crate::event::Priority;
 use crate::http::Readiness;
 use crate::ledger::{DeliveryId, LedgerHandle, Sessions};
 use crate::metrics::{Metrics, ProviderMetrics};
 use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
 use crate::quota::QuotaWindow;
-use crate::quota::{QuotaStore, Reservation, unix_now};
+use crate::quota::{QuotaStore, Reservation, Want, bulk_limit, unix_now};
 use crate::ratelimit::MultiWindow;
 
 pub use self::core::AUTH_PROBE_INTERVAL;
@@ -51,6 +52,10 @@ pub struct Incoming {
     pub key: CacheKey,
     pub received: Instant,
     pub origin: Arc<Origin>,
+    /// The event's class.
+    pub priority: Priority,
+    /// The domain's `dir_escalation` for file purges (0 = never).
+    pub escalate: u32,
 }
 
 /// Everything a dispatcher needs, injected.
@@ -69,6 +74,8 @@ pub struct DispatcherParts {
     pub drain_timeout: Duration,
     /// Where quota-parked items wait for the reset.
     pub parking_queue: String,
+    /// Where bulk items over their share wait (it returns them to the bulk queue).
+    pub bulk_parking_queue: String,
     pub dead_letter_queue: String,
 }
 
@@ -85,7 +92,8 @@ enum Outcome {
     Published {
         lane: usize,
         done: usize,
-        parking: bool,
+        /// The class of a parking publish; `None` for dead letters.
+        parking: Option<Priority>,
         failed: Vec<PendingItem>,
     },
 }
@@ -118,12 +126,16 @@ pub fn spawn(
     let m = parts
         .metrics
         .provider(&parts.config.name, kinds, |k| provider.action(k));
-    for (gauge, limit) in m
+    for ((gauge, reserve), limit) in m
         .quota_limit
         .iter()
+        .zip(&m.quota_reserve_left)
         .zip([parts.config.urls_per_day, parts.config.dirs_per_day])
     {
         gauge.set(limit.min(i64::MAX as u64) as i64);
+        // Until the first reservation reads the window: the whole reserve.
+        let kept = limit - bulk_limit(limit, parts.config.interactive_reserve);
+        reserve.set(kept.min(i64::MAX as u64) as i64);
     }
     let c = &parts.config;
     let caps = parts.provider.capabilities();
@@ -137,6 +149,12 @@ pub fn spawn(
         per_call: Kind::ALL.map(|k| c.per_call(k)),
         url_flush: caps.url_flush_type,
         dir_flush: caps.dir_flush_type,
+        escalation_min_urls: c
+            .domains
+            .iter()
+            .any(|d| d.dir_escalation > 0)
+            .then(|| escalate::min_urls(c.urls_per_day, c.dirs_per_day))
+            .flatten(),
     };
     let d = Dispatcher {
         epoch: parts.sessions.epoch(),
@@ -148,6 +166,7 @@ pub fn spawn(
         armed: None,
         wake_at: None,
         rate_waiting_since: None,
+        escalations: 0,
     };
     let span = tracing::info_span!("dispatcher", provider = %d.p.config.name, kind = d.p.config.kind.as_str());
     tokio::spawn(tracing::Instrument::instrument(d.run(input), span))
@@ -166,6 +185,8 @@ struct Dispatcher {
     rate_waiting_since: Option<Instant>,
     /// The consumer epoch the lanes were last pruned for.
     epoch: u64,
+    /// The core's escalation count already exported.
+    escalations: u64,
 }
 
 impl Dispatcher {
@@ -227,11 +248,16 @@ impl Dispatcher {
 
     fn add(&mut self, items: Vec<Incoming>) {
         let dups = self.core.add(items);
-        for (kind, n) in Kind::ALL.into_iter().zip(dups) {
-            if n > 0
-                && let Some(m) = self.m.kind(kind)
+        for (kind, by_class) in Kind::ALL.into_iter().zip(dups) {
+            for (counter, n) in self
+                .m
+                .kind(kind)
+                .iter()
+                .flat_map(|m| m.deduplicated.iter().zip(by_class))
             {
-                m.deduplicated.inc_by(n);
+                if n > 0 {
+                    counter.inc_by(n);
+                }
             }
         }
     }
@@ -250,8 +276,8 @@ impl Dispatcher {
             }
         }
         loop {
-            for (lane, items, until) in self.core.take_parkable() {
-                self.spawn_park(lane, items, until);
+            for (lane, priority, items, until) in self.core.take_parkable() {
+                self.spawn_park(lane, priority, items, until);
             }
             let now = Instant::now();
             if let Some(a) = self.armed.take() {
@@ -264,7 +290,14 @@ impl Dispatcher {
                     }
                 }
             }
-            let (lane, items) = match self.core.next(now) {
+            let next = self.core.next(now);
+            if self.core.escalations > self.escalations {
+                self.m
+                    .escalations
+                    .inc_by(self.core.escalations - self.escalations);
+                self.escalations = self.core.escalations;
+            }
+            let (lane, items) = match next {
                 Next::Wait(at) => {
                     if let Some(at) = at {
                         self.wake(at);
@@ -296,8 +329,10 @@ impl Dispatcher {
         }
     }
 
-    /// Reserves quota for a batch: the granted part comes back armed, the rest is restored; a
-    /// spent window parks the kind. `None` when nothing was granted.
+    /// Reserves quota for a batch (interactive items first, as [`Core::next`] forms it): one
+    /// script grants each class its part; what is not granted is given back, and a class that
+    /// got nothing parks (bulk alone when only its share is spent). `None` when nothing was
+    /// granted.
     async fn reserve(
         &mut self,
         lane: usize,
@@ -307,12 +342,20 @@ impl Dispatcher {
         let kind = self.core.lanes[lane].key.kind.quota_kind();
         let c = &self.p.config;
         let limit = c.per_day(kind);
-        let want = items.len() as u64;
+        let interactive = items
+            .iter()
+            .take_while(|i| i.priority == Priority::Interactive)
+            .count();
+        let want = Want {
+            interactive: interactive as u64,
+            bulk: (items.len() - interactive) as u64,
+            bulk_limit: bulk_limit(limit, c.interactive_reserve),
+        };
         let now_unix = unix_now();
         let reserved = self
             .p
             .quota
-            .reserve(&c.name, kind, limit, want, now_unix, c.quota_policy())
+            .reserve_classes(&c.name, kind, limit, want, now_unix, c.quota_policy())
             .await;
         let r = match reserved {
             Err(e) => {
@@ -324,14 +367,29 @@ impl Dispatcher {
             }
             Ok(r) => r,
         };
-        self.m.quota_used[kind.index()].set(r.used.min(i64::MAX as u64) as i64);
+        let q = kind.index();
+        self.m.quota_used[q].set(r.used.min(i64::MAX as u64) as i64);
+        let reserve_left = limit.saturating_sub(r.used.max(want.bulk_limit));
+        self.m.quota_reserve_left[q].set(reserve_left.min(i64::MAX as u64) as i64);
+        let until = r.free_at.max(now_unix + 1);
+        let granted_i = r.granted - r.granted_bulk;
+        if granted_i == 0 && want.interactive > 0 {
+            self.park(kind, Priority::Interactive, until, now, now_unix);
+        }
+        if r.granted_bulk == 0 && want.bulk > 0 {
+            self.park(kind, Priority::Bulk, until, now, now_unix);
+        }
         if r.granted == 0 {
             self.core.restore(lane, items, now);
-            self.park(kind, r.free_at.max(now_unix + 1), now, now_unix);
             return None;
         }
-        if r.granted < want {
-            let rest = items.split_off(r.granted as usize);
+        // Keep the granted head of each class; give the rest back.
+        let mut bulk = items.split_off(interactive);
+        let rest_bulk = bulk.split_off(r.granted_bulk as usize);
+        let mut rest = items.split_off(granted_i as usize);
+        rest.extend(rest_bulk);
+        items.extend(bulk);
+        if !rest.is_empty() {
             self.core.give_back(lane, rest, now);
         }
         Some(Armed {
@@ -341,15 +399,37 @@ impl Dispatcher {
         })
     }
 
-    /// Parks a quota kind (its lanes' items move to the parking queue on the next pump).
-    fn park(&mut self, kind: Kind, until: i64, now: Instant, now_unix: i64) {
+    /// Parks a class of a quota kind (its lanes' items of that class move to the parking queue
+    /// on the next pump).
+    fn park(&mut self, kind: Kind, priority: Priority, until: i64, now: Instant, now_unix: i64) {
+        if !self.core.park_class(kind, priority, until, now, now_unix) {
+            return;
+        }
+        let at = chrono::DateTime::from_timestamp(until, 0).map(|d| d.to_rfc3339());
+        let window = self.p.config.quota_window.as_str();
+        let provider = &self.p.config.name;
+        match priority {
+            Priority::Interactive => {
+                warn!(%provider, kind = %kind, until = at.as_deref().unwrap_or("?"), window,
+                "quota spent: this kind is parked until quota comes back; its items move to the parking queue")
+            }
+            Priority::Bulk => {
+                info!(%provider, kind = %kind, until = at.as_deref().unwrap_or("?"), window,
+                reserve = self.p.config.interactive_reserve,
+                "bulk share of the quota spent: bulk items of this kind wait in the bulk parking queue; interactive items keep flowing")
+            }
+        }
+    }
+
+    /// Parks every class of a quota kind (the provider says the quota is spent).
+    fn park_all(&mut self, kind: Kind, until: i64, now: Instant, now_unix: i64) {
         if !self.core.park(kind, until, now, now_unix) {
             return;
         }
         let at = chrono::DateTime::from_timestamp(until, 0).map(|d| d.to_rfc3339());
         warn!(provider = %self.p.config.name, kind = %kind, until = at.as_deref().unwrap_or("?"),
             window = self.p.config.quota_window.as_str(),
-            "quota spent: this kind is parked until quota comes back; its items move to the parking queue");
+            "the provider says the quota is spent: this kind is parked until quota comes back; its items move to the parking queue");
     }
 
     /// Sends an armed batch: the rate permit was just granted.
@@ -363,7 +443,7 @@ impl Dispatcher {
         if let Some(m) = self.m.kind(key.kind) {
             m.batch_size.observe(a.items.len() as f64);
             for it in &a.items {
-                m.event_to_submit
+                m.event_to_submit[it.priority.index()]
                     .observe(now.saturating_duration_since(it.since).as_secs_f64());
             }
         }

@@ -21,6 +21,9 @@ pub struct DomainRule {
     pub host: HostPattern,
     /// The CDN ignores the query string in its cache key for this host.
     pub ignore_query: bool,
+    /// Pending bulk URLs under one directory (never the host root) that are purged as that
+    /// directory instead; 0 = never.
+    pub dir_escalation: u32,
 }
 
 /// A validated `domains.host` value. Hosts are stored lower-cased and IDNA-encoded (punycode), the
@@ -178,6 +181,9 @@ pub struct Route {
     pub provider: usize,
     /// Strip the query string from the cache key.
     pub ignore_query: bool,
+    /// The domain's `dir_escalation` (0 = off): pending bulk URLs per directory that make one
+    /// directory purge worth it.
+    pub dir_escalation: u32,
     /// What the provider's API takes: wildcards, regex, headers and its URL rules.
     pub caps: Capabilities,
     /// The provider's API family, for messages (`tencent-v3`).
@@ -211,6 +217,7 @@ impl Router {
                 let route = Route {
                     provider,
                     ignore_query: rule.ignore_query,
+                    dir_escalation: rule.dir_escalation,
                     caps: kind.capabilities(),
                     api: kind.as_str(),
                 };
@@ -242,6 +249,7 @@ impl Router {
                     .map(|(host, ignore_query)| DomainRule {
                         host: HostPattern::parse(host).expect("test host pattern is valid"),
                         ignore_query: *ignore_query,
+                        dir_escalation: 0,
                     })
                     .collect();
                 (*kind, rules)

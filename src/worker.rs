@@ -135,6 +135,7 @@ impl Worker {
                 linger: config.batching.max_linger,
                 drain_timeout: config.batching.drain_timeout,
                 parking_queue: config.amqp.parking_queue(&p.name),
+                bulk_parking_queue: config.amqp.bulk_parking_queue(&p.name),
                 dead_letter_queue: config.amqp.dead_letter_queue.clone(),
             };
             stages.watch(format!("dispatcher {}", p.name), dispatch::spawn(parts, rx));
@@ -204,10 +205,12 @@ async fn drain(
     let open = consumer.await.ok().flatten().flatten();
     stages.wait().await;
     publisher.close().await;
-    let Some((conn, channel)) = open else { return };
-    // Closing the channel after its acks: the broker handles a channel's frames in order.
-    if let Err(e) = channel.close(200, "purge-worker drained".into()).await {
-        tracing::debug!(error = %e, "closing the consuming channel reported an error");
+    let Some((conn, channels)) = open else { return };
+    // Closing the channels after their acks: the broker handles a channel's frames in order.
+    for channel in channels {
+        if let Err(e) = channel.close(200, "purge-worker drained".into()).await {
+            tracing::debug!(error = %e, "closing a consuming channel reported an error");
+        }
     }
     if let Err(e) = conn.close(200, "purge-worker shutting down".into()).await {
         // Harmless at this point (e.g. a channel already closing): the broker requeues

@@ -45,9 +45,11 @@ impl AmqpConfig {
         let dead_letter_queue = raw
             .dead_letter_queue
             .unwrap_or_else(|| DEFAULT_DEAD_LETTER_QUEUE.into());
+        let bulk_queue = raw.bulk_queue.unwrap_or_else(|| DEFAULT_BULK_QUEUE.into());
         for (key, name) in [
             ("amqp.queue", &queue),
             ("amqp.dead_letter_queue", &dead_letter_queue),
+            ("amqp.bulk_queue", &bulk_queue),
         ] {
             if name.is_empty() || name.len() > 200 {
                 return Err(invalid(key, "must be a queue name of 1 to 200 bytes"));
@@ -58,6 +60,16 @@ impl AmqpConfig {
                 "amqp.dead_letter_queue",
                 "must differ from amqp.queue, or rejected events would be consumed again",
             ));
+        }
+        if bulk_queue == queue || bulk_queue == dead_letter_queue {
+            return Err(invalid(
+                "amqp.bulk_queue",
+                "must differ from amqp.queue and amqp.dead_letter_queue",
+            ));
+        }
+        let bulk_prefetch = raw.bulk_prefetch.unwrap_or(DEFAULT_BULK_PREFETCH as u32);
+        if !(1..=u16::MAX as u32).contains(&bulk_prefetch) {
+            return Err(invalid("amqp.bulk_prefetch", "must be between 1 and 65535"));
         }
         let prefetch = raw.prefetch.unwrap_or(DEFAULT_PREFETCH as u32);
         if !(1..=u16::MAX as u32).contains(&prefetch) {
@@ -89,6 +101,8 @@ impl AmqpConfig {
             dead_letter_queue,
             dead_letter_max_bytes,
             prefetch: prefetch as u16,
+            bulk_queue,
+            bulk_prefetch: bulk_prefetch as u16,
         })
     }
 }

@@ -134,6 +134,7 @@ impl Config {
                 domains: vec![RawDomain {
                     host: Some("*".into()),
                     ignore_query: false,
+                    dir_escalation: None,
                 }],
                 ..Default::default()
             }],
@@ -266,9 +267,17 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         let key = at(&format!("domains[{j}].host"));
         let host = dom.host.ok_or_else(|| invalid(&key, "is required"))?;
         let host = HostPattern::parse(&host).map_err(|r| invalid(&key, r))?;
+        let dir_escalation = in_range(
+            &at(&format!("domains[{j}].dir_escalation")),
+            dom.dir_escalation,
+            0,
+            0,
+            u64::from(u32::MAX),
+        )?;
         domains.push(DomainRule {
             host,
             ignore_query: dom.ignore_query,
+            dir_escalation: u32::try_from(dir_escalation).unwrap_or(u32::MAX),
         });
     }
 
@@ -304,8 +313,23 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
             1,
             MAX_ATTEMPTS,
         )?,
+        interactive_reserve: reserve(&at("interactive_reserve"), p.interactive_reserve)?,
         domains,
     })
+}
+
+/// `interactive_reserve`: a finite share from 0 to [`MAX_INTERACTIVE_RESERVE`].
+fn reserve(key: &str, v: Option<f64>) -> Result<f64, ConfigError> {
+    let v = v.unwrap_or(DEFAULT_INTERACTIVE_RESERVE);
+    if !v.is_finite() || !(0.0..=MAX_INTERACTIVE_RESERVE).contains(&v) {
+        return Err(invalid(
+            key,
+            format!(
+                "{v} is out of range: must be a share between 0 and {MAX_INTERACTIVE_RESERVE} (0.2 keeps a fifth of every window for interactive purges)"
+            ),
+        ));
+    }
+    Ok(v)
 }
 
 /// A host pattern may be claimed by one provider only, or routing would be ambiguous.

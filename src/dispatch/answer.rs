@@ -35,8 +35,10 @@ impl Dispatcher {
                 parking,
                 failed,
             } => {
-                if parking && let Some(m) = self.m.kind(self.core.lanes[lane].key.kind) {
-                    m.parked_items.inc_by(done as u64);
+                if let Some(p) = parking
+                    && let Some(m) = self.m.kind(self.core.lanes[lane].key.kind)
+                {
+                    m.parked_items[p.index()].inc_by(done as u64);
                 }
                 let now = Instant::now();
                 if !failed.is_empty() {
@@ -66,7 +68,9 @@ impl Dispatcher {
             m.api_duration.observe(elapsed.as_secs_f64());
             m.api(label).inc();
             if result.is_ok() {
-                m.submitted.inc_by(n as u64);
+                for it in &items {
+                    m.submitted[it.priority.index()].inc();
+                }
             }
         }
         match &result {
@@ -133,7 +137,7 @@ impl Dispatcher {
                         policy.next_reset(now_unix)
                     }
                 };
-                self.park(kind.quota_kind(), until, Instant::now(), now_unix);
+                self.park_all(kind.quota_kind(), until, Instant::now(), now_unix);
             }
             Effect::Retried(reason) => self.m.retried(reason),
             Effect::AuthStopped => {

@@ -35,6 +35,7 @@ const QUIET_ALERTS: &[&str] = &[
     "PurgeStalled",
     "PurgeQuotaExhaustionPredicted",
     "PurgeLaneParked",
+    "PurgeInteractiveParked",
 ];
 /// The alert the live worker's dead letter must trigger.
 const DEAD_LETTER_ALERT: &str = "PurgeDeadLettersGrowing";
