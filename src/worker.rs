@@ -32,6 +32,7 @@ use crate::provider::tencent_v3::TencentV3;
 use crate::provider::wangsu::Wangsu;
 use crate::queue_depth::{self, ConnectionSlot};
 use crate::quota::QuotaStore;
+use crate::ratelimit::shared::SharedRate;
 use crate::routing::Router;
 
 use supervisor::Supervisor;
@@ -143,6 +144,12 @@ impl Worker {
                 drain_timeout: config.batching.drain_timeout,
                 parking_queue: config.amqp.parking_queue(&p.name),
                 dead_letter_queue: config.amqp.dead_letter_queue.clone(),
+                shared_rate: SharedRate::new(
+                    &config.redis.key_prefix,
+                    &p.name,
+                    &p.rate_limits,
+                    config.redis.shared_rate_limits,
+                ),
             };
             stages.watch(format!("dispatcher {}", p.name), dispatch::spawn(parts, rx));
         }
