@@ -4,8 +4,9 @@
 //! Each window is an exact sliding log, a sorted set of the grants of the last `window`
 //! (scored by the Redis server's clock, `TIME`, never a client's). A grant is given only when every
 //! window has room, all or nothing, and each window is stretched by [`super::SAFETY_MARGIN`] like
-//! the in-process pacer's, so the jitter between a grant and the provider seeing the call cannot
-//! put `limit + 1` calls into one window of the provider. A per-provider "not before" key carries a
+//! the in-process pacer's plus [`GRANT_JITTER`], so the jitter between a grant and the provider
+//! seeing the call (a Redis reply, a scheduler delay on another replica) cannot put `limit + 1`
+//! calls into one window of the provider. A 1 s window is held as 1.05 s: 95 % of the budget. A per-provider "not before" key carries a
 //! provider's `429` or `Retry-After` to every replica.
 //!
 //! This module only names the keys and builds the arguments; [`crate::quota`] runs the script
@@ -71,6 +72,10 @@ end
 return 0
 "#;
 
+/// Absolute stretch of every shared window, on top of the relative margin: replicas add a Redis
+/// round trip between the grant and the send, which does not shrink with the window.
+pub const GRANT_JITTER: Duration = Duration::from_millis(20);
+
 /// The longest not-before one replica can impose on the others (a day, like `Retry-After`).
 pub const MAX_HOLD: Duration = Duration::from_secs(86_400);
 
@@ -93,7 +98,7 @@ impl SharedRate {
                 .iter()
                 .map(|l| {
                     let window = l.window.as_secs_f64() * (1.0 + SAFETY_MARGIN);
-                    let window_us = (window * 1e6).ceil() as u64;
+                    let window_us = (window * 1e6).ceil() as u64 + GRANT_JITTER.as_micros() as u64;
                     let key = format!(
                         "{key_prefix}:rate:{provider}:{}/{}ms",
                         l.limit,
@@ -167,7 +172,7 @@ mod tests {
             ]
         );
         assert_eq!(args[0], "2");
-        assert_eq!(&args[2..], ["10", "1030000", "300", "309000000"]);
+        assert_eq!(&args[2..], ["10", "1050000", "300", "309020000"]);
         let (_, again) = r.next_call();
         assert_ne!(args[1], again[1], "every call has its own member");
         let off = SharedRate::new("p", "cdn", &limits, false);
