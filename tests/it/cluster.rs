@@ -355,3 +355,50 @@ async fn redis_get(key: &str) -> u64 {
         .expect("GET")
         .unwrap_or(0)
 }
+
+/// Upgrading from a single replica keeps the day's spend: the quota counters keep their keys
+/// (`{key_prefix}:quota:{provider}:{kind}:{provider-local day}`, written out here as the earlier
+/// version wrote them), so what was spent before the upgrade still counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_spent_before_an_upgrade_still_counts_across_replicas() {
+    let emu = roomy_emulator(Faults::default()).await;
+    let mut env = TestEnv::new("cluster-upgrade").await;
+    let config = env.config(
+        &[spec(&emu, "urls_per_day = 100\nurls_per_call = 5")],
+        "max_linger_ms = 20",
+    );
+    let day = chrono::Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8"))
+        .format("%Y-%m-%d");
+    let key = format!("{}:quota:cdn:url:{day}", env.prefix);
+    redis_set(&key, 95).await;
+    let replicas = start_replicas(&config).await;
+    let keys = urls("u", 20);
+    publish(&env, &keys, 1).await;
+    wait_until("every event acked (purged or parked)", TIMEOUT, || async {
+        replicas.iter().map(Running::acked).sum::<u64>() == 20
+    })
+    .await;
+    let accepted: usize = emu.accepted().iter().map(|c| c.items.len()).sum();
+    assert_eq!(accepted, 5, "only what was left of the day's 100");
+    assert_eq!(redis_get(&key).await, 100);
+    for r in replicas {
+        r.stop().await;
+    }
+    env.cleanup().await;
+    emu.shutdown().await;
+}
+
+async fn redis_set(key: &str, value: u64) {
+    let client = redis::Client::open(REDIS_URL).expect("redis url");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async::<()>(&mut c)
+        .await
+        .expect("SET");
+}
