@@ -132,6 +132,7 @@ pub struct RawRedis {
     pub url: Option<String>,
     pub url_env: Option<String>,
     pub key_prefix: Option<String>,
+    pub shared_rate_limits: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -222,6 +223,8 @@ pub struct RedisConfig {
     pub url: Secret,
     /// Prefix of every key the worker writes.
     pub key_prefix: String,
+    /// Rate windows hold across every process on this Redis and prefix (default on).
+    pub shared_rate_limits: bool,
 }
 
 /// Batching and lifecycle timing.

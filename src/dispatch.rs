@@ -3,9 +3,12 @@
 //! rate limiter and the provider, and publishes dead letters and parked items.
 //!
 //! Flush policy (DESIGN): a lane's batch leaves when it is full or its oldest item has lingered
-//! `max_linger`, and only when the quota reservation succeeds and then the rate limiter grants a
-//! call, in that order and with nothing between the grant and the send, so a slow Redis answer
-//! can never squeeze two sends closer together than the limiter allowed.
+//! `max_linger`, and only when (1) the in-process pacer (governor) has a permit near, (2) one Redis
+//! script ([`QuotaStore::admit`]) grants the call in every cluster-wide rate window and reserves
+//! its quota, in one round trip, and (3) governor grants the permit, with nothing between that
+//! grant and the send, so a slow Redis answer cannot squeeze this replica's sends closer than
+//! governor spaces them. governor paces each replica burst-free and keeps it from asking Redis for
+//! grants it could not use; the script is the authority across replicas.
 
 mod answer;
 mod core;
@@ -29,8 +32,9 @@ use crate::ledger::{DeliveryId, LedgerHandle, Sessions};
 use crate::metrics::{Metrics, ProviderMetrics};
 use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
 use crate::quota::QuotaWindow;
-use crate::quota::{QuotaStore, Reservation, Want, bulk_limit, unix_now};
+use crate::quota::{Admission, QuotaStore, Reservation, Want, bulk_limit, unix_now};
 use crate::ratelimit::MultiWindow;
+use crate::ratelimit::shared::SharedRate;
 
 pub use self::core::AUTH_PROBE_INTERVAL;
 use self::core::{Core, Next, Settings, later};
@@ -77,6 +81,18 @@ pub struct DispatcherParts {
     /// Where bulk items over their share wait (it returns them to the bulk queue).
     pub bulk_parking_queue: String,
     pub dead_letter_queue: String,
+    /// The provider's cluster-wide rate windows (shared by every replica on the same Redis).
+    pub shared_rate: SharedRate,
+}
+
+/// What an admission asked of the pump.
+enum Admit {
+    /// Granted: send it now.
+    Send(Armed),
+    /// Nothing to send from this batch (parked, or Redis unreachable): look at the next one.
+    Next,
+    /// The cluster-wide windows are full: wait (the wake-up is set).
+    Wait,
 }
 
 /// A finished background task of a dispatcher.
@@ -98,7 +114,8 @@ enum Outcome {
     },
 }
 
-/// A batch with its quota reserved, waiting only for the rate limiter's permit.
+/// A batch granted by the admission script, with its quota reserved, waiting only for the
+/// in-process permit.
 struct Armed {
     lane: usize,
     items: Vec<PendingItem>,
@@ -164,6 +181,7 @@ pub fn spawn(
         limiter,
         tasks: JoinSet::new(),
         armed: None,
+        shared_ready_at: None,
         wake_at: None,
         rate_waiting_since: None,
         escalations: 0,
@@ -181,6 +199,8 @@ struct Dispatcher {
     /// Provider calls, parking publishes and dead-letter publishes under way.
     tasks: JoinSet<Outcome>,
     armed: Option<Armed>,
+    /// When the cluster-wide windows (or a provider's not-before) said the next call may go.
+    shared_ready_at: Option<Instant>,
     wake_at: Option<Instant>,
     rate_waiting_since: Option<Instant>,
     /// The consumer epoch the lanes were last pruned for.
@@ -308,15 +328,20 @@ impl Dispatcher {
             };
             // Form the batch only when a permit is near: while the limiter is the bottleneck,
             // batches keep filling.
-            if let Some(at) = self.limiter.ready_at().map(|t| t.0).filter(|at| *at > now) {
+            let local = self.limiter.ready_at().map(|t| t.0);
+            if let Some(at) = local.max(self.shared_ready_at).filter(|at| *at > now) {
                 self.core.restore(lane, items, now);
                 self.rate_waiting_since.get_or_insert(now);
                 self.wake(at);
                 return;
             }
-            let Some(armed) = self.reserve(lane, items, now).await else {
-                continue;
+            let armed = match self.admit(lane, items, now).await {
+                Admit::Send(armed) => armed,
+                Admit::Next => continue,
+                Admit::Wait => return,
             };
+            // The in-process permit comes last, with nothing between it and the send: a slow
+            // Redis answer cannot squeeze this replica's sends closer than governor spaces them.
             let now = Instant::now();
             match self.limiter.try_acquire() {
                 Ok(()) => self.send(armed, now),
@@ -329,16 +354,11 @@ impl Dispatcher {
         }
     }
 
-    /// Reserves quota for a batch (interactive items first, as [`Core::next`] forms it): one
-    /// script grants each class its part; what is not granted is given back, and a class that
-    /// got nothing parks (bulk alone when only its share is spent). `None` when nothing was
-    /// granted.
-    async fn reserve(
-        &mut self,
-        lane: usize,
-        mut items: Vec<PendingItem>,
-        now: Instant,
-    ) -> Option<Armed> {
+    /// Asks the admission script for a batch (interactive items first, as [`Core::next`] forms
+    /// it): one script checks the cluster-wide rate windows and grants each class its part of the
+    /// quota; what is not granted is given back, a class that got nothing parks (bulk alone when
+    /// only its share is spent), and a full cluster-wide window makes the batch wait.
+    async fn admit(&mut self, lane: usize, mut items: Vec<PendingItem>, now: Instant) -> Admit {
         let kind = self.core.lanes[lane].key.kind.quota_kind();
         let c = &self.p.config;
         let limit = c.per_day(kind);
@@ -352,20 +372,40 @@ impl Dispatcher {
             bulk_limit: bulk_limit(limit, c.interactive_reserve),
         };
         let now_unix = unix_now();
-        let reserved = self
+        let policy = c.quota_policy();
+        let admitted = self
             .p
             .quota
-            .reserve_classes(&c.name, kind, limit, want, now_unix, c.quota_policy())
+            .admit(
+                &mut self.p.shared_rate,
+                &c.name,
+                kind,
+                limit,
+                want,
+                now_unix,
+                policy,
+            )
             .await;
-        let r = match reserved {
+        let r = match admitted {
             Err(e) => {
                 self.p.metrics.quota_errors.inc();
-                warn!(provider = %c.name, error = %e, "cannot reserve quota in Redis; holding calls (fail closed)");
+                warn!(provider = %c.name, error = %e, "cannot reach Redis for a call grant; holding calls (fail closed)");
                 self.core.restore(lane, items, now);
                 self.core.hold(later(now, QUOTA_RETRY));
-                return None;
+                return Admit::Next;
             }
-            Ok(r) => r,
+            Ok(Admission::Wait(wait)) => {
+                // Other replicas took the window (or the provider asked everyone to wait): try
+                // again when it frees, with a little jitter so replicas do not ask in lockstep.
+                let jitter = Duration::from_micros(rand::random::<u64>() % 5_000);
+                let at = later(later(now, wait), jitter);
+                self.shared_ready_at = Some(at);
+                self.core.restore(lane, items, now);
+                self.rate_waiting_since.get_or_insert(now);
+                self.wake(at);
+                return Admit::Wait;
+            }
+            Ok(Admission::Reserved(r)) => r,
         };
         let q = kind.index();
         self.m.quota_used[q].set(r.used.min(i64::MAX as u64) as i64);
@@ -381,7 +421,7 @@ impl Dispatcher {
         }
         if r.granted == 0 {
             self.core.restore(lane, items, now);
-            return None;
+            return Admit::Next;
         }
         // Keep the granted head of each class; give the rest back.
         let mut bulk = items.split_off(interactive);
@@ -392,7 +432,7 @@ impl Dispatcher {
         if !rest.is_empty() {
             self.core.give_back(lane, rest, now);
         }
-        Some(Armed {
+        Admit::Send(Armed {
             lane,
             items,
             reservation: r,
@@ -432,7 +472,7 @@ impl Dispatcher {
             "the provider says the quota is spent: this kind is parked until quota comes back; its items move to the parking queue");
     }
 
-    /// Sends an armed batch: the rate permit was just granted.
+    /// Sends an armed batch: the in-process permit was just granted.
     fn send(&mut self, a: Armed, now: Instant) {
         if let Some(since) = self.rate_waiting_since.take() {
             self.m

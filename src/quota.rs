@@ -24,6 +24,9 @@ use crate::purge::Kind;
 
 mod lua;
 
+mod admit;
+pub use admit::Admission;
+
 const SECS_PER_DAY: i64 = 86_400;
 /// Bucket width of the rolling window.
 pub const ROLLING_BUCKET_SECS: i64 = 300;
@@ -166,6 +169,7 @@ pub struct QuotaStore {
     exhaust: Script,
     rolling_reserve: Script,
     rolling_refund: Script,
+    admit: admit::AdmitScripts,
 }
 
 impl std::fmt::Debug for QuotaStore {
@@ -195,6 +199,7 @@ impl QuotaStore {
             exhaust: Script::new(EXHAUST_LUA),
             rolling_reserve: Script::new(ROLLING_RESERVE_LUA),
             rolling_refund: Script::new(ROLLING_REFUND_LUA),
+            admit: admit::AdmitScripts::new(),
         })
     }
 

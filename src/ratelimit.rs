@@ -24,6 +24,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 mod rate_limit;
+pub mod shared;
 pub use rate_limit::RateLimit;
 
 /// Longest `rate_limits` window: seven days. Daily allowances have their own keys; the limiter's

@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::provider::{Provider, api};
 use crate::queue_depth::{self, ConnectionSlot};
 use crate::quota::QuotaStore;
+use crate::ratelimit::shared::SharedRate;
 use crate::routing::Router;
 
 use supervisor::Supervisor;
@@ -137,6 +138,12 @@ impl Worker {
                 parking_queue: config.amqp.parking_queue(&p.name),
                 bulk_parking_queue: config.amqp.bulk_parking_queue(&p.name),
                 dead_letter_queue: config.amqp.dead_letter_queue.clone(),
+                shared_rate: SharedRate::new(
+                    &config.redis.key_prefix,
+                    &p.name,
+                    &p.rate_limits,
+                    config.redis.shared_rate_limits,
+                ),
             };
             stages.watch(format!("dispatcher {}", p.name), dispatch::spawn(parts, rx));
         }

@@ -114,6 +114,7 @@ impl Config {
             redis: RedisConfig {
                 url: Secret::new(redis_url),
                 key_prefix,
+                shared_rate_limits: raw.redis.shared_rate_limits.unwrap_or(true),
             },
             listen,
             batching,

@@ -4,7 +4,7 @@
 use tokio::time::{Duration, Instant};
 use tracing::{info, warn};
 
-use super::core::{Effect, later};
+use super::core::{Effect, Gate, later};
 use super::{Dispatcher, Outcome, publish};
 use crate::coalesce::PendingItem;
 use crate::provider::{ProviderError, Receipt};
@@ -95,12 +95,26 @@ impl Dispatcher {
                 }
             }
         }
+        let rate_limited = matches!(result, Err(ProviderError::RateLimited { .. }));
         let now = Instant::now();
         let effects = self
             .core
             .finish(lane, items, result.as_ref().map(|_| ()), now);
+        if rate_limited && let Gate::Backoff { until } = self.core.gate {
+            self.share_backoff(until.saturating_duration_since(now))
+                .await;
+        }
         for effect in effects {
             self.apply(effect).await;
+        }
+    }
+
+    /// A rate-limit answer makes every replica wait as long as this one, so that replicas do not
+    /// take turns hitting the provider's limit.
+    async fn share_backoff(&self, wait: Duration) {
+        if let Err(e) = self.p.quota.hold_provider(&self.p.shared_rate, wait).await {
+            warn!(provider = %self.p.config.name, error = %e,
+                "could not share the provider's rate-limit answer with other replicas");
         }
     }
 

@@ -14,6 +14,7 @@ mod bad_input;
 mod burst;
 mod chaos;
 mod cli;
+mod cluster;
 mod config_errors;
 mod crash;
 mod dead_letters;

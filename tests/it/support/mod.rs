@@ -2,6 +2,7 @@
 //! an ephemeral port, and the real worker started in-process. Every test gets its own queue names
 //! and Redis key prefix ([`TestEnv::new`]) and removes them when done ([`TestEnv::cleanup`]), so
 //! tests run in parallel.
+pub mod private_redis;
 pub mod relay;
 
 use std::future::Future;
@@ -211,6 +212,15 @@ impl TestEnv {
 
     /// Ready messages in a queue (0 if it does not exist).
     pub async fn ready(&self, queue: &str) -> u32 {
+        self.counts(queue).await.0
+    }
+
+    /// Consumers of a queue (0 if it does not exist).
+    pub async fn consumers(&self, queue: &str) -> u32 {
+        self.counts(queue).await.1
+    }
+
+    async fn counts(&self, queue: &str) -> (u32, u32) {
         let ch = self.conn.create_channel().await.expect("channel");
         let opts = QueueDeclareOptions {
             passive: true,
@@ -222,9 +232,9 @@ impl TestEnv {
         {
             Ok(q) => {
                 let _ = ch.close(200, "ok".into()).await;
-                q.message_count()
+                (q.message_count(), q.consumer_count())
             }
-            Err(_) => 0,
+            Err(_) => (0, 0),
         }
     }
 
