@@ -241,6 +241,11 @@ impl AmqpConfig {
     pub fn parking_queue(&self, provider: &str) -> String {
         format!("{}.parked.{}", self.queue, provider)
     }
+
+    /// Where a paused provider's items wait until `resume` (no expiry, no dead-letter route).
+    pub fn paused_queue(&self, provider: &str) -> String {
+        format!("{}.paused.{}", self.queue, provider)
+    }
 }
 
 /// Redis settings.

@@ -32,6 +32,36 @@ pub const MAX_MAX_BYTES: usize = 64 << 20;
 /// Characters of the reason a clipped record keeps, so its fixed part always fits the cap.
 const CLIPPED_REASON_CHARS: usize = 300;
 
+/// The class of an event: interactive events go first into every call; bulk events spend only
+/// their share of the quota (CONTRACT §3). Dead-letter records and parked messages carry it so a
+/// replay or a release goes back to the queue of its class ([`crate::relay::queue_for`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    #[default]
+    Interactive,
+    Bulk,
+}
+
+impl Priority {
+    /// The wire form (`interactive` | `bulk`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Interactive => "interactive",
+            Priority::Bulk => "bulk",
+        }
+    }
+
+    /// The wire form read back; anything else is `None`.
+    pub fn parse(s: &str) -> Option<Priority> {
+        match s {
+            "interactive" => Some(Priority::Interactive),
+            "bulk" => Some(Priority::Bulk),
+            _ => None,
+        }
+    }
+}
+
 /// One dead-letter record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetter {

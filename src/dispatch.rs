@@ -8,13 +8,14 @@
 //! can never squeeze two sends closer together than the limiter allowed.
 
 mod answer;
+mod control;
 mod core;
 mod decide;
 mod publish;
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Duration, Instant, sleep_until};
 use tracing::{info, warn};
@@ -30,6 +31,7 @@ use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
 use crate::quota::{QuotaStore, Reservation, unix_now};
 use crate::ratelimit::MultiWindow;
 
+pub use self::control::{Control, DispatchState};
 pub use self::core::AUTH_PROBE_INTERVAL;
 use self::core::{Core, Next, Settings, later};
 use self::decide::RetryPolicy;
@@ -68,7 +70,13 @@ pub struct DispatcherParts {
     pub drain_timeout: Duration,
     /// Where quota-parked items wait for the reset.
     pub parking_queue: String,
+    /// Where items wait while an operator has paused the provider.
+    pub paused_queue: String,
     pub dead_letter_queue: String,
+    /// The operator's pause and release, as read from Redis.
+    pub control: watch::Receiver<Control>,
+    /// Where this dispatcher reports its state (for `status` and releasing paused items).
+    pub state: watch::Sender<DispatchState>,
 }
 
 /// A finished background task of a dispatcher.
@@ -85,6 +93,8 @@ enum Outcome {
         lane: usize,
         done: usize,
         parking: bool,
+        /// A move to the paused queue (counted in `pause_parking` until it ends).
+        pause: bool,
         failed: Vec<PendingItem>,
     },
 }
@@ -148,6 +158,8 @@ pub fn spawn(
         armed: None,
         wake_at: None,
         rate_waiting_since: None,
+        release: None,
+        pause_parking: 0,
     };
     let span = tracing::info_span!("dispatcher", provider = %d.p.config.name, kind = d.p.config.kind.as_str());
     tokio::spawn(tracing::Instrument::instrument(d.run(input), span))
@@ -166,15 +178,22 @@ struct Dispatcher {
     rate_waiting_since: Option<Instant>,
     /// The consumer epoch the lanes were last pruned for.
     epoch: u64,
+    /// The operator's release counter last seen (`None` before the first read).
+    release: Option<u64>,
+    /// Items in moves to the paused queue under way.
+    pause_parking: usize,
 }
 
 impl Dispatcher {
     async fn run(mut self, mut input: mpsc::Receiver<Vec<Incoming>>) {
         let mut input_open = true;
         let mut deadline: Option<Instant> = None;
+        let mut control = self.p.control.clone();
+        let mut control_open = true;
         loop {
             self.pump().await;
             self.update_gauges();
+            self.publish_state();
             if !input_open && self.core.is_idle() && self.armed.is_none() {
                 break;
             }
@@ -206,6 +225,14 @@ impl Dispatcher {
                         self.core.draining = true;
                         deadline = Some(later(Instant::now(), self.p.drain_timeout));
                     }
+                },
+                changed = control.changed(), if control_open => match changed {
+                    Ok(()) => {
+                        let c = *control.borrow_and_update();
+                        self.apply_control(c).await;
+                    }
+                    // The watcher ended (shutdown): keep the last state.
+                    Err(_) => control_open = false,
                 },
                 _ = sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {}
                 _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
@@ -250,8 +277,8 @@ impl Dispatcher {
             }
         }
         loop {
-            for (lane, items, until) in self.core.take_parkable() {
-                self.spawn_park(lane, items, until);
+            for (lane, items, why) in self.core.take_parkable() {
+                self.spawn_park(lane, items, why);
             }
             let now = Instant::now();
             if let Some(a) = self.armed.take() {

@@ -26,6 +26,9 @@
 //! - `emulator` (feature `emulator`, on by default): the server side of every provider API, for
 //!   tests and demos.
 //! - [`metrics`], [`http`]: Prometheus registry and `/metrics` `/healthz` `/readyz`.
+//! - [`control`]: operator control through Redis (pause flags, parked releases, each
+//!   replica's state for `status`, the audit trail) and the worker stage that follows it.
+//! - [`relay`]: moving messages between queues with confirms (releases, dead-letter replay).
 //! - [`queue_depth`]: `purge_queue_messages` from passive declares on the consumer's connection.
 //! - [`worker`]: wires the stages together: `run(config, shutdown)`.
 //! - [`commands`]: the CLI subcommands; [`logging`]: log output that never panics or blocks.
@@ -47,6 +50,7 @@ pub mod cache_key;
 pub mod coalesce;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod dead_letter;
 pub mod dispatch;
 #[cfg(feature = "emulator")]
@@ -60,5 +64,6 @@ pub mod provider;
 pub mod queue_depth;
 pub mod quota;
 pub mod ratelimit;
+pub mod relay;
 pub mod routing;
 pub mod worker;

@@ -16,14 +16,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::amqp::Publisher;
 use crate::config::{Config, ProviderConfig, ProviderKind};
-use crate::dispatch::{self, DispatcherParts, Incoming};
+use crate::control::{self, ControlStore};
+use crate::dispatch::{self, Control, DispatchState, DispatcherParts, Incoming};
 use crate::http::{self, Readiness};
 use crate::metrics::Metrics;
 use crate::provider::Provider;
@@ -95,6 +96,9 @@ impl Worker {
         let readiness = Arc::new(Readiness::new(&metrics));
         let quota = QuotaStore::connect(config.redis.url.expose(), &config.redis.key_prefix)
             .context("redis.url is not a usable Redis URL")?;
+        let control_store =
+            ControlStore::connect(config.redis.url.expose(), &config.redis.key_prefix)
+                .context("redis.url is not a usable Redis URL")?;
         let http_shutdown = CancellationToken::new();
         let (http_addr, http_task) = http::serve(
             config.listen,
@@ -127,9 +131,18 @@ impl Worker {
         stages.watch("ledger".into(), ledger_task);
         let publisher = Publisher::new(metrics.clone());
         let mut senders = Vec::with_capacity(config.providers.len());
+        let mut watched = Vec::with_capacity(config.providers.len());
         for (p, provider) in config.providers.iter().zip(providers) {
             let (tx, rx) = mpsc::channel::<Vec<Incoming>>(DISPATCH_CHANNEL);
             senders.push(tx);
+            let (control_tx, control_rx) = watch::channel(Control::default());
+            let (state_tx, state_rx) = watch::channel(DispatchState::default());
+            watched.push(control::watcher::Watched {
+                name: p.name.clone(),
+                control: control_tx,
+                state: state_rx,
+                paused_queue: config.amqp.paused_queue(&p.name),
+            });
             let parts = DispatcherParts {
                 config: p.clone(),
                 provider,
@@ -142,7 +155,10 @@ impl Worker {
                 linger: config.batching.max_linger,
                 drain_timeout: config.batching.drain_timeout,
                 parking_queue: config.amqp.parking_queue(&p.name),
+                paused_queue: config.amqp.paused_queue(&p.name),
                 dead_letter_queue: config.amqp.dead_letter_queue.clone(),
+                control: control_rx,
+                state: state_tx,
             };
             stages.watch(format!("dispatcher {}", p.name), dispatch::spawn(parts, rx));
         }
@@ -150,6 +166,15 @@ impl Worker {
         let depth_slot = ConnectionSlot::default();
         let depth = queue_depth::spawn(&config.amqp, &depth_slot, metrics.clone(), stop.clone());
         stages.watch("queue depth poller".into(), depth);
+        let watcher = control::watcher::Watcher {
+            store: control_store,
+            replica: control::replica_id(),
+            providers: watched,
+            amqp: config.amqp.clone(),
+            publisher: publisher.clone(),
+            connection: depth_slot.subscribe(),
+        };
+        stages.watch("control".into(), tokio::spawn(watcher.run(stop.clone())));
         let ctx = consumer::Consumer {
             router: Router::new(&config.providers),
             provider_names: config.providers.iter().map(|p| p.name.clone()).collect(),

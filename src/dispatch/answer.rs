@@ -33,8 +33,12 @@ impl Dispatcher {
                 lane,
                 done,
                 parking,
+                pause,
                 failed,
             } => {
+                if pause {
+                    self.pause_parking -= done + failed.len();
+                }
                 if parking && let Some(m) = self.m.kind(self.core.lanes[lane].key.kind) {
                     m.parked_items.inc_by(done as u64);
                 }

@@ -37,6 +37,9 @@ pub enum Gate {
     AuthStopped { probe_at: Instant },
     /// The quota of this kind is spent until `until` (`until_unix` in Unix seconds).
     Parked { until: Instant, until_unix: i64 },
+    /// An operator paused the provider (`purge-worker pause`): no call goes, and waiting items
+    /// move durably to the provider's paused queue until `resume`.
+    Paused,
 }
 
 impl Gate {
@@ -49,6 +52,7 @@ impl Gate {
             Gate::AuthStopped { probe_at } if now < probe_at => Err(Some(probe_at)),
             Gate::AuthStopped { .. } if calls > 0 => Err(None),
             Gate::AuthStopped { .. } => Ok(()),
+            Gate::Paused => Err(None),
         }
     }
 }
@@ -64,6 +68,15 @@ pub struct Settings {
     /// Whether file and directory purges honour the flush type (else they share one lane).
     pub url_flush: bool,
     pub dir_flush: bool,
+}
+
+/// Why items leave a lane for a parking queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkFor {
+    /// The kind's quota is spent: they expire back into the purge queue at `until_unix`.
+    Quota { until_unix: i64 },
+    /// The provider is paused: they wait in its paused queue until `resume` releases them.
+    Pause,
 }
 
 /// The next step the shell should take.
@@ -111,6 +124,9 @@ pub struct Core {
     pub gate: Gate,
     /// Per quota kind (url, dir): `Open` or `Parked`.
     pub quota_gates: [Gate; 2],
+    /// The operator's gate: `Open` or `Paused`. Apart from [`Core::gate`] so a resume returns
+    /// to whatever backoff or auth stop was in force.
+    pub pause: Gate,
     /// Calls taken and not yet answered (including one waiting for its rate permit).
     pub calls: usize,
     /// Consecutive failed calls.
@@ -136,6 +152,7 @@ impl Core {
             lanes: Vec::new(),
             gate: Gate::Open,
             quota_gates: [Gate::Open; 2],
+            pause: Gate::Open,
             calls: 0,
             streak: 0,
             successes: 0,
@@ -208,6 +225,9 @@ impl Core {
 
     /// The next batch that is due and allowed now, or when to look again.
     pub fn next(&mut self, now: Instant) -> Next {
+        if let Err(at) = self.pause.admits(now, self.calls) {
+            return Next::Wait(at);
+        }
         if let Err(at) = self.gate.admits(now, self.calls) {
             return Next::Wait(at);
         }
@@ -303,14 +323,41 @@ impl Core {
         true
     }
 
-    /// Lanes whose quota kind is parked, with items to move to the parking queue: takes them (the
-    /// lane counts them in flight until [`Core::settled`]) and returns (lane, items, until_unix).
-    pub fn take_parkable(&mut self) -> Vec<(usize, Vec<PendingItem>, i64)> {
+    /// Pauses (`true`) or resumes the provider; returns whether that changed anything.
+    pub fn set_paused(&mut self, paused: bool) -> bool {
+        let gate = if paused { Gate::Paused } else { Gate::Open };
+        std::mem::replace(&mut self.pause, gate) != gate
+    }
+
+    /// Opens every parked quota gate (an operator released parked items after a quota
+    /// increase); returns whether one was parked. The next reservation still checks the quota.
+    pub fn unpark_all(&mut self) -> bool {
+        let mut any = false;
+        for g in &mut self.quota_gates {
+            if matches!(g, Gate::Parked { .. }) {
+                *g = Gate::Open;
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Whether an operator paused the provider.
+    pub fn paused(&self) -> bool {
+        self.pause == Gate::Paused
+    }
+
+    /// Lanes whose quota kind is parked, or every lane while the provider is paused, with items
+    /// to move out: takes them (the lane counts them in flight until [`Core::settled`]) and
+    /// returns (lane, items, where they go).
+    pub fn take_parkable(&mut self) -> Vec<(usize, Vec<PendingItem>, ParkFor)> {
         let mut out = Vec::new();
+        let paused = self.paused();
         for (i, lane) in self.lanes.iter_mut().enumerate() {
-            let Gate::Parked { until_unix, .. } = self.quota_gates[quota_index(lane.key.kind)]
-            else {
-                continue;
+            let why = match self.quota_gates[quota_index(lane.key.kind)] {
+                _ if paused => ParkFor::Pause,
+                Gate::Parked { until_unix, .. } => ParkFor::Quota { until_unix },
+                _ => continue,
             };
             if lane.parking || lane.waiting() == 0 {
                 continue;
@@ -318,7 +365,7 @@ impl Core {
             let items = lane.take_all();
             lane.parking = true;
             lane.in_flight += items.len();
-            out.push((i, items, until_unix));
+            out.push((i, items, why));
         }
         out
     }
@@ -366,3 +413,5 @@ fn isolate(mut items: Vec<PendingItem>) -> Vec<Vec<PendingItem>> {
 mod finish;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pause;

@@ -117,6 +117,7 @@ async fn session(c: &mut Consumer, shutdown: &CancellationToken) -> anyhow::Resu
     amqp::ensure_queue(&conn, &a.dead_letter_queue).await?;
     for name in &c.provider_names {
         amqp::ensure_parking_queue(&conn, &a.parking_queue(name), &a.queue).await?;
+        amqp::ensure_queue(&conn, &a.paused_queue(name)).await?;
     }
     c.publisher.attach(&conn).await?;
     c.queue_depth.attach(&conn);

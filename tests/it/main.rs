@@ -19,6 +19,7 @@ mod crash;
 mod dead_letters;
 mod faults;
 mod liveness;
+mod pause;
 mod prometheus;
 mod provider_http;
 mod queue_depth;

@@ -248,6 +248,11 @@ impl TestEnv {
         format!("{}.parked.{provider}", self.queue)
     }
 
+    /// The paused queue of a provider.
+    pub fn paused(&self, provider: &str) -> String {
+        format!("{}.paused.{provider}", self.queue)
+    }
+
     /// Deletes the test's queues and Redis keys. Also done on drop (so a failing test leaves
     /// nothing behind either), from a helper thread with its own connections.
     pub async fn cleanup(mut self) {
@@ -259,6 +264,7 @@ impl TestEnv {
     fn queues(&self) -> Vec<String> {
         let mut queues = vec![self.queue.clone(), self.dlq.clone()];
         queues.extend(self.providers.iter().map(|p| self.parking(p)));
+        queues.extend(self.providers.iter().map(|p| self.paused(p)));
         queues
     }
 }
