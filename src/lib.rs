@@ -29,6 +29,7 @@
 //! - [`control`]: operator control through Redis (pause flags, parked releases, each
 //!   replica's state for `status`, the audit trail) and the worker stage that follows it.
 //! - [`relay`]: moving messages between queues with confirms (releases, dead-letter replay).
+//! - [`ingest`]: `POST /v1/purges` for publishers that cannot speak AMQP (CONTRACT §6).
 //! - [`queue_depth`]: `purge_queue_messages` from passive declares on the consumer's connection.
 //! - [`worker`]: wires the stages together: `run(config, shutdown)`.
 //! - [`commands`]: the CLI subcommands; [`logging`]: log output that never panics or blocks.
@@ -57,6 +58,7 @@ pub mod dispatch;
 pub mod emulator;
 pub mod event;
 pub mod http;
+pub mod ingest;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;

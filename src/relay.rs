@@ -257,12 +257,14 @@ pub async fn release(
     pass(conn, publisher, from, None, |d| Verdict::Move {
         queue: queue_for(amqp, priority_of(d)).to_string(),
         body: d.data.clone(),
-        props: Box::new(BasicProperties::default().with_content_type(
-            d.properties
-                .content_type()
-                .clone()
-                .unwrap_or_else(|| "application/json".into()),
-        )),
+        props: Box::new(
+            BasicProperties::default().with_content_type(
+                d.properties
+                    .content_type()
+                    .clone()
+                    .unwrap_or_else(|| "application/json".into()),
+            ),
+        ),
     })
     .await
 }

@@ -62,6 +62,8 @@ pub fn build_provider(cfg: &ProviderConfig) -> anyhow::Result<Arc<dyn Provider>>
 pub struct Worker {
     /// Where `/metrics`, `/healthz` and `/readyz` are served (useful with port 0).
     pub http_addr: SocketAddr,
+    /// Where `POST /v1/purges` is served, when `http.ingest_listen` is set.
+    pub ingest_addr: Option<SocketAddr>,
     /// The worker's metrics (tests read them directly).
     pub metrics: Metrics,
     task: JoinHandle<anyhow::Result<()>>,
@@ -175,6 +177,30 @@ impl Worker {
             connection: depth_slot.subscribe(),
         };
         stages.watch("control".into(), tokio::spawn(watcher.run(stop.clone())));
+        let ingest_addr = match config.ingest.listen {
+            None => None,
+            Some(listen) => {
+                let parts = crate::ingest::IngestParts {
+                    settings: config.ingest.clone(),
+                    publisher: publisher.clone(),
+                    router: Router::new(&config.providers),
+                    amqp: config.amqp.clone(),
+                    max_event_bytes: config.batching.max_event_bytes,
+                    readiness: readiness.clone(),
+                    metrics: metrics.clone(),
+                };
+                // Stops with the other stages, before the publisher closes: no request is
+                // answered 202 without a confirm.
+                let (addr, task) = crate::ingest::serve(listen, parts, stop.clone())
+                    .await
+                    // The stages already started stop again.
+                    .inspect_err(|_| stop.cancel())
+                    .with_context(|| format!("cannot listen on http.ingest_listen = {listen}"))?;
+                stages.watch("http ingest".into(), task);
+                info!(%addr, tokens = config.ingest.tokens.len(), "HTTP ingest listening on POST /v1/purges");
+                Some(addr)
+            }
+        };
         let ctx = consumer::Consumer {
             router: Router::new(&config.providers),
             provider_names: config.providers.iter().map(|p| p.name.clone()).collect(),
@@ -212,6 +238,7 @@ impl Worker {
         });
         Ok(Worker {
             http_addr,
+            ingest_addr,
             metrics,
             task,
         })

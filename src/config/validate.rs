@@ -91,6 +91,14 @@ impl Config {
             )
         })?;
 
+        let tokens = match &raw.http.ingest_tokens_env {
+            Some(var) => Some(from_env("http.ingest_tokens_env", var)?),
+            None => None,
+        };
+        let ingest =
+            crate::ingest::Settings::new(raw.http.ingest_listen.as_deref(), tokens.as_deref())
+                .map_err(|e| invalid(e.key, e.reason))?;
+
         let b = &raw.batching;
         let batching = BatchingConfig {
             max_linger: millis(
@@ -141,6 +149,7 @@ impl Config {
                 key_prefix,
             },
             listen,
+            ingest,
             batching,
             providers,
         })

@@ -18,6 +18,7 @@ mod config_errors;
 mod crash;
 mod dead_letters;
 mod faults;
+mod ingest;
 mod liveness;
 mod pause;
 mod prometheus;
