@@ -62,9 +62,25 @@ impl Priority {
     }
 }
 
+/// The content type of every record and of every replayable event.
+const JSON: &str = "application/json";
+
+/// A fresh record id.
+fn new_id() -> String {
+    format!("dl-{:016x}", rand::random::<u64>())
+}
+
 /// One dead-letter record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetter {
+    /// The record's own id (`dl-` and 16 hex digits): what `dlq show ID` takes.
+    pub id: String,
+    /// When the record was made (Unix seconds).
+    pub at: i64,
+    /// The class of the event; a replay goes back to the queue of this class.
+    pub priority: Priority,
+    /// The content type a replay is published with.
+    pub content_type: String,
     /// Bounded code: our own (`invalid_json`, `unknown_host`, ...) or `provider_rejected`.
     pub error: String,
     /// A sentence for humans.
@@ -83,9 +99,9 @@ pub struct DeadLetter {
     /// Per-item detail when several items are reported together.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<ItemDetail>,
-    /// `Some(false)` when the record holds only a clipped copy of its event; absent otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replayable: Option<bool>,
+    /// Whether `dlq replay` can republish the record's event: false for an event that could not
+    /// be decoded (replaying it would only dead-letter it again) and for a clipped record.
+    pub replayable: bool,
     /// What was cut from a record over the size cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clipped: Option<Clipped>,
@@ -137,6 +153,10 @@ impl DeadLetter {
             ),
         };
         DeadLetter {
+            id: new_id(),
+            at: crate::quota::unix_now(),
+            priority: Priority::Interactive,
+            content_type: JSON.into(),
             error: err.code().to_string(),
             reason: err.to_string(),
             event,
@@ -144,7 +164,7 @@ impl DeadLetter {
             provider_code: None,
             provider: None,
             items: Vec::new(),
-            replayable: None,
+            replayable: false,
             clipped: None,
             body: Some(body.to_vec()),
         }
@@ -182,6 +202,10 @@ impl DeadLetter {
                 };
                 let reason = summarize(&mine.iter().map(|r| &r.error).collect::<Vec<_>>());
                 DeadLetter {
+                    id: new_id(),
+                    at: crate::quota::unix_now(),
+                    priority: Priority::Interactive,
+                    content_type: JSON.into(),
                     error: code.to_string(),
                     reason,
                     event: serde_json::to_value(&bad).unwrap_or(Value::Null),
@@ -195,7 +219,7 @@ impl DeadLetter {
                             reason: r.error.to_string(),
                         })
                         .collect(),
-                    replayable: None,
+                    replayable: true,
                     clipped: None,
                     body: None,
                 }
@@ -221,6 +245,10 @@ impl DeadLetter {
             origin.source.clone(),
         );
         DeadLetter {
+            id: new_id(),
+            at: crate::quota::unix_now(),
+            priority: Priority::Interactive,
+            content_type: JSON.into(),
             error: "provider_rejected".into(),
             reason: format!(
                 "provider `{provider}` refused {} {}: {code}: {}",
@@ -233,10 +261,18 @@ impl DeadLetter {
             provider_code: Some(code.to_string()),
             provider: Some(provider.to_string()),
             items: Vec::new(),
-            replayable: None,
+            replayable: true,
             clipped: None,
             body: None,
         }
+    }
+
+    /// This record with the content type the event came with (a replay uses it).
+    pub fn with_content_type(mut self, content_type: Option<&str>) -> DeadLetter {
+        if let Some(ct) = content_type {
+            self.content_type = clip(ct, 200).into_owned();
+        }
+        self
     }
 
     /// The `id` of the event this record holds, for log lines (`event_id`), when it has one.
@@ -270,6 +306,14 @@ impl DeadLetter {
             "x-purge-reason".into(),
             AMQPValue::LongString(LongString::from(clip(&self.reason, 1000).into_owned())),
         );
+        headers.insert(
+            "x-purge-record-id".into(),
+            AMQPValue::LongString(LongString::from(self.id.clone())),
+        );
+        headers.insert(
+            "x-purge-priority".into(),
+            AMQPValue::LongString(LongString::from(self.priority.as_str())),
+        );
         if let Some(code) = &self.provider_code {
             headers.insert(
                 "x-purge-provider-code".into(),
@@ -277,7 +321,9 @@ impl DeadLetter {
             );
         }
         let props = BasicProperties::default()
-            .with_content_type("application/json".into())
+            .with_content_type(JSON.into())
+            .with_message_id(self.id.clone().into())
+            .with_timestamp(self.at.max(0) as u64)
             .with_delivery_mode(2)
             .with_headers(headers);
         (body, props)
@@ -297,6 +343,10 @@ impl DeadLetter {
             ),
         };
         let mut out = DeadLetter {
+            id: self.id.clone(),
+            at: self.at,
+            priority: self.priority,
+            content_type: self.content_type.clone(),
             error: self.error.clone(),
             reason: clip(&self.reason, CLIPPED_REASON_CHARS).into_owned(),
             event: Value::String(String::new()),
@@ -307,7 +357,7 @@ impl DeadLetter {
                 .map(|c| clip(c, 100).into_owned()),
             provider: self.provider.clone(),
             items: Vec::new(),
-            replayable: Some(false),
+            replayable: false,
             clipped: Some(Clipped {
                 of,
                 size_bytes: original.len(),
@@ -439,8 +489,25 @@ mod tests {
         let v = parsed(&d, MIN_MAX_BYTES);
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["error", "event", "reason"]);
+        assert_eq!(
+            keys,
+            [
+                "at",
+                "content_type",
+                "error",
+                "event",
+                "id",
+                "priority",
+                "reason",
+                "replayable"
+            ]
+        );
         assert_eq!(v["event"]["id"], "a");
+        assert_eq!(
+            v["replayable"], false,
+            "an undecodable event cannot be replayed"
+        );
+        assert_eq!(v["priority"], "interactive");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! original not yet acked). Memory is bounded by the window of publishes in flight, never by
 //! the queue's length.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_lite::StreamExt;
@@ -196,12 +197,12 @@ fn tally(
 }
 
 /// Reads every message `from` held at the start without taking any (nothing is acked; closing
-/// the channel puts them all back in place), up to `limit`.
+/// the channel puts them all back in place), up to `limit` or until `each` returns false.
 pub async fn browse(
     conn: &Connection,
     from: &str,
     limit: Option<u64>,
-    mut each: impl FnMut(&Delivery),
+    mut each: impl FnMut(&Delivery) -> bool,
 ) -> Result<u64, RelayError> {
     let count = u64::from(message_count(conn, from).await?).min(limit.unwrap_or(u64::MAX));
     if count == 0 {
@@ -224,7 +225,9 @@ pub async fn browse(
         match tokio::time::timeout(IDLE, consumer.next()).await {
             Ok(Some(Ok(d))) => {
                 seen += 1;
-                each(&d);
+                if !each(&d) {
+                    break;
+                }
             }
             Ok(Some(Err(e))) => return Err(e.into()),
             Ok(None) | Err(_) => break,
@@ -235,6 +238,18 @@ pub async fn browse(
         .await;
     let _ = ch.close(200, "browse done".into()).await;
     Ok(seen)
+}
+
+/// A connection and a confirmed publisher for an operator command.
+pub async fn open(amqp: &AmqpConfig, name: &str) -> anyhow::Result<(Arc<Connection>, Publisher)> {
+    let conn = Arc::new(crate::amqp::connect(amqp.url.expose(), name).await?);
+    // What a replay or release publishes to must exist, whether a worker ran yet or not.
+    for priority in [Priority::Interactive, Priority::Bulk] {
+        crate::amqp::ensure_queue(&conn, queue_for(amqp, priority)).await?;
+    }
+    let publisher = Publisher::new(crate::metrics::Metrics::new());
+    publisher.attach(&conn).await?;
+    Ok((conn, publisher))
 }
 
 /// The priority a parked or dead-lettered message was of (`x-purge-priority`; interactive when

@@ -214,7 +214,7 @@ impl Consumer {
             Ok(ev) => ev,
             Err(e) => {
                 self.metrics.event("rejected");
-                let dl = DeadLetter::for_event(&e, &delivery.data);
+                let dl = DeadLetter::for_event(&e, &delivery.data).with_content_type(ct.as_deref());
                 // The id and source when the body still has them (valid JSON, bad content).
                 warn!(error = e.code(), reason = %e, bytes = delivery.data.len(),
                     event_id = dl.event_id(), event_source = dl.event_source(),

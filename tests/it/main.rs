@@ -17,6 +17,7 @@ mod cli;
 mod config_errors;
 mod crash;
 mod dead_letters;
+mod dlq;
 mod faults;
 mod ingest;
 mod liveness;
