@@ -59,6 +59,11 @@ impl AmqpConfig {
         format!("{}.parked.{}", self.bulk_queue, provider)
     }
 
+    /// Where a paused provider's items wait until `resume` (no expiry, no dead-letter route).
+    pub fn paused_queue(&self, provider: &str) -> String {
+        format!("{}.paused.{}", self.queue, provider)
+    }
+
     /// The queue a parked item of `priority` waits in.
     pub fn parking_queue_of(&self, provider: &str, priority: crate::event::Priority) -> String {
         match priority {

@@ -139,6 +139,10 @@ pub struct RawRedis {
 #[serde(deny_unknown_fields, default)]
 pub struct RawHttp {
     pub listen: Option<String>,
+    /// `IP:port` of the HTTP ingest (`POST /v1/purges`); off unless set.
+    pub ingest_listen: Option<String>,
+    /// The environment variable holding the ingest's `name:token` pairs.
+    pub ingest_tokens_env: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,6 +216,8 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Address of `/metrics`, `/healthz`, `/readyz`.
     pub listen: SocketAddr,
+    /// The HTTP ingest (`http.ingest_listen`, `http.ingest_tokens_env`).
+    pub ingest: crate::ingest::Settings,
     pub batching: BatchingConfig,
     /// At least one provider (the built-in emulator when no file was given).
     pub providers: Vec<ProviderConfig>,

@@ -32,9 +32,29 @@ pub const MAX_MAX_BYTES: usize = 64 << 20;
 /// Characters of the reason a clipped record keeps, so its fixed part always fits the cap.
 const CLIPPED_REASON_CHARS: usize = 300;
 
+/// The class of an event (CONTRACT §3). Dead-letter records and parked messages carry it so a
+/// replay or a release goes back to the queue of its class ([`crate::relay::queue_for`]).
+pub use crate::event::Priority;
+
+/// The content type of every record and of every replayable event.
+const JSON: &str = "application/json";
+
+/// A fresh record id.
+fn new_id() -> String {
+    format!("dl-{:016x}", rand::random::<u64>())
+}
+
 /// One dead-letter record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetter {
+    /// The record's own id (`dl-` and 16 hex digits): what `dlq show ID` takes.
+    pub id: String,
+    /// When the record was made (Unix seconds).
+    pub at: i64,
+    /// The class of the event; a replay goes back to the queue of this class.
+    pub priority: Priority,
+    /// The content type a replay is published with.
+    pub content_type: String,
     /// Bounded code: our own (`invalid_json`, `unknown_host`, ...) or `provider_rejected`.
     pub error: String,
     /// A sentence for humans.
@@ -53,9 +73,9 @@ pub struct DeadLetter {
     /// Per-item detail when several items are reported together.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub items: Vec<ItemDetail>,
-    /// `Some(false)` when the record holds only a clipped copy of its event; absent otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replayable: Option<bool>,
+    /// Whether `dlq replay` can republish the record's event: false for an event that could not
+    /// be decoded (replaying it would only dead-letter it again) and for a clipped record.
+    pub replayable: bool,
     /// What was cut from a record over the size cap.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clipped: Option<Clipped>,
@@ -107,6 +127,10 @@ impl DeadLetter {
             ),
         };
         DeadLetter {
+            id: new_id(),
+            at: crate::quota::unix_now(),
+            priority: Priority::Interactive,
+            content_type: JSON.into(),
             error: err.code().to_string(),
             reason: err.to_string(),
             event,
@@ -114,7 +138,7 @@ impl DeadLetter {
             provider_code: None,
             provider: None,
             items: Vec::new(),
-            replayable: None,
+            replayable: false,
             clipped: None,
             body: Some(body.to_vec()),
         }
@@ -153,6 +177,10 @@ impl DeadLetter {
                 };
                 let reason = summarize(&mine.iter().map(|r| &r.error).collect::<Vec<_>>());
                 DeadLetter {
+                    id: new_id(),
+                    at: crate::quota::unix_now(),
+                    priority: event.priority,
+                    content_type: JSON.into(),
                     error: code.to_string(),
                     reason,
                     event: serde_json::to_value(&bad).unwrap_or(Value::Null),
@@ -166,7 +194,7 @@ impl DeadLetter {
                             reason: r.error.to_string(),
                         })
                         .collect(),
-                    replayable: None,
+                    replayable: true,
                     clipped: None,
                     body: None,
                 }
@@ -192,6 +220,10 @@ impl DeadLetter {
             origin.source.clone(),
         );
         DeadLetter {
+            id: new_id(),
+            at: crate::quota::unix_now(),
+            priority: Priority::Interactive,
+            content_type: JSON.into(),
             error: "provider_rejected".into(),
             reason: format!(
                 "provider `{provider}` refused {} {}: {code}: {}",
@@ -204,10 +236,18 @@ impl DeadLetter {
             provider_code: Some(code.to_string()),
             provider: Some(provider.to_string()),
             items: Vec::new(),
-            replayable: None,
+            replayable: true,
             clipped: None,
             body: None,
         }
+    }
+
+    /// This record with the content type the event came with (a replay uses it).
+    pub fn with_content_type(mut self, content_type: Option<&str>) -> DeadLetter {
+        if let Some(ct) = content_type {
+            self.content_type = clip(ct, 200).into_owned();
+        }
+        self
     }
 
     /// The `id` of the event this record holds, for log lines (`event_id`), when it has one.
@@ -241,6 +281,14 @@ impl DeadLetter {
             "x-purge-reason".into(),
             AMQPValue::LongString(LongString::from(clip(&self.reason, 1000).into_owned())),
         );
+        headers.insert(
+            "x-purge-record-id".into(),
+            AMQPValue::LongString(LongString::from(self.id.clone())),
+        );
+        headers.insert(
+            "x-purge-priority".into(),
+            AMQPValue::LongString(LongString::from(self.priority.as_str())),
+        );
         if let Some(code) = &self.provider_code {
             headers.insert(
                 "x-purge-provider-code".into(),
@@ -248,7 +296,9 @@ impl DeadLetter {
             );
         }
         let props = BasicProperties::default()
-            .with_content_type("application/json".into())
+            .with_content_type(JSON.into())
+            .with_message_id(self.id.clone().into())
+            .with_timestamp(self.at.max(0) as u64)
             .with_delivery_mode(2)
             .with_headers(headers);
         (body, props)
@@ -268,6 +318,10 @@ impl DeadLetter {
             ),
         };
         let mut out = DeadLetter {
+            id: self.id.clone(),
+            at: self.at,
+            priority: self.priority,
+            content_type: self.content_type.clone(),
             error: self.error.clone(),
             reason: clip(&self.reason, CLIPPED_REASON_CHARS).into_owned(),
             event: Value::String(String::new()),
@@ -278,7 +332,7 @@ impl DeadLetter {
                 .map(|c| clip(c, 100).into_owned()),
             provider: self.provider.clone(),
             items: Vec::new(),
-            replayable: Some(false),
+            replayable: false,
             clipped: Some(Clipped {
                 of,
                 size_bytes: original.len(),
@@ -362,123 +416,4 @@ fn summarize(errors: &[&ItemError]) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn undecodable_bodies_are_kept_whole() {
-        let d = DeadLetter::for_event(&EventError::InvalidUtf8(1), b"\xff\xfe");
-        assert_eq!(d.event, Value::Null);
-        assert_eq!(d.event_base64.as_deref(), Some("//4="));
-        let d = DeadLetter::for_event(&EventError::InvalidJson("x".into()), b"{nope");
-        assert_eq!(d.event, Value::String("{nope".into()));
-        let (body, props) = d.to_message();
-        let back: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(back["error"], "invalid_json");
-        assert!(
-            props
-                .headers()
-                .as_ref()
-                .unwrap()
-                .contains_key("x-purge-reason")
-        );
-    }
-
-    #[test]
-    fn records_name_their_event_for_logs() {
-        let body = br#"{"id": "cms-4711", "source": "cms-prod", "urls": []}"#;
-        let d = DeadLetter::for_event(&EventError::InvalidJson("x".into()), body);
-        assert_eq!(d.event_id(), Some("cms-4711"));
-        assert_eq!(d.event_source(), Some("cms-prod"));
-        let d = DeadLetter::for_event(&EventError::InvalidJson("x".into()), b"{nope");
-        assert_eq!((d.event_id(), d.event_source()), (None, None));
-        let d = DeadLetter::for_event(&EventError::InvalidJson("x".into()), br#"{"id": 7}"#);
-        assert_eq!(d.event_id(), None, "only a string id is an event id");
-    }
-
-    fn parsed(d: &DeadLetter, max: usize) -> Value {
-        let (body, _) = d.to_message_within(max);
-        assert!(body.len() <= max, "{} bytes over the cap {max}", body.len());
-        serde_json::from_slice(&body).unwrap()
-    }
-
-    #[test]
-    fn records_under_the_cap_keep_their_shape() {
-        let body = br#"{"id": "a", "urls": ["x"]}"#;
-        let d = DeadLetter::for_event(&EventError::InvalidJson("x".into()), body);
-        let v = parsed(&d, MIN_MAX_BYTES);
-        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        keys.sort_unstable();
-        assert_eq!(keys, ["error", "event", "reason"]);
-        assert_eq!(v["event"]["id"], "a");
-    }
-
-    #[test]
-    fn oversize_records_carry_a_prefix_size_and_digest() {
-        // Quotes and control characters grow under JSON escaping: the cap still holds.
-        let text: String = (0..100_000)
-            .map(|i| ['a', '"', '\u{1}', '新'][i % 4])
-            .collect();
-        let d = DeadLetter::for_event(&EventError::InvalidJson("x".into()), text.as_bytes());
-        let v = parsed(&d, MIN_MAX_BYTES);
-        assert_eq!(v["replayable"], false);
-        assert_eq!(v["error"], "invalid_json");
-        let c = &v["clipped"];
-        assert_eq!(c["of"], "body");
-        assert_eq!(c["size_bytes"], text.len());
-        assert_eq!(c["sha256"], hex::encode(Sha256::digest(text.as_bytes())));
-        let prefix = v["event"].as_str().unwrap();
-        assert!(
-            prefix.len() > 500,
-            "a useful prefix is kept: {}",
-            prefix.len()
-        );
-        assert!(text.starts_with(prefix));
-        assert_eq!(c["kept_bytes"], prefix.len());
-    }
-
-    #[test]
-    fn hostile_records_stay_under_the_cap() {
-        let binary: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
-        let d = DeadLetter::for_event(&EventError::InvalidUtf8(1), &binary);
-        let v = parsed(&d, MIN_MAX_BYTES);
-        assert_eq!(v["clipped"]["size_bytes"], binary.len());
-        assert!(v.get("event_base64").is_none());
-
-        let event = Event {
-            urls: Vec::new(),
-            dirs: Vec::new(),
-            regex: Vec::new(),
-            headers: Vec::new(),
-            flush_type: Default::default(),
-            id: Some("many".into()),
-            source: None,
-            priority: Default::default(),
-        };
-        let rejected: Vec<RejectedItem> = (0..2000)
-            .map(|i| RejectedItem {
-                kind: Kind::Url,
-                raw: format!("ftp://www.example.com/{i}/{}", "\"".repeat(300)),
-                error: ItemError::UnsupportedScheme("ftp".into()),
-            })
-            .collect();
-        let records = DeadLetter::for_rejected(&event, &rejected);
-        let v = parsed(&records[0], 64 * 1024);
-        assert_eq!(v["clipped"]["of"], "event");
-        let kept = v["items"].as_array().unwrap().len();
-        assert!(kept > 0, "some item details are kept");
-        assert_eq!(v["clipped"]["items_dropped"], 2000 - kept);
-    }
-
-    #[test]
-    fn json_prefix_never_splits_a_character() {
-        let s = "新闻新闻";
-        assert_eq!(json_prefix(s.as_bytes(), 7), ("新闻".to_string(), 6));
-        assert_eq!(json_prefix(s.as_bytes(), 4), ("新".to_string(), 3));
-        let broken = &s.as_bytes()[..4];
-        assert_eq!(json_prefix(broken, 10), ("新\u{FFFD}".to_string(), 4));
-        assert_eq!(json_prefix(b"a\xffb", 10), ("a\u{FFFD}b".to_string(), 3));
-        assert_eq!(json_prefix(b"\"\"\"", 5), ("\"\"".to_string(), 2));
-    }
-}
+mod tests;

@@ -11,13 +11,14 @@
 //! grants it could not use; the script is the authority across replicas.
 
 mod answer;
+mod control;
 mod core;
 mod decide;
 mod publish;
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Duration, Instant, sleep_until};
 use tracing::{info, warn};
@@ -36,6 +37,7 @@ use crate::quota::{Admission, QuotaStore, Reservation, Want, bulk_limit, unix_no
 use crate::ratelimit::MultiWindow;
 use crate::ratelimit::shared::SharedRate;
 
+pub use self::control::{Control, DispatchState};
 pub use self::core::AUTH_PROBE_INTERVAL;
 use self::core::{Core, Next, Settings, later};
 use self::decide::RetryPolicy;
@@ -80,9 +82,15 @@ pub struct DispatcherParts {
     pub parking_queue: String,
     /// Where bulk items over their share wait (it returns them to the bulk queue).
     pub bulk_parking_queue: String,
+    /// Where items wait while an operator has paused the provider.
+    pub paused_queue: String,
     pub dead_letter_queue: String,
     /// The provider's cluster-wide rate windows (shared by every replica on the same Redis).
     pub shared_rate: SharedRate,
+    /// The operator's pause and release, as read from Redis.
+    pub control: watch::Receiver<Control>,
+    /// Where this dispatcher reports its state (for `status` and releasing paused items).
+    pub state: watch::Sender<DispatchState>,
 }
 
 /// What an admission asked of the pump.
@@ -110,6 +118,8 @@ enum Outcome {
         done: usize,
         /// The class of a parking publish; `None` for dead letters.
         parking: Option<Priority>,
+        /// A move to the paused queue (counted in `pause_parking` until it ends).
+        pause: bool,
         failed: Vec<PendingItem>,
     },
 }
@@ -185,6 +195,8 @@ pub fn spawn(
         wake_at: None,
         rate_waiting_since: None,
         escalations: 0,
+        release: None,
+        pause_parking: 0,
     };
     let span = tracing::info_span!("dispatcher", provider = %d.p.config.name, kind = d.p.config.kind.as_str());
     tokio::spawn(tracing::Instrument::instrument(d.run(input), span))
@@ -207,15 +219,22 @@ struct Dispatcher {
     epoch: u64,
     /// The core's escalation count already exported.
     escalations: u64,
+    /// The operator's release counter last seen (`None` before the first read).
+    release: Option<u64>,
+    /// Items in moves to the paused queue under way.
+    pause_parking: usize,
 }
 
 impl Dispatcher {
     async fn run(mut self, mut input: mpsc::Receiver<Vec<Incoming>>) {
         let mut input_open = true;
         let mut deadline: Option<Instant> = None;
+        let mut control = self.p.control.clone();
+        let mut control_open = true;
         loop {
             self.pump().await;
             self.update_gauges();
+            self.publish_state();
             if !input_open && self.core.is_idle() && self.armed.is_none() {
                 break;
             }
@@ -247,6 +266,14 @@ impl Dispatcher {
                         self.core.draining = true;
                         deadline = Some(later(Instant::now(), self.p.drain_timeout));
                     }
+                },
+                changed = control.changed(), if control_open => match changed {
+                    Ok(()) => {
+                        let c = *control.borrow_and_update();
+                        self.apply_control(c).await;
+                    }
+                    // The watcher ended (shutdown): keep the last state.
+                    Err(_) => control_open = false,
                 },
                 _ = sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {}
                 _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
@@ -296,8 +323,8 @@ impl Dispatcher {
             }
         }
         loop {
-            for (lane, priority, items, until) in self.core.take_parkable() {
-                self.spawn_park(lane, priority, items, until);
+            for (lane, priority, items, why) in self.core.take_parkable() {
+                self.spawn_park(lane, priority, items, why);
             }
             let now = Instant::now();
             if let Some(a) = self.armed.take() {

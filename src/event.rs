@@ -50,7 +50,9 @@ pub struct Event {
 /// Which class an event's items belong to. Interactive items (editors, CMS publishes) go first
 /// into every call and may spend the whole quota; bulk items (re-indexes, `publish --file`) fill
 /// what is left and stop at `limit × (1 − interactive_reserve)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
     /// Someone waits for it: first into every call, may spend the reserve.

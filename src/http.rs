@@ -67,6 +67,13 @@ impl Readiness {
     pub fn set_amqp(&self, up: bool) {
         self.update(|s| s.amqp = up);
     }
+    /// Whether the consumer is connected to RabbitMQ now (the HTTP ingest answers 503 when not).
+    pub fn amqp_connected(&self) -> bool {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .amqp
+    }
     /// Whether Redis answered the last PING.
     pub fn set_redis(&self, up: bool) {
         self.update(|s| s.redis = up);

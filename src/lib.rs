@@ -46,6 +46,10 @@
 //!   tests and demos.
 //! - [`metrics`], [`http`]: Prometheus registry (typed handles per provider in
 //!   `metrics/provider.rs`) and `/metrics` `/healthz` `/readyz`.
+//! - [`control`]: operator control through Redis (pause flags, parked releases, each
+//!   replica's state for `status`, the audit trail) and the worker stage that follows it.
+//! - [`relay`]: moving messages between queues with confirms (releases, dead-letter replay).
+//! - [`ingest`]: `POST /v1/purges` for publishers that cannot speak AMQP (CONTRACT §6).
 //! - [`queue_depth`]: `purge_queue_messages` from passive declares on the consumer's connection.
 //! - [`secret`]: credentials that never reach logs, metrics or errors.
 //! - [`worker`]: wires the stages together: `Worker::start(config, shutdown)`; stage supervision
@@ -70,12 +74,14 @@ pub mod cache_key;
 pub mod coalesce;
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod dead_letter;
 pub mod dispatch;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod event;
 pub mod http;
+pub mod ingest;
 pub mod ledger;
 pub mod logging;
 pub mod metrics;
@@ -84,6 +90,7 @@ pub mod purge;
 pub mod queue_depth;
 pub mod quota;
 pub mod ratelimit;
+pub mod relay;
 pub mod routing;
 pub mod secret;
 pub mod worker;

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "emulator")]
 use purge_worker::commands::emulator;
-use purge_worker::commands::{self, check, publish, quota, run};
+use purge_worker::commands::{self, check, dlq, parked, pause, publish, quota, run};
 use purge_worker::config::ConfigError;
 use purge_worker::logging::LogSink;
 
@@ -47,6 +47,16 @@ enum Command {
     Quota(quota::QuotaArgs),
     /// Validate the configuration and say exactly what is wrong.
     Check(check::CheckArgs),
+    /// Inspect the dead-letter queue and replay its events (with confirms) once the cause is fixed.
+    Dlq(dlq::DlqArgs),
+    /// What waits for quota or a resume, and releasing it now (after a quota increase).
+    Parked(parked::ParkedArgs),
+    /// Stop calls to one provider on every replica within a second (items wait, nothing is lost).
+    Pause(pause::PauseArgs),
+    /// Restart calls to a paused provider and release its waiting items.
+    Resume(pause::ResumeArgs),
+    /// Each provider's state across the cluster: running, paused, auth-stopped, parked until.
+    Status(pause::StatusArgs),
 }
 
 /// Longest wait for the last log lines at exit (stdout may be stalled).
@@ -174,6 +184,11 @@ fn main() -> ExitCode {
             Command::Publish(a) => publish::run(a).await,
             Command::Quota(a) => quota::run(a).await,
             Command::Check(a) => check::run(a),
+            Command::Dlq(a) => dlq::run(a).await,
+            Command::Parked(a) => parked::run(a).await,
+            Command::Pause(a) => pause::pause(a).await,
+            Command::Resume(a) => pause::resume(a).await,
+            Command::Status(a) => pause::status(a).await,
         }
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);

@@ -97,6 +97,8 @@ pub struct Metrics {
     /// every stage task still running). Set by
     /// `http::Readiness` whenever an input changes, so "not ready" can be alerted on from metrics.
     pub ready: IntGaugeVec,
+    /// Pause and HTTP ingest metrics ([`ops`]).
+    pub ops: OpsMetrics,
 }
 
 /// `purge_queue_messages` label for the purge queue.
@@ -114,7 +116,9 @@ pub const READY_PROVIDERS: &str = "providers";
 /// `purge_ready` label: no stage task (dispatcher, ledger, consumer) has ended unexpectedly.
 pub const READY_STAGES: &str = "stages";
 
+pub mod ops;
 mod provider;
+pub use ops::OpsMetrics;
 pub use provider::{KindMetrics, ProviderMetrics, RetryReason};
 
 impl std::fmt::Debug for Metrics {
@@ -355,6 +359,7 @@ impl Metrics {
                 "1 while a /readyz check passes: amqp connected, redis answering, no provider stopped.",
                 &["dependency"],
             ),
+            ops: OpsMetrics::register(&r),
             registry: r,
         };
         m.build_info

@@ -59,6 +59,11 @@ impl ConnectionSlot {
         self.0.send_replace(Some(conn.clone()));
     }
 
+    /// Follows the current connection (the control stage releases paused queues through it).
+    pub fn subscribe(&self) -> watch::Receiver<Option<Arc<Connection>>> {
+        self.0.subscribe()
+    }
+
     /// No connection (it was lost): the counts are unknown until the next `attach`.
     pub fn detach(&self) {
         self.0.send_replace(None);

@@ -16,14 +16,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::amqp::Publisher;
 use crate::config::{Config, ProviderConfig};
-use crate::dispatch::{self, DispatcherParts, Incoming};
+use crate::control::{self, ControlStore};
+use crate::dispatch::{self, Control, DispatchState, DispatcherParts, Incoming};
 use crate::http::{self, Readiness};
 use crate::metrics::Metrics;
 use crate::provider::{Provider, api};
@@ -55,6 +56,8 @@ pub fn build_provider(cfg: &ProviderConfig) -> anyhow::Result<Arc<dyn Provider>>
 pub struct Worker {
     /// Where `/metrics`, `/healthz` and `/readyz` are served (useful with port 0).
     pub http_addr: SocketAddr,
+    /// Where `POST /v1/purges` is served, when `http.ingest_listen` is set.
+    pub ingest_addr: Option<SocketAddr>,
     /// The worker's metrics (tests read them directly).
     pub metrics: Metrics,
     task: JoinHandle<anyhow::Result<()>>,
@@ -89,6 +92,9 @@ impl Worker {
         let readiness = Arc::new(Readiness::new(&metrics));
         let quota = QuotaStore::connect(config.redis.url.expose(), &config.redis.key_prefix)
             .context("redis.url is not a usable Redis URL")?;
+        let control_store =
+            ControlStore::connect(config.redis.url.expose(), &config.redis.key_prefix)
+                .context("redis.url is not a usable Redis URL")?;
         let http_shutdown = CancellationToken::new();
         let (http_addr, http_task) = http::serve(
             config.listen,
@@ -121,9 +127,18 @@ impl Worker {
         stages.watch("ledger".into(), ledger_task);
         let publisher = Publisher::new(metrics.clone());
         let mut senders = Vec::with_capacity(config.providers.len());
+        let mut watched = Vec::with_capacity(config.providers.len());
         for (p, provider) in config.providers.iter().zip(providers) {
             let (tx, rx) = mpsc::channel::<Vec<Incoming>>(DISPATCH_CHANNEL);
             senders.push(tx);
+            let (control_tx, control_rx) = watch::channel(Control::default());
+            let (state_tx, state_rx) = watch::channel(DispatchState::default());
+            watched.push(control::watcher::Watched {
+                name: p.name.clone(),
+                control: control_tx,
+                state: state_rx,
+                paused_queue: config.amqp.paused_queue(&p.name),
+            });
             let parts = DispatcherParts {
                 config: p.clone(),
                 provider,
@@ -144,6 +159,9 @@ impl Worker {
                     &p.rate_limits,
                     config.redis.shared_rate_limits,
                 ),
+                paused_queue: config.amqp.paused_queue(&p.name),
+                control: control_rx,
+                state: state_tx,
             };
             stages.watch(format!("dispatcher {}", p.name), dispatch::spawn(parts, rx));
         }
@@ -151,6 +169,39 @@ impl Worker {
         let depth_slot = ConnectionSlot::default();
         let depth = queue_depth::spawn(&config.amqp, &depth_slot, metrics.clone(), stop.clone());
         stages.watch("queue depth poller".into(), depth);
+        let watcher = control::watcher::Watcher {
+            store: control_store,
+            replica: control::replica_id(),
+            providers: watched,
+            amqp: config.amqp.clone(),
+            publisher: publisher.clone(),
+            connection: depth_slot.subscribe(),
+        };
+        stages.watch("control".into(), tokio::spawn(watcher.run(stop.clone())));
+        let ingest_addr = match config.ingest.listen {
+            None => None,
+            Some(listen) => {
+                let parts = crate::ingest::IngestParts {
+                    settings: config.ingest.clone(),
+                    publisher: publisher.clone(),
+                    router: Router::new(config.providers.iter().map(ProviderConfig::routes)),
+                    amqp: config.amqp.clone(),
+                    max_event_bytes: config.batching.max_event_bytes,
+                    readiness: readiness.clone(),
+                    metrics: metrics.clone(),
+                };
+                // Stops with the other stages, before the publisher closes: no request is
+                // answered 202 without a confirm.
+                let (addr, task) = crate::ingest::serve(listen, parts, stop.clone())
+                    .await
+                    // The stages already started stop again.
+                    .inspect_err(|_| stop.cancel())
+                    .with_context(|| format!("cannot listen on http.ingest_listen = {listen}"))?;
+                stages.watch("http ingest".into(), task);
+                info!(%addr, tokens = config.ingest.tokens.len(), "HTTP ingest listening on POST /v1/purges");
+                Some(addr)
+            }
+        };
         let ctx = consumer::Consumer {
             router: Router::new(config.providers.iter().map(ProviderConfig::routes)),
             provider_names: config.providers.iter().map(|p| p.name.clone()).collect(),
@@ -188,6 +239,7 @@ impl Worker {
         });
         Ok(Worker {
             http_addr,
+            ingest_addr,
             metrics,
             task,
         })

@@ -3,8 +3,11 @@
 //! (CONTRACT §1).
 
 pub mod check;
+pub mod dlq;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+pub mod parked;
+pub mod pause;
 pub mod publish;
 pub mod quota;
 pub mod run;

@@ -36,6 +36,10 @@ pub(super) fn check_env_vars(raw: &RawConfig) -> Result<(), ConfigError> {
     let mut refs = vec![
         ("amqp.url_env".to_string(), &raw.amqp.url_env),
         ("redis.url_env".to_string(), &raw.redis.url_env),
+        (
+            "http.ingest_tokens_env".to_string(),
+            &raw.http.ingest_tokens_env,
+        ),
     ];
     for (i, p) in raw.providers.iter().enumerate() {
         for (key, var) in [

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::bounds::{in_range, millis};
-use super::env::literal_or_env;
+use super::env::{from_env, literal_or_env};
 use super::*;
 use crate::routing::HostPattern;
 
@@ -66,6 +66,14 @@ impl Config {
             )
         })?;
 
+        let tokens = match &raw.http.ingest_tokens_env {
+            Some(var) => Some(from_env("http.ingest_tokens_env", var)?),
+            None => None,
+        };
+        let ingest =
+            crate::ingest::Settings::new(raw.http.ingest_listen.as_deref(), tokens.as_deref())
+                .map_err(|e| invalid(e.key, e.reason))?;
+
         let b = &raw.batching;
         let batching = BatchingConfig {
             max_linger: millis(
@@ -117,6 +125,7 @@ impl Config {
                 shared_rate_limits: raw.redis.shared_rate_limits.unwrap_or(true),
             },
             listen,
+            ingest,
             batching,
             providers,
         })

@@ -33,8 +33,12 @@ impl Dispatcher {
                 lane,
                 done,
                 parking,
+                pause,
                 failed,
             } => {
+                if pause {
+                    self.pause_parking -= done + failed.len();
+                }
                 if let Some(p) = parking
                     && let Some(m) = self.m.kind(self.core.lanes[lane].key.kind)
                 {

@@ -38,6 +38,9 @@ pub enum Gate {
     AuthStopped { probe_at: Instant },
     /// The quota of this kind is spent until `until` (`until_unix` in Unix seconds).
     Parked { until: Instant, until_unix: i64 },
+    /// An operator paused the provider (`purge-worker pause`): no call goes, and waiting items
+    /// move durably to the provider's paused queue until `resume`.
+    Paused,
 }
 
 impl Gate {
@@ -50,6 +53,7 @@ impl Gate {
             Gate::AuthStopped { probe_at } if now < probe_at => Err(Some(probe_at)),
             Gate::AuthStopped { .. } if calls > 0 => Err(None),
             Gate::AuthStopped { .. } => Ok(()),
+            Gate::Paused => Err(None),
         }
     }
 }
@@ -68,6 +72,15 @@ pub struct Settings {
     /// The fewest URLs one directory purge must replace to save quota
     /// ([`crate::coalesce::escalate::min_urls`]); `None`: never escalate.
     pub escalation_min_urls: Option<u64>,
+}
+
+/// Why items leave a lane for a parking queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParkFor {
+    /// The kind's quota is spent: they expire back into the purge queue at `until_unix`.
+    Quota { until_unix: i64 },
+    /// The provider is paused: they wait in its paused queue until `resume` releases them.
+    Pause,
 }
 
 /// The next step the shell should take.
@@ -118,6 +131,9 @@ pub struct Core {
     pub quota_gates: [[Gate; 2]; 2],
     /// Directory escalations so far (the shell exports the count).
     pub escalations: u64,
+    /// The operator's gate: `Open` or `Paused`. Apart from [`Core::gate`] so a resume returns
+    /// to whatever backoff or auth stop was in force.
+    pub pause: Gate,
     /// Calls taken and not yet answered (including one waiting for its rate permit).
     pub calls: usize,
     /// Consecutive failed calls.
@@ -144,6 +160,7 @@ impl Core {
             gate: Gate::Open,
             quota_gates: [[Gate::Open; 2]; 2],
             escalations: 0,
+            pause: Gate::Open,
             calls: 0,
             streak: 0,
             successes: 0,
@@ -229,6 +246,9 @@ impl Core {
 
     /// The next batch that is due and allowed now, or when to look again.
     pub fn next(&mut self, now: Instant) -> Next {
+        if let Err(at) = self.pause.admits(now, self.calls) {
+            return Next::Wait(at);
+        }
         if let Err(at) = self.gate.admits(now, self.calls) {
             return Next::Wait(at);
         }
@@ -394,16 +414,42 @@ impl Core {
         true
     }
 
-    /// Lanes with items of a parked class to move to the parking queue: takes them (the lane
-    /// counts them in flight until [`Core::settled`]) and returns (lane, class, items,
-    /// until_unix).
-    pub fn take_parkable(&mut self) -> Vec<(usize, Priority, Vec<PendingItem>, i64)> {
+    /// Pauses (`true`) or resumes the provider; returns whether that changed anything.
+    pub fn set_paused(&mut self, paused: bool) -> bool {
+        let gate = if paused { Gate::Paused } else { Gate::Open };
+        std::mem::replace(&mut self.pause, gate) != gate
+    }
+
+    /// Opens every parked quota gate (an operator released parked items after a quota
+    /// increase); returns whether one was parked. The next reservation still checks the quota.
+    pub fn unpark_all(&mut self) -> bool {
+        let mut any = false;
+        for g in self.quota_gates.iter_mut().flatten() {
+            if matches!(g, Gate::Parked { .. }) {
+                *g = Gate::Open;
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Whether an operator paused the provider.
+    pub fn paused(&self) -> bool {
+        self.pause == Gate::Paused
+    }
+
+    /// Lanes with items of a parked class (or, while the provider is paused, of any class) to
+    /// move out: takes them (the lane counts them in flight until [`Core::settled`]) and returns
+    /// (lane, class, items, where they go).
+    pub fn take_parkable(&mut self) -> Vec<(usize, Priority, Vec<PendingItem>, ParkFor)> {
         let mut out = Vec::new();
+        let paused = self.paused();
         for (i, lane) in self.lanes.iter_mut().enumerate() {
             for priority in Priority::ALL {
-                let gate = self.quota_gates[quota_index(lane.key.kind)][priority.index()];
-                let Gate::Parked { until_unix, .. } = gate else {
-                    continue;
+                let why = match self.quota_gates[quota_index(lane.key.kind)][priority.index()] {
+                    _ if paused => ParkFor::Pause,
+                    Gate::Parked { until_unix, .. } => ParkFor::Quota { until_unix },
+                    _ => continue,
                 };
                 if lane.parking[priority.index()] || lane.waiting_of(priority) == 0 {
                     continue;
@@ -411,7 +457,7 @@ impl Core {
                 let items = lane.take_all_of(priority);
                 lane.parking[priority.index()] = true;
                 lane.in_flight += items.len();
-                out.push((i, priority, items, until_unix));
+                out.push((i, priority, items, why));
             }
         }
         out
@@ -466,5 +512,7 @@ fn isolate(mut items: Vec<PendingItem>) -> Vec<Vec<PendingItem>> {
 mod finish;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pause;
 #[cfg(test)]
 mod tests_priority;

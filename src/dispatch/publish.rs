@@ -7,6 +7,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use tokio::time::Duration;
 use tracing::warn;
 
+use super::core::ParkFor;
 use super::{Dispatcher, Outcome};
 use crate::cache_key::clip;
 use crate::coalesce::{PendingItem, waiters_of};
@@ -99,6 +100,7 @@ impl Dispatcher {
                 lane,
                 done: items.len(),
                 parking: None,
+                pause: false,
                 failed: Vec::new(),
             }
         });
@@ -106,35 +108,48 @@ impl Dispatcher {
 
     /// Moves items of a parked kind and class to the provider's parking queue of that class, as
     /// purge events that expire back into the purge queue (bulk: the bulk queue, and marked
-    /// bulk) at the reset; completes them once confirmed.
+    /// bulk) at the reset, or the items of a paused provider to its paused queue (no expiry:
+    /// `resume` releases them); completes them once confirmed.
     pub(super) fn spawn_park(
         &mut self,
         lane: usize,
         priority: Priority,
         items: Vec<PendingItem>,
-        until: i64,
+        why: ParkFor,
     ) {
         let key = self.core.lanes[lane].key.clone();
-        // One extra second so our own clock has certainly passed the reset when they return.
-        let ttl_ms = (until.saturating_sub(unix_now()).max(0) as u64).saturating_add(1) * 1000;
         let mut headers = FieldTable::default();
-        headers.insert("x-purge-parked-until".into(), AMQPValue::LongLongInt(until));
         headers.insert(
             "x-purge-provider".into(),
             AMQPValue::LongString(LongString::from(self.p.config.name.clone())),
         );
-        let props = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_expiration(ttl_ms.to_string().into())
-            .with_headers(headers);
-        let (publisher, ledger, queue) = (
-            self.p.publisher.clone(),
-            self.p.ledger.clone(),
-            match priority {
-                Priority::Interactive => self.p.parking_queue.clone(),
-                Priority::Bulk => self.p.bulk_parking_queue.clone(),
-            },
+        headers.insert(
+            "x-purge-priority".into(),
+            AMQPValue::LongString(LongString::from(priority.as_str())),
         );
+        let mut props = BasicProperties::default().with_content_type("application/json".into());
+        let pause = why == ParkFor::Pause;
+        let queue = match why {
+            ParkFor::Quota { until_unix: until } => {
+                // One extra second so our own clock has certainly passed the reset when they
+                // return.
+                let ttl_ms =
+                    (until.saturating_sub(unix_now()).max(0) as u64).saturating_add(1) * 1000;
+                headers.insert("x-purge-parked-until".into(), AMQPValue::LongLongInt(until));
+                props = props.with_expiration(ttl_ms.to_string().into());
+                match priority {
+                    Priority::Interactive => self.p.parking_queue.clone(),
+                    Priority::Bulk => self.p.bulk_parking_queue.clone(),
+                }
+            }
+            ParkFor::Pause => {
+                self.pause_parking += items.len();
+                headers.insert("x-purge-paused".into(), AMQPValue::Boolean(true));
+                self.p.paused_queue.clone()
+            }
+        };
+        let props = props.with_headers(headers);
+        let (publisher, ledger) = (self.p.publisher.clone(), self.p.ledger.clone());
         self.tasks.spawn(async move {
             let mut rest = items;
             let mut parked = 0;
@@ -161,6 +176,7 @@ impl Dispatcher {
                         lane,
                         done: parked,
                         parking: Some(priority),
+                        pause,
                         failed,
                     };
                 }
@@ -171,6 +187,7 @@ impl Dispatcher {
                 lane,
                 done: parked,
                 parking: Some(priority),
+                pause,
                 failed: Vec::new(),
             }
         });

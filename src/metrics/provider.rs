@@ -84,6 +84,8 @@ pub struct ProviderMetrics {
     retries: [IntCounter; 4],
     pub auth_failures: IntCounter,
     pub stopped: IntGauge,
+    /// `purge_paused{provider}`.
+    pub paused: IntGauge,
     pub rate_limit_wait: Counter,
 }
 
@@ -160,6 +162,7 @@ impl Metrics {
             retries: RetryReason::ALL.map(|r| self.retries.with_label_values(&[name, r.as_str()])),
             auth_failures: self.auth_failures.with_label_values(&[name]),
             stopped: self.provider_stopped.with_label_values(&[name]),
+            paused: self.ops.paused.with_label_values(&[name]),
             rate_limit_wait: self.rate_limit_wait.with_label_values(&[name]),
         }
     }

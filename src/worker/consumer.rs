@@ -119,6 +119,7 @@ async fn session(c: &mut Consumer, shutdown: &CancellationToken) -> anyhow::Resu
     for name in &c.provider_names {
         amqp::ensure_parking_queue(&conn, &a.parking_queue(name), &a.queue).await?;
         amqp::ensure_parking_queue(&conn, &a.bulk_parking_queue(name), &a.bulk_queue).await?;
+        amqp::ensure_queue(&conn, &a.paused_queue(name)).await?;
     }
     c.publisher.attach(&conn).await?;
     c.queue_depth.attach(&conn);
@@ -244,7 +245,7 @@ impl Consumer {
             }
             Err(e) => {
                 self.metrics.event("rejected");
-                let dl = DeadLetter::for_event(&e, &delivery.data);
+                let dl = DeadLetter::for_event(&e, &delivery.data).with_content_type(ct.as_deref());
                 // The id and source when the body still has them (valid JSON, bad content).
                 warn!(error = e.code(), reason = %e, bytes = delivery.data.len(),
                     event_id = dl.event_id(), event_source = dl.event_source(),

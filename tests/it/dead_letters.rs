@@ -62,7 +62,9 @@ async fn an_oversize_event_is_dead_lettered_clipped_and_the_next_one_whole() {
     let (whole, code) = &dead[1];
     assert_eq!(code.as_deref(), Some("unsupported_scheme"));
     assert_eq!(whole["event"]["id"], "after-1");
-    assert!(whole.get("clipped").is_none() && whole.get("replayable").is_none());
+    assert!(whole.get("clipped").is_none() && whole["replayable"] == true);
+    assert!(whole["id"].as_str().is_some_and(|id| id.starts_with("dl-")));
+    assert_eq!(whole["priority"], "interactive");
     w.stop().await;
     env.cleanup().await;
     emu.shutdown().await;

@@ -375,7 +375,7 @@ async fn a_parked_kind_never_holds_up_the_other_kind() {
     let parkable = core.take_parkable();
     assert_eq!(parkable.len(), 1);
     assert_eq!(parkable[0].2.len(), 3);
-    assert_eq!(parkable[0].3, 3600);
+    assert_eq!(parkable[0].3, ParkFor::Quota { until_unix: 3600 });
     tokio::time::advance(LINGER).await;
     let now = Instant::now();
     let Next::Send { lane, items } = core.next(now) else {

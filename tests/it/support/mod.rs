@@ -277,6 +277,11 @@ impl TestEnv {
         format!("{}.parked.{provider}", self.bulk)
     }
 
+    /// The paused queue of a provider.
+    pub fn paused(&self, provider: &str) -> String {
+        format!("{}.paused.{provider}", self.queue)
+    }
+
     /// Deletes the test's queues and Redis keys. Also done on drop (so a failing test leaves
     /// nothing behind either), from a helper thread with its own connections.
     pub async fn cleanup(mut self) {
@@ -289,6 +294,7 @@ impl TestEnv {
         let mut queues = vec![self.queue.clone(), self.bulk.clone(), self.dlq.clone()];
         queues.extend(self.providers.iter().map(|p| self.parking(p)));
         queues.extend(self.providers.iter().map(|p| self.bulk_parking(p)));
+        queues.extend(self.providers.iter().map(|p| self.paused(p)));
         queues
     }
 }
