@@ -88,6 +88,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     for name in &names {
         for (why, queue) in [
             ("quota", cfg.amqp.parking_queue(name)),
+            ("quota", cfg.amqp.bulk_parking_queue(name)),
             ("paused", cfg.amqp.paused_queue(name)),
         ] {
             let mut groups: BTreeMap<(String, &'static str), Group> = BTreeMap::new();
@@ -177,10 +178,17 @@ async fn release(args: ReleaseArgs) -> anyhow::Result<()> {
         // before a replica saw it would be parked again until the reset. Three poll periods is
         // the propagation bound (a replica that cannot read Redis makes no calls anyway).
         tokio::time::sleep(crate::control::POLL_EVERY * 3).await;
-        let moved = relay::release(&conn, &publisher, &cfg.amqp, &cfg.amqp.parking_queue(name))
-            .await
-            .with_context(|| format!("releasing the parked items of `{name}`"))?;
-        let mut outcome = format!("released {} parked messages", moved.moved);
+        let mut released = 0;
+        for queue in [
+            cfg.amqp.parking_queue(name),
+            cfg.amqp.bulk_parking_queue(name),
+        ] {
+            released += relay::release(&conn, &publisher, &cfg.amqp, &queue)
+                .await
+                .with_context(|| format!("releasing the parked items of `{name}` ({queue})"))?
+                .moved;
+        }
+        let mut outcome = format!("released {released} parked messages");
         if pause.is_some() {
             outcome.push_str("; paused, so its paused queue waits for `resume`");
         }
