@@ -14,7 +14,8 @@ use crate::coalesce::Origin;
 
 const LINGER: Duration = Duration::from_millis(500);
 
-fn settings(per_call: usize) -> Settings {
+/// The settings the core tests start from (the other test files adjust them).
+pub(super) fn settings(per_call: usize) -> Settings {
     Settings {
         linger: LINGER,
         retry: RetryPolicy {
@@ -33,7 +34,8 @@ fn settings(per_call: usize) -> Settings {
     }
 }
 
-fn item(url: &str, delivery: DeliveryId, kind: Kind) -> Incoming {
+/// An interactive item, never escalated.
+pub(super) fn item(url: &str, delivery: DeliveryId, kind: Kind) -> Incoming {
     Incoming {
         delivery,
         kind,

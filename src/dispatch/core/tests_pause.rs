@@ -3,44 +3,16 @@
 //! backoff or auth stop that was in force kept.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-
 use tokio::time::{Duration, Instant};
 
+use super::tests::item;
 use super::*;
-use crate::cache_key::CacheKey;
-use crate::coalesce::Origin;
 
 fn settings() -> Settings {
     Settings {
         linger: Duration::from_millis(100),
-        retry: RetryPolicy {
-            backoff: crate::backoff::Backoff::new(
-                Duration::from_millis(200),
-                Duration::from_secs(30),
-            )
-            .expect("valid backoff"),
-            max_attempts: 8,
-        },
         max_in_flight: 4,
-        per_call: [10, 20, 20],
-        url_flush: false,
-        dir_flush: true,
-        escalation_min_urls: None,
-    }
-}
-
-fn item(url: &str, delivery: DeliveryId, kind: Kind) -> Incoming {
-    Incoming {
-        delivery,
-        kind,
-        flush: FlushType::Flush,
-        headers: None,
-        key: CacheKey::from_normalized(url),
-        received: Instant::now(),
-        origin: Arc::new(Origin::default()),
-        priority: crate::event::Priority::Interactive,
-        escalate: 0,
+        ..super::tests::settings(10)
     }
 }
 

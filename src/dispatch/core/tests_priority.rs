@@ -15,20 +15,9 @@ const LINGER: Duration = Duration::from_millis(500);
 
 fn settings(min_urls: Option<u64>) -> Settings {
     Settings {
-        linger: LINGER,
-        retry: RetryPolicy {
-            backoff: crate::backoff::Backoff::new(
-                Duration::from_millis(200),
-                Duration::from_secs(30),
-            )
-            .expect("valid backoff"),
-            max_attempts: 8,
-        },
         max_in_flight: 4,
-        per_call: [1000, 20, 20],
-        url_flush: false,
-        dir_flush: true,
         escalation_min_urls: min_urls,
+        ..super::tests::settings(1000)
     }
 }
 
