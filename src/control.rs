@@ -18,7 +18,7 @@ pub mod watcher;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
@@ -130,14 +130,8 @@ impl std::fmt::Debug for ControlStore {
 impl ControlStore {
     /// Connects lazily (Redis may come later); each command fails fast (2 s) while it is away.
     pub fn connect(url: &str, key_prefix: &str) -> Result<ControlStore, ControlError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
         Ok(ControlStore {
-            conn: client.get_connection_manager_lazy(config)?,
+            conn: crate::quota::connect_lazy(url)?,
             prefix: key_prefix.to_string(),
         })
     }

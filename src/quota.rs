@@ -180,17 +180,24 @@ impl std::fmt::Debug for QuotaStore {
     }
 }
 
+/// A reconnecting Redis connection, opened lazily (Redis being down at start-up is a readiness
+/// problem, not a crash); each command fails fast (2 s) while Redis is away. Every Redis user of
+/// the worker connects through this.
+pub fn connect_lazy(url: &str) -> Result<ConnectionManager, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2));
+    client.get_connection_manager_lazy(config)
+}
+
 impl QuotaStore {
     /// Connects lazily: Redis being down at start-up is a readiness problem, not a crash. The
     /// connection manager reconnects by itself; each command fails fast (2 s) while Redis is away.
     pub fn connect(url: &str, key_prefix: &str) -> Result<QuotaStore, QuotaError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = client.get_connection_manager_lazy(config)?;
+        let conn = connect_lazy(url)?;
         Ok(QuotaStore {
             conn,
             prefix: key_prefix.to_string(),
