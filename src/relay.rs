@@ -22,8 +22,8 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection};
 use tokio::task::JoinSet;
 
+use crate::amqp::AmqpConfig;
 use crate::amqp::{PublishError, Publisher};
-use crate::config::AmqpConfig;
 use crate::dead_letter::Priority;
 
 /// Publishes in flight at once during a pass (and the consumer's prefetch).

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{ControlStore, POLL_EVERY, ReplicaState, STATUS_EVERY};
+use crate::amqp::AmqpConfig;
 use crate::amqp::Publisher;
-use crate::config::AmqpConfig;
 use crate::dispatch::{Control, DispatchState};
 use crate::quota::unix_now;
 

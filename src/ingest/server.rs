@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Settings;
+use crate::amqp::AmqpConfig;
 use crate::amqp::Publisher;
 use crate::cache_key::clip;
-use crate::config::AmqpConfig;
 use crate::event;
 use crate::http::Readiness;
 use crate::metrics::Metrics;
