@@ -14,7 +14,8 @@
 //! documents no code, PROVIDERS.md §3.3), 429 `TooManyRequests` (empty bucket), 400
 //! `InvalidRequestBody`, `InvalidPurgeAction`, `NoPurgeEntries`, `InvalidFileHeader`. Simplified
 //! on purpose: one emulated customer for all accounts, no per-IP bucket for unauthenticated
-//! calls, GETs spend no tokens, every host counts as deployed, and purges finish at once.
+//! calls, every call (GETs too) spends a token, every host counts as deployed, and purges
+//! progress as the emulator's task model says (`emulator::TaskModel`).
 
 mod auth;
 mod body;
@@ -273,6 +274,13 @@ pub(crate) async fn create(
                 purge_id: id.clone(),
                 ..request
             };
+            state.tasks.add(
+                &shared.config.tasks,
+                &id,
+                "wangsu",
+                items.clone(),
+                received_ms,
+            );
             state.record_accepted(RecordedCall {
                 action: RECORD_ACTION.into(),
                 secret_id: account,
@@ -316,25 +324,32 @@ pub(crate) async fn create(
     response
 }
 
-/// Authenticates a GET (no token spent, no replay rule) and runs `answer` on the state.
+/// Authenticates a GET, spends one token of the customer's bucket (the API budget covers every
+/// call, status queries included) and runs `answer` on the state.
 fn authenticated_get(
     shared: &Shared,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    answer: impl FnOnce(&mut WangsuState, i64) -> Result<Value, Refusal>,
+    answer: impl FnOnce(&mut super::state::State, &mut WangsuState, i64) -> Result<Value, Refusal>,
 ) -> Response {
     let now = now_ms();
     let request_id = random_hex(32);
+    let mut state = shared.lock();
     let mut ws = shared.wangsu.lock().unwrap_or_else(PoisonError::into_inner);
-    let result = auth::authenticate(
-        &shared.config.wangsu,
-        &mut ws,
-        (method, uri, headers, &[]),
-        false,
-        now,
-    )
-    .and_then(|_account| answer(&mut ws, now));
+    let limits = &shared.config.wangsu;
+    let result = auth::authenticate(limits, &mut ws, (method, uri, headers, &[]), false, now)
+        .and_then(|_account| {
+            ws.take_token(limits.api_rate_per_min, limits.api_burst, now)
+                .map_err(|secs| {
+                    Refusal::throttled(
+                        "TooManyRequests",
+                        format!("API rate limit exceeded; retry after {secs} s"),
+                        secs,
+                    )
+                })
+        })
+        .and_then(|_| answer(&mut state, &mut ws, now));
     match result {
         Ok(body) => respond(StatusCode::OK, &request_id, &[], Some(body.to_string())),
         Err(refusal) => refusal_response(&refusal, &request_id),
@@ -347,7 +362,16 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// `GET /cdn/purges/{id}`: the purge's status; every purge is finished at once.
+/// The Wangsu words for a task's state and its success rate at `now`.
+fn wangsu_status(task: &super::tasks::TaskRecord, now: i64) -> (&'static str, u32) {
+    match task.phase(now) {
+        super::tasks::Phase::Process => ("inprogress", 0),
+        super::tasks::Phase::Done => ("finished", 100),
+        super::tasks::Phase::Fail => ("finished", 0),
+    }
+}
+
+/// `GET /cdn/purges/{id}`: the purge's status, as the task model has it ([`super::TaskModel`]).
 pub(crate) async fn status(
     AxumState(shared): AxumState<Arc<Shared>>,
     Path(id): Path<String>,
@@ -355,22 +379,30 @@ pub(crate) async fn status(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    authenticated_get(&shared, &method, &uri, &headers, |ws, _| {
+    authenticated_get(&shared, &method, &uri, &headers, |state, ws, now| {
         // One emulated customer: every account sees every purge.
-        let task = ws.task(&id).ok_or_else(|| {
+        let not_found = || {
             Refusal::new(
                 StatusCode::NOT_FOUND,
                 "InvalidPurgeTaskId",
                 format!("The purge task '{id}' does not exist."),
             )
-        })?;
+        };
+        let task = ws.task(&id).ok_or_else(not_found)?;
+        let record = state
+            .tasks
+            .query("GetPurge", &id, now)
+            .cloned()
+            .ok_or_else(not_found)?;
+        let (status, rate) = wangsu_status(&record, now);
+        let finish = (status == "finished").then(|| rfc3339(record.finish_ms));
         let r = &task.request;
         Ok(json!({
             "purgeId": r.purge_id,
-            "status": "finished",
-            "successRate": 100,
+            "status": status,
+            "successRate": rate,
             "submissionTime": rfc3339(task.submitted_ms),
-            "finishTime": rfc3339(task.submitted_ms),
+            "finishTime": finish,
             "action": r.action,
             "target": r.target,
             "name": r.name,
@@ -383,6 +415,125 @@ pub(crate) async fn status(
             "customerId": "emulator-customer",
             "webhook": r.webhook,
         }))
+    })
+}
+
+/// The query of `GET /cdn/purges` (the list call).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ListQuery {
+    max_success_rate: Option<u32>,
+    limit: Option<usize>,
+}
+
+/// `GET /cdn/purges?maxSuccessRate=…&limit=…`: purges (without their URLs), newest first,
+/// those with a success rate above `maxSuccessRate` left out; `limit` ≤ 200.
+pub(crate) async fn list(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Query(query): Query<ListQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    authenticated_get(&shared, &method, &uri, &headers, |state, _ws, now| {
+        state.tasks.record_status_call("ListPurges", now);
+        let max = query.max_success_rate.unwrap_or(100);
+        let limit = query.limit.unwrap_or(50).clamp(1, 200);
+        let mut purges: Vec<Value> = state
+            .tasks
+            .of_api("wangsu")
+            .filter_map(|t| {
+                let (status, rate) = wangsu_status(t, now);
+                (rate <= max).then(|| {
+                    json!({"purgeId": t.id, "status": status, "successRate": rate,
+                        "submissionTime": rfc3339(t.created_ms)})
+                })
+            })
+            .collect();
+        purges.reverse();
+        purges.truncate(limit);
+        Ok(json!({"purges": purges}))
+    })
+}
+
+/// `POST /cdn/prefetches`: `fileList[{url}]`, spending the rolling `prefetchQuota`; 201 with a
+/// `Location` naming the prefetch. Over the quota: 400 `PrefetchQuotaExceeded` (Wangsu
+/// documents no code; the emulator's assumption, like [`crate::provider::wangsu::QUOTA_CODE`]).
+pub(crate) async fn prefetch(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = now_ms();
+    let request_id = random_hex(32);
+    let mut state = shared.lock();
+    let mut ws = shared.wangsu.lock().unwrap_or_else(PoisonError::into_inner);
+    let limits = &shared.config.wangsu;
+    let mut decide = || -> Result<Response, Refusal> {
+        auth::authenticate(limits, &mut ws, (&method, &uri, &headers, &body), true, now)?;
+        ws.take_token(limits.api_rate_per_min, limits.api_burst, now)
+            .map_err(|secs| {
+                Refusal::throttled(
+                    "TooManyRequests",
+                    format!("API rate limit exceeded; retry after {secs} s"),
+                    secs,
+                )
+            })?;
+        let urls: Vec<String> = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("fileList").and_then(Value::as_array).cloned())
+            .map(|list| {
+                list.iter()
+                    .filter_map(|f| f.get("url").and_then(Value::as_str).map(str::to_string))
+                    .collect()
+            })
+            .filter(|u: &Vec<String>| !u.is_empty())
+            .ok_or_else(|| {
+                Refusal::bad(
+                    "InvalidPrefetchUrl",
+                    "fileList must hold at least one {url}",
+                )
+            })?;
+        let quota = shared.config.prefetch.wangsu_per_24h;
+        state
+            .tasks
+            .take_wangsu_prefetch(urls.len() as u64, quota, now)
+            .map_err(|left| {
+                Refusal::bad(
+                    "PrefetchQuotaExceeded",
+                    format!(
+                        "The prefetch quota is exhausted: {} requested, {left} of {quota} left in the last 24 hours.",
+                        urls.len()
+                    ),
+                )
+            })?;
+        state.tasks.record_prefetch("CreatePrefetch", urls, now);
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let id = purge_id(now);
+        let extra = [("location", format!("http://{host}/cdn/prefetches/{id}"))];
+        Ok(respond(StatusCode::CREATED, &request_id, &extra, None))
+    };
+    match decide() {
+        Ok(r) => r,
+        Err(refusal) => refusal_response(&refusal, &request_id),
+    }
+}
+
+/// `GET /cdn/prefetches/prefetchTokens`: what is left of the rolling prefetch quota.
+pub(crate) async fn prefetch_tokens(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let quota = shared.config.prefetch.wangsu_per_24h;
+    authenticated_get(&shared, &method, &uri, &headers, |state, _ws, now| {
+        Ok(json!({"prefetchTokens": state.tasks.wangsu_prefetch_left(quota, now)}))
     })
 }
 
@@ -401,7 +552,7 @@ pub(crate) async fn purge_tokens(
     headers: HeaderMap,
 ) -> Response {
     let limits = &shared.config.wangsu;
-    authenticated_get(&shared, &method, &uri, &headers, |ws, now| {
+    authenticated_get(&shared, &method, &uri, &headers, |_state, ws, now| {
         let target = query.target.as_deref().unwrap_or("production");
         if !matches!(target, "production" | "staging") {
             return Err(Refusal::bad(
