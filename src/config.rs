@@ -93,7 +93,19 @@ pub struct RawConfig {
     pub redis: RawRedis,
     pub http: RawHttp,
     pub batching: RawBatching,
+    pub tracking: RawTracking,
     pub providers: Vec<RawProvider>,
+}
+
+/// `[tracking]` (assembled into [`crate::tracking::Settings`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTracking {
+    pub poll_interval_ms: Option<u64>,
+    pub lineage_ttl_hours: Option<u64>,
+    pub lineage_events_per_key: Option<usize>,
+    pub lease_ms: Option<u64>,
+    pub max_pending: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,6 +226,8 @@ pub struct Config {
     /// Address of `/metrics`, `/healthz`, `/readyz`.
     pub listen: SocketAddr,
     pub batching: BatchingConfig,
+    /// Following purges to completion (`[tracking]`).
+    pub tracking: crate::tracking::Settings,
     /// At least one provider (the built-in emulator when no file was given).
     pub providers: Vec<ProviderConfig>,
 }

@@ -28,7 +28,7 @@ use crate::ledger::{DeliveryId, LedgerHandle, Sessions};
 use crate::metrics::{Metrics, ProviderMetrics};
 use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
 use crate::quota::{QuotaStore, Reservation, unix_now};
-use crate::ratelimit::MultiWindow;
+use crate::ratelimit::SharedWindows;
 
 pub use self::core::AUTH_PROBE_INTERVAL;
 use self::core::{Core, Next, Settings, later};
@@ -69,6 +69,10 @@ pub struct DispatcherParts {
     /// Where quota-parked items wait for the reset.
     pub parking_queue: String,
     pub dead_letter_queue: String,
+    /// The provider's call budget (shared with the tracker where status calls spend it).
+    pub limiter: SharedWindows,
+    /// Where accepted calls go to be followed to completion (`tracking`); `None`: not tracked.
+    pub tracker: Option<crate::tracking::TrackerHandle>,
 }
 
 /// A finished background task of a dispatcher.
@@ -111,7 +115,7 @@ pub fn spawn(
     parts: DispatcherParts,
     input: mpsc::Receiver<Vec<Incoming>>,
 ) -> tokio::task::JoinHandle<()> {
-    let limiter = MultiWindow::new(&parts.config.rate_limits);
+    let limiter = parts.limiter.clone();
     let kinds = kinds(parts.provider.as_ref());
     let provider = parts.provider.clone();
     let m = parts
@@ -158,7 +162,7 @@ struct Dispatcher {
     /// This provider's metric handles, resolved once.
     m: ProviderMetrics,
     core: Core,
-    limiter: MultiWindow,
+    limiter: SharedWindows,
     /// Provider calls, parking publishes and dead-letter publishes under way.
     tasks: JoinSet<Outcome>,
     armed: Option<Armed>,

@@ -91,6 +91,13 @@ pub struct Metrics {
     /// every stage task still running). Set by
     /// `http::Readiness` whenever an input changes, so "not ready" can be alerted on from metrics.
     pub ready: IntGaugeVec,
+    /// `purge_time_to_fresh_seconds{provider,kind}`: per cache key, from the earliest event
+    /// waiting on it to the worker seeing its purge task done.
+    pub time_to_fresh: HistogramVec,
+    /// `purge_tasks{provider,state}` (running | done | failed): cluster-wide, read with `max by`.
+    pub tasks: IntGaugeVec,
+    /// `purge_task_polls_total{provider,result}`: task status queries.
+    pub task_polls: IntCounterVec,
 }
 
 /// `purge_queue_messages` label for the purge queue.
@@ -107,7 +114,14 @@ pub const READY_PROVIDERS: &str = "providers";
 pub const READY_STAGES: &str = "stages";
 
 mod provider;
+mod tracking;
 pub use provider::{KindMetrics, ProviderMetrics, RetryReason};
+pub use tracking::{POLL_RESULTS, TrackerMetrics};
+
+/// Time to fresh: seconds (emulator) to an hour (a slow CDN; Tencent documents ~5 minutes).
+const TIME_TO_FRESH_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -334,6 +348,25 @@ impl Metrics {
                 "purge_ready",
                 "1 while a /readyz check passes: amqp connected, redis answering, no provider stopped.",
                 &["dependency"],
+            ),
+            time_to_fresh: histogram(
+                &r,
+                "purge_time_to_fresh_seconds",
+                "Per cache key: from the earliest event waiting on it to its purge task seen done at the CDN.",
+                pk,
+                TIME_TO_FRESH_BUCKETS,
+            ),
+            tasks: gauge(
+                &r,
+                "purge_tasks",
+                "Purge tasks by state, cluster-wide (running: pending in Redis; done/failed: totals). Read with max by.",
+                &["provider", "state"],
+            ),
+            task_polls: counter(
+                &r,
+                "purge_task_polls_total",
+                "Purge task status queries by result.",
+                &["provider", "result"],
             ),
             registry: r,
         };

@@ -32,7 +32,9 @@ use crate::provider::tencent_v3::TencentV3;
 use crate::provider::wangsu::Wangsu;
 use crate::queue_depth::{self, ConnectionSlot};
 use crate::quota::QuotaStore;
+use crate::ratelimit::SharedWindows;
 use crate::routing::Router;
+use crate::tracking;
 
 use supervisor::Supervisor;
 
@@ -130,6 +132,35 @@ impl Worker {
         for (p, provider) in config.providers.iter().zip(providers) {
             let (tx, rx) = mpsc::channel::<Vec<Incoming>>(DISPATCH_CHANNEL);
             senders.push(tx);
+            let limiter = SharedWindows::new(&p.rate_limits);
+            let (tracker, tracker_rx) = tracking::TrackerHandle::channel(&p.name);
+            let store = tracking::store::TaskStore::connect(
+                config.redis.url.expose(),
+                &config.redis.key_prefix,
+                &p.name,
+            )
+            .context("redis.url is not a usable Redis URL")?;
+            let tracker_parts = tracking::TrackerParts {
+                name: p.name.clone(),
+                provider: provider.clone(),
+                settings: config.tracking.clone(),
+                store,
+                purge_limiter: limiter.clone(),
+                // Status queries have their own per-action limit where the API says so
+                // (Tencent: 20 req/s per action); the purge windows are the conservative bound.
+                status_limiter: SharedWindows::new(&p.rate_limits),
+                quota: quota.clone(),
+                quota_limits: [p.urls_per_day, p.dirs_per_day],
+                quota_policy: p.quota_policy(),
+                metrics: metrics.tracker(&p.name),
+                publisher: publisher.clone(),
+                dead_letter_queue: config.amqp.dead_letter_queue.clone(),
+            };
+            // The tracker stops on the stop token; the dispatcher hands over until it drains.
+            stages.watch(
+                format!("tracker {}", p.name),
+                tracking::spawn(tracker_parts, tracker_rx, stop.clone()),
+            );
             let parts = DispatcherParts {
                 config: p.clone(),
                 provider,
@@ -143,6 +174,8 @@ impl Worker {
                 drain_timeout: config.batching.drain_timeout,
                 parking_queue: config.amqp.parking_queue(&p.name),
                 dead_letter_queue: config.amqp.dead_letter_queue.clone(),
+                limiter,
+                tracker: Some(tracker),
             };
             stages.watch(format!("dispatcher {}", p.name), dispatch::spawn(parts, rx));
         }

@@ -114,6 +114,16 @@ impl Config {
             )?,
         };
 
+        let t = &raw.tracking;
+        let tracking = crate::tracking::Settings::from_raw(
+            t.poll_interval_ms,
+            t.lineage_ttl_hours,
+            t.lineage_events_per_key,
+            t.lease_ms,
+            t.max_pending,
+        )
+        .map_err(|(key, reason)| invalid(key, reason))?;
+
         if raw.providers.is_empty() {
             return Err(invalid(
                 "providers",
@@ -142,6 +152,7 @@ impl Config {
             },
             listen,
             batching,
+            tracking,
             providers,
         })
     }

@@ -7,6 +7,7 @@
 pub(crate) mod http;
 pub mod mac;
 pub mod qcloud_v2;
+pub mod task;
 pub mod tc3;
 pub mod tencent_v2;
 pub mod tencent_v3;
@@ -20,6 +21,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use http::{MAX_ANSWER_BYTES, MAX_RETRY_AFTER, error_chain};
+pub use task::{PrefetchFuture, StatusFuture, TaskQuery, TaskReport, TaskState};
 
 /// Whether an item purges one URL or everything under a directory prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -244,6 +246,23 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn action(&self, kind: Kind) -> &'static str;
     /// Submits one batch. Never retries by itself: the dispatcher owns retries.
     fn purge<'a>(&'a self, batch: &'a Batch) -> PurgeFuture<'a>;
+    /// Asks for the state of a purge task (one request). Clients without a status API refuse.
+    fn task_status<'a>(&'a self, _query: &'a TaskQuery) -> StatusFuture<'a> {
+        Box::pin(async { Err(task::unsupported("task status query")) })
+    }
+    /// Whether status queries spend the same call budget as purges (Wangsu: one API budget for
+    /// every call) rather than one of their own (Tencent: a limit per action).
+    fn status_shares_purge_budget(&self) -> bool {
+        false
+    }
+    /// Prefetches `urls` (one request, within the API's per-call cap).
+    fn prefetch<'a>(&'a self, _urls: &'a [String]) -> PrefetchFuture<'a> {
+        Box::pin(async { Err(task::unsupported("prefetch")) })
+    }
+    /// Most URLs in one prefetch call.
+    fn prefetch_per_call(&self) -> usize {
+        0
+    }
 }
 
 /// The refusal for a regex batch sent to a provider without regex purges. Routing validation

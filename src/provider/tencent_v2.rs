@@ -225,6 +225,13 @@ impl Provider for TencentV2 {
         );
         Box::pin(self.call(batch).instrument(span))
     }
+
+    fn task_status<'a>(
+        &'a self,
+        query: &'a crate::provider::TaskQuery,
+    ) -> crate::provider::StatusFuture<'a> {
+        Box::pin(self.status(query))
+    }
 }
 
 /// The API's answer envelope, as far as it could be read.
@@ -414,6 +421,8 @@ pub fn classify(code: i64, code_desc: &str, message: &str) -> ProviderError {
         _ => transient(code_s, message_s),
     }
 }
+
+pub mod status;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report

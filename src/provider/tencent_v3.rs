@@ -165,6 +165,21 @@ impl Provider for TencentV3 {
         );
         Box::pin(self.call(batch).instrument(span))
     }
+
+    fn task_status<'a>(
+        &'a self,
+        query: &'a crate::provider::TaskQuery,
+    ) -> crate::provider::StatusFuture<'a> {
+        Box::pin(self.status(query))
+    }
+
+    fn prefetch<'a>(&'a self, urls: &'a [String]) -> crate::provider::PrefetchFuture<'a> {
+        Box::pin(self.push(urls))
+    }
+
+    fn prefetch_per_call(&self) -> usize {
+        status::PREFETCH_PER_CALL
+    }
 }
 
 /// Turns an HTTP answer into a receipt or a classified error. `Response.Error` wins whatever the
@@ -305,6 +320,8 @@ pub fn classify(code: &str, message: &str) -> ProviderError {
         maybe_applied: false,
     }
 }
+
+pub mod status;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report

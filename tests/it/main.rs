@@ -32,4 +32,5 @@ mod signing;
 mod signing_v2;
 mod signing_wangsu;
 mod tencent_v2;
+mod tracking;
 mod wangsu;

@@ -1,0 +1,249 @@
+//! Every accepted purge call is followed to completion at the CDN.
+//!
+//! Setup: the emulator's tencent-v3 API with a 2 s task delay and every 4th task failing; 500
+//! URLs in 50 events, `urls_per_call = 25` (20 calls). Pass: every task the emulator ran reaches
+//! a final state in the tracker (nothing left pending in Redis), the URLs of every failed task
+//! are purged again in a new task, keys that fail twice are dead-lettered as
+//! `purge_failed_at_cdn`, `purge_time_to_fresh_seconds_count` equals the keys of done tasks, and
+//! status calls stay within the API's 20 per second. With two replicas the counts are the same
+//! (not doubled). Fault (second test): SIGKILL while 20 tasks are pending; after a restart they
+//! are tracked to completion.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+use purge_worker::emulator::{EmulatorConfig, Phase, TaskModel};
+use serde_json::json;
+
+const TRACKING: &str = "max_linger_ms = 100\n[tracking]\npoll_interval_ms = 500\nlease_ms = 2000\n";
+
+async fn due(prefix: &str) -> u64 {
+    let client = redis::Client::open(REDIS_URL).expect("redis url");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    redis::cmd("ZCARD")
+        .arg(format!("{prefix}:track:cdn:due"))
+        .query_async(&mut c)
+        .await
+        .unwrap_or(0)
+}
+
+fn fresh_count(r: &Running) -> u64 {
+    r.worker
+        .metrics
+        .time_to_fresh
+        .with_label_values(&["cdn", "url"])
+        .get_sample_count()
+}
+
+async fn follow_500(replicas: usize) {
+    let emu = emulator(EmulatorConfig {
+        tasks: TaskModel {
+            delay: Duration::from_secs(2),
+            fail_every: 4,
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut env = TestEnv::new("tracking").await;
+    let mut spec = example_provider(&emu);
+    spec.extra = "urls_per_call = 25\n".into();
+    let config = env.config(&[spec], TRACKING);
+    let mut workers = Vec::new();
+    for _ in 0..replicas {
+        workers.push(Running::start(config.clone()).await);
+    }
+    let urls: Vec<String> = (0..500)
+        .map(|i| format!("https://www.example.com/t/{i}"))
+        .collect();
+    for chunk in urls.chunks(10) {
+        env.publish_json(&json!({ "urls": chunk })).await;
+    }
+    // 20 original tasks, a re-purge for each failed one; settled when nothing is pending and
+    // the emulator has no unfinished task.
+    wait_until("every task final and nothing pending", TIMEOUT, || {
+        let (emu, prefix) = (&emu, env.prefix.clone());
+        async move {
+            let tasks = emu.tasks();
+            let keys: usize = tasks.iter().map(|t| t.items.len()).sum();
+            keys >= 500 && due(&prefix).await == 0
+        }
+    })
+    .await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let tasks = emu.tasks();
+    assert!(tasks.iter().all(|t| t.phase(now) != Phase::Process));
+    // Failed originals were purged again, in later tasks.
+    let originals: BTreeSet<String> = urls.iter().cloned().collect();
+    let mut seen = BTreeSet::new();
+    let mut again = 0;
+    for t in &tasks {
+        for i in &t.items {
+            if !seen.insert(i.clone()) {
+                again += 1;
+            }
+        }
+    }
+    assert_eq!(seen, originals);
+    let failed_first: Vec<_> = tasks.iter().filter(|t| t.outcome == Phase::Fail).collect();
+    assert!(!failed_first.is_empty(), "every 4th task fails");
+    let fail_keys: usize = failed_first.iter().map(|t| t.items.len()).sum();
+    let done_keys: usize = tasks
+        .iter()
+        .filter(|t| t.outcome == Phase::Done)
+        .map(|t| t.items.len())
+        .sum();
+    // Every key of a failed task is purged again once, or was in a re-purge that failed too.
+    let twice_failed = fail_keys - again;
+    assert_eq!(again + twice_failed, fail_keys);
+    wait_until("dead letters of keys that failed twice", TIMEOUT, || {
+        let env = &env;
+        async move { env.ready(&env.dlq).await as usize >= twice_failed.min(1) }
+    })
+    .await;
+    let dead = env.drain(&env.dlq).await;
+    let dead_keys: usize = dead
+        .iter()
+        .filter(|(_, code)| code.as_deref() == Some("purge_failed_at_cdn"))
+        .map(|(b, _)| b["event"]["urls"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(
+        dead_keys, twice_failed,
+        "keys failing twice are dead-lettered"
+    );
+    assert_eq!(
+        done_keys + dead_keys,
+        500,
+        "every key ends done or dead-lettered"
+    );
+    // One observation per key of a done task, whatever the number of replicas.
+    let fresh: u64 = workers.iter().map(fresh_count).sum();
+    assert_eq!(fresh as usize, done_keys);
+    let sum: f64 = workers
+        .iter()
+        .map(|r| {
+            r.worker
+                .metrics
+                .time_to_fresh
+                .with_label_values(&["cdn", "url"])
+                .get_sample_sum()
+        })
+        .sum();
+    let calls = emu.status_calls();
+    let times: Vec<f64> = calls.iter().map(|c| c.at_ms as f64).collect();
+    assert!(
+        max_in_window(&times, 1000.0) <= 20,
+        "status calls within 20/s"
+    );
+    eprintln!(
+        "tracking x{replicas}: {} tasks, {} purge calls, {} status calls ({:.2} per purge call), time to fresh mean {:.2} s over {fresh} keys",
+        tasks.len(),
+        emu.accepted().len(),
+        calls.len(),
+        calls.len() as f64 / emu.accepted().len() as f64,
+        sum / fresh.max(1) as f64
+    );
+    for r in workers {
+        r.stop().await;
+    }
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_task_is_followed_to_a_final_state_and_failed_ones_are_purged_again() {
+    follow_500(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_give_the_same_counts_not_doubled() {
+    follow_500(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_tasks_survive_sigkill_and_complete_after_a_restart() {
+    let emu = emulator(EmulatorConfig {
+        tasks: TaskModel {
+            delay: Duration::from_secs(4),
+            fail_every: 0,
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut env = TestEnv::new("tracking-kill").await;
+    let mut spec = example_provider(&emu);
+    spec.extra = "urls_per_call = 25\n".into();
+    let toml = env.config_toml(&[spec], TRACKING);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("purge-worker.toml");
+    std::fs::write(&path, toml).expect("write config");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_purge-worker"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn purge-worker")
+    };
+    let urls: Vec<String> = (0..500)
+        .map(|i| format!("https://www.example.com/k/{i}"))
+        .collect();
+    for chunk in urls.chunks(10) {
+        env.publish_json(&json!({ "urls": chunk })).await;
+    }
+    let mut child = spawn();
+    wait_until("20 tasks pending in Redis", TIMEOUT, || {
+        let prefix = env.prefix.clone();
+        async move { due(&prefix).await == 20 }
+    })
+    .await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert!(
+        emu.tasks()
+            .iter()
+            .all(|t| t.polls == 0
+                || t.phase(chrono::Utc::now().timestamp_millis()) == Phase::Process),
+        "killed before the tasks finished"
+    );
+    let mut child = spawn();
+    wait_until(
+        "the restarted worker tracks them to completion",
+        TIMEOUT,
+        || {
+            let prefix = env.prefix.clone();
+            async move { due(&prefix).await == 0 }
+        },
+    )
+    .await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let tasks = emu.tasks();
+    let calls = emu.status_calls();
+    // Each task was asked about after it finished (by the restarted worker).
+    for t in &tasks {
+        assert!(
+            calls
+                .iter()
+                .any(|c| c.items == [t.id.clone()] && c.at_ms >= t.finish_ms),
+            "task {} was seen done",
+            t.id
+        );
+        assert_eq!(t.phase(now), Phase::Done);
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = tokio::time::timeout(TIMEOUT, async {
+        while child.try_wait().ok().flatten().is_none() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let _ = child.kill();
+    env.cleanup().await;
+}
