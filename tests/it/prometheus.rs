@@ -35,6 +35,8 @@ const QUIET_ALERTS: &[&str] = &[
     "PurgeStalled",
     "PurgeQuotaExhaustionPredicted",
     "PurgeLaneParked",
+    "PurgeTasksFailingAtCdn",
+    "PurgeTimeToFreshSlow",
 ];
 /// The alert the live worker's dead letter must trigger.
 const DEAD_LETTER_ALERT: &str = "PurgeDeadLettersGrowing";
