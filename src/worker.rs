@@ -152,7 +152,14 @@ impl Worker {
                 quota: quota.clone(),
                 quota_limits: [p.urls_per_day, p.dirs_per_day],
                 quota_policy: p.quota_policy(),
-                metrics: metrics.tracker(&p.name),
+                metrics: metrics.tracker(
+                    &p.name,
+                    if provider.capabilities().regex {
+                        &crate::provider::Kind::ALL[..]
+                    } else {
+                        &[crate::provider::Kind::Url, crate::provider::Kind::Dir]
+                    },
+                ),
                 publisher: publisher.clone(),
                 dead_letter_queue: config.amqp.dead_letter_queue.clone(),
             };

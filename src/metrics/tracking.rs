@@ -19,7 +19,8 @@ pub const POLL_RESULTS: [&str; 6] = [
 /// One provider's tracking metrics.
 #[derive(Clone)]
 pub struct TrackerMetrics {
-    time_to_fresh: [Histogram; 3],
+    /// Per kind; `None` for kinds the provider cannot take (no series is exported for them).
+    time_to_fresh: [Option<Histogram>; 3],
     tasks: [IntGauge; 3],
     polls: [IntCounter; 6],
 }
@@ -27,7 +28,9 @@ pub struct TrackerMetrics {
 impl TrackerMetrics {
     /// Observes one key's time to fresh.
     pub fn fresh(&self, kind: Kind, secs: f64) {
-        self.time_to_fresh[kind.index()].observe(secs);
+        if let Some(h) = &self.time_to_fresh[kind.index()] {
+            h.observe(secs);
+        }
     }
 
     /// Sets the cluster-wide task count of a state.
@@ -44,11 +47,14 @@ impl TrackerMetrics {
 }
 
 impl Metrics {
-    /// The tracking handles of provider `name` (every series created up front).
-    pub fn tracker(&self, name: &str) -> TrackerMetrics {
+    /// The tracking handles of provider `name` taking `kinds` (every series created up front).
+    pub fn tracker(&self, name: &str, kinds: &[Kind]) -> TrackerMetrics {
         TrackerMetrics {
-            time_to_fresh: Kind::ALL
-                .map(|k| self.time_to_fresh.with_label_values(&[name, k.as_str()])),
+            time_to_fresh: Kind::ALL.map(|k| {
+                kinds
+                    .contains(&k)
+                    .then(|| self.time_to_fresh.with_label_values(&[name, k.as_str()]))
+            }),
             tasks: TaskState::ALL.map(|s| self.tasks.with_label_values(&[name, s.as_str()])),
             polls: POLL_RESULTS.map(|r| self.task_polls.with_label_values(&[name, r])),
         }
