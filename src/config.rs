@@ -161,6 +161,7 @@ pub struct RawProvider {
     pub regex_per_call: Option<usize>,
     pub urls_per_day: Option<u64>,
     pub dirs_per_day: Option<u64>,
+    pub prefetch_per_day: Option<u64>,
     pub quota_utc_offset: Option<String>,
     pub quota_window: Option<String>,
     pub retry_base_ms: Option<u64>,
@@ -193,6 +194,7 @@ pub struct RawProvider {
 pub struct RawDomain {
     pub host: Option<String>,
     pub ignore_query: bool,
+    pub prefetch_after_purge: bool,
 }
 
 // === validated ===
@@ -297,6 +299,16 @@ impl ProviderKind {
             ProviderKind::TencentV3 => crate::provider::tencent_v3::CAPABILITIES,
             ProviderKind::TencentV2 => crate::provider::tencent_v2::CAPABILITIES,
             ProviderKind::Wangsu => crate::provider::wangsu::CAPABILITIES,
+        }
+    }
+
+    /// The default `prefetch_per_day`: Tencent `PushUrlsCache` 1,000 URLs per day per region,
+    /// Wangsu `prefetchQuota` 5,000 per rolling 24 hours (field-notes-2); v2 has no prefetch.
+    pub fn prefetch_per_day(self) -> u64 {
+        match self {
+            ProviderKind::TencentV3 => 1000,
+            ProviderKind::TencentV2 => 0,
+            ProviderKind::Wangsu => 5000,
         }
     }
 
@@ -405,6 +417,9 @@ pub struct ProviderConfig {
     pub regex_per_call: usize,
     pub urls_per_day: u64,
     pub dirs_per_day: u64,
+    /// URLs prefetched per day (Tencent `PushUrlsCache`: per UTC+8 day; Wangsu: per rolling 24
+    /// hours), counted in a ledger of its own; 0 where the API has no prefetch.
+    pub prefetch_per_day: u64,
     /// Seconds east of UTC of the provider's day boundary.
     pub quota_utc_offset_secs: i32,
     /// Calendar day or rolling 24 hours.
@@ -455,6 +470,8 @@ pub struct DomainRule {
     pub host: HostPattern,
     /// The CDN ignores the query string in its cache key for this host.
     pub ignore_query: bool,
+    /// Prefetch each purged URL once its purge task is done.
+    pub prefetch_after_purge: bool,
 }
 
 /// Where the configuration came from, for the first log line.

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "emulator")]
 use purge_worker::commands::emulator;
-use purge_worker::commands::{self, check, publish, quota, run};
+use purge_worker::commands::{self, check, explain, publish, quota, run};
 use purge_worker::config::ConfigError;
 use purge_worker::logging::LogSink;
 
@@ -47,6 +47,8 @@ enum Command {
     Quota(quota::QuotaArgs),
     /// Validate the configuration and say exactly what is wrong.
     Check(check::CheckArgs),
+    /// Show the purge history of one URL: events, calls, task states at the CDN, prefetch.
+    Explain(explain::ExplainArgs),
 }
 
 /// Longest wait for the last log lines at exit (stdout may be stalled).
@@ -174,6 +176,7 @@ fn main() -> ExitCode {
             Command::Publish(a) => publish::run(a).await,
             Command::Quota(a) => quota::run(a).await,
             Command::Check(a) => check::run(a),
+            Command::Explain(a) => explain::run(a).await,
         }
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);

@@ -98,6 +98,12 @@ pub struct Metrics {
     pub tasks: IntGaugeVec,
     /// `purge_task_polls_total{provider,result}`: task status queries.
     pub task_polls: IntCounterVec,
+    /// `purge_prefetches_total{provider,result}`: URLs prefetched after their purge was done
+    /// (`submitted`), or not (`quota`, `rate_limited`, `error`).
+    pub prefetches: IntCounterVec,
+    /// `purge_lineage_write_failures_total{reason}`: lineage notes not written (`busy`: the
+    /// writer's channel was full; `redis`: the write failed). The purges went on regardless.
+    pub lineage_write_failures: IntCounterVec,
 }
 
 /// `purge_queue_messages` label for the purge queue.
@@ -116,7 +122,7 @@ pub const READY_STAGES: &str = "stages";
 mod provider;
 mod tracking;
 pub use provider::{KindMetrics, ProviderMetrics, RetryReason};
-pub use tracking::{POLL_RESULTS, TrackerMetrics};
+pub use tracking::{LineageMetrics, POLL_RESULTS, PREFETCH_RESULTS, TrackerMetrics};
 
 /// Time to fresh: seconds (emulator) to an hour (a slow CDN; Tencent documents ~5 minutes).
 const TIME_TO_FRESH_BUCKETS: &[f64] = &[
@@ -367,6 +373,18 @@ impl Metrics {
                 "purge_task_polls_total",
                 "Purge task status queries by result.",
                 &["provider", "result"],
+            ),
+            prefetches: counter(
+                &r,
+                "purge_prefetches_total",
+                "URLs prefetched after their purge task was done (submitted), or not (quota, rate_limited, error).",
+                &["provider", "result"],
+            ),
+            lineage_write_failures: counter(
+                &r,
+                "purge_lineage_write_failures_total",
+                "Lineage notes for explain not written (busy: writer channel full; redis: write failed); purges are unaffected.",
+                &["reason"],
             ),
             registry: r,
         };

@@ -170,6 +170,8 @@ pub struct Route {
     pub provider: usize,
     /// Strip the query string from the cache key.
     pub ignore_query: bool,
+    /// Prefetch the URL once its purge task is done.
+    pub prefetch: bool,
     /// What the provider's API takes: wildcards, regex, headers and its URL rules.
     pub caps: Capabilities,
     /// The provider's API family, for messages (`tencent-v3`).
@@ -201,6 +203,7 @@ impl Router {
                 let route = Route {
                     provider,
                     ignore_query: rule.ignore_query,
+                    prefetch: rule.prefetch_after_purge,
                     caps: p.kind.capabilities(),
                     api: p.kind.as_str(),
                 };

@@ -11,6 +11,9 @@
 //! whose `ZREM` removed a finished task records it: counts are never multiplied by replicas.
 //! A replica killed mid-poll leaves its claims to come due again when the lease runs out.
 
+pub mod explain;
+pub mod lineage;
+mod prefetch;
 mod run;
 pub mod store;
 
@@ -20,9 +23,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::coalesce::PendingItem;
-use crate::provider::{FlushType, Kind, Receipt};
+use crate::provider::{FlushType, Header, Kind, Receipt};
 
-pub use run::{TrackerParts, spawn};
+pub use run::{FAILED_AT_CDN, PrefetchParts, TrackerParts, spawn};
 
 /// Default `tracking.poll_interval_ms`.
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 2000;
@@ -129,6 +132,8 @@ pub struct Accepted {
     pub task_id: String,
     pub kind: Kind,
     pub flush: FlushType,
+    /// The lane's request headers (Wangsu `fileHeaders`), sent again with a re-purge.
+    pub headers: Vec<Header>,
     /// `(cache key, Unix ms of the earliest event waiting on it)`.
     pub keys: Vec<(String, i64)>,
     /// Unix ms of acceptance.
@@ -156,7 +161,14 @@ impl TrackerHandle {
     }
 
     /// Hands an accepted call over without waiting (the dispatcher never blocks on tracking).
-    pub fn accepted(&self, receipt: &Receipt, kind: Kind, flush: FlushType, items: &[PendingItem]) {
+    pub fn accepted(
+        &self,
+        receipt: &Receipt,
+        kind: Kind,
+        flush: FlushType,
+        headers: &[Header],
+        items: &[PendingItem],
+    ) {
         let now = Instant::now();
         let now_ms = unix_ms();
         let keys = items
@@ -170,6 +182,7 @@ impl TrackerHandle {
             task_id: receipt.task_id.clone(),
             kind,
             flush,
+            headers: headers.to_vec(),
             keys,
             at_ms: now_ms,
         };

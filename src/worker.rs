@@ -98,10 +98,13 @@ impl Worker {
         let quota = QuotaStore::connect(config.redis.url.expose(), &config.redis.key_prefix)
             .context("redis.url is not a usable Redis URL")?;
         let http_shutdown = CancellationToken::new();
+        let explainer = tracking::explain::Explainer::connect(&config)
+            .context("redis.url is not a usable Redis URL")?;
         let (http_addr, http_task) = http::serve(
             config.listen,
             metrics.clone(),
             readiness.clone(),
+            Some(explainer),
             http_shutdown.clone(),
         )
         .await
@@ -128,8 +131,12 @@ impl Worker {
         let sessions = crate::ledger::Sessions::default();
         stages.watch("ledger".into(), ledger_task);
         let publisher = Publisher::new(metrics.clone());
+        let (lineage, lineage_task) = lineage_writer(&config, &metrics)?;
+        // Ends once the consumer and the trackers (every handle) are gone.
+        stages.watch("lineage writer".into(), lineage_task);
+        let router = Arc::new(Router::new(&config.providers));
         let mut senders = Vec::with_capacity(config.providers.len());
-        for (p, provider) in config.providers.iter().zip(providers) {
+        for (index, (p, provider)) in config.providers.iter().zip(providers).enumerate() {
             let (tx, rx) = mpsc::channel::<Vec<Incoming>>(DISPATCH_CHANNEL);
             senders.push(tx);
             let limiter = SharedWindows::new(&p.rate_limits);
@@ -162,6 +169,8 @@ impl Worker {
                 ),
                 publisher: publisher.clone(),
                 dead_letter_queue: config.amqp.dead_letter_queue.clone(),
+                lineage: lineage.clone(),
+                prefetch: prefetch_parts(p, index, &router, provider.as_ref(), &limiter),
             };
             // The tracker stops on the stop token; the dispatcher hands over until it drains.
             stages.watch(
@@ -191,7 +200,8 @@ impl Worker {
         let depth = queue_depth::spawn(&config.amqp, &depth_slot, metrics.clone(), stop.clone());
         stages.watch("queue depth poller".into(), depth);
         let ctx = consumer::Consumer {
-            router: Router::new(&config.providers),
+            router: (*router).clone(),
+            lineage,
             provider_names: config.providers.iter().map(|p| p.name.clone()).collect(),
             config: config.clone(),
             senders,
@@ -261,6 +271,67 @@ async fn drain(
         // whatever is unacked when the connection goes away.
         tracing::debug!(error = %e, "closing the RabbitMQ connection reported an error");
     }
+}
+
+/// The lineage writer for `explain` (its own Redis connection, made lazily).
+fn lineage_writer(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<(tracking::lineage::LineageHandle, JoinHandle<()>)> {
+    let client = redis::Client::open(config.redis.url.expose())
+        .context("redis.url is not a usable Redis URL")?;
+    let c = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1);
+    let conn = client
+        .get_connection_manager_lazy(c)
+        .context("redis.url is not a usable Redis URL")?;
+    Ok(tracking::lineage::spawn_writer(
+        conn,
+        tracking::lineage::LineageKeys::new(&config.redis.key_prefix),
+        tracking::lineage::WriterSettings {
+            ttl: config.tracking.lineage_ttl,
+            events_per_key: config.tracking.lineage_events_per_key,
+        },
+        metrics.lineage(),
+    ))
+}
+
+/// Prefetch after purge for provider `p`, when one of its domains asks for it and its API has
+/// prefetches. Wangsu's prefetches spend the one API budget; Tencent's `PushUrlsCache` has its
+/// own (the purge windows are the conservative bound).
+fn prefetch_parts(
+    p: &crate::config::ProviderConfig,
+    index: usize,
+    router: &Arc<Router>,
+    provider: &dyn Provider,
+    purge_limiter: &SharedWindows,
+) -> Option<tracking::PrefetchParts> {
+    let wanted = p.domains.iter().any(|d| d.prefetch_after_purge);
+    if !wanted || provider.prefetch_per_call() == 0 || p.prefetch_per_day == 0 {
+        return None;
+    }
+    let wangsu = provider.status_shares_purge_budget();
+    Some(tracking::PrefetchParts {
+        router: router.clone(),
+        index,
+        limiter: if wangsu {
+            purge_limiter.clone()
+        } else {
+            SharedWindows::new(&p.rate_limits)
+        },
+        per_day: p.prefetch_per_day,
+        policy: crate::quota::QuotaPolicy {
+            window: if wangsu {
+                crate::quota::QuotaWindow::Rolling24h
+            } else {
+                crate::quota::QuotaWindow::Day
+            },
+            // Tencent counts prefetches per UTC+8 day.
+            utc_offset_secs: 8 * 3600,
+        },
+    })
 }
 
 /// Runs the worker until `shutdown` is cancelled and the drain has finished.

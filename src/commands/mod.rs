@@ -5,6 +5,7 @@
 pub mod check;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+pub mod explain;
 pub mod publish;
 pub mod quota;
 pub mod run;

@@ -170,6 +170,7 @@ impl Config {
                 domains: vec![RawDomain {
                     host: Some("*".into()),
                     ignore_query: false,
+                    prefetch_after_purge: false,
                 }],
                 ..Default::default()
             }],
@@ -305,6 +306,7 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         domains.push(DomainRule {
             host,
             ignore_query: dom.ignore_query,
+            prefetch_after_purge: dom.prefetch_after_purge,
         });
     }
 
@@ -320,6 +322,11 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         regex_per_call: per_call("regex_per_call", p.regex_per_call, d.regex_per_call)?,
         urls_per_day: per_day("urls_per_day", p.urls_per_day, d.urls_per_day)?,
         dirs_per_day: per_day("dirs_per_day", p.dirs_per_day, d.dirs_per_day)?,
+        prefetch_per_day: per_day(
+            "prefetch_per_day",
+            p.prefetch_per_day,
+            kind.prefetch_per_day(),
+        )?,
         quota_utc_offset_secs,
         quota_window,
         options: parts.options,

@@ -74,7 +74,7 @@ impl Dispatcher {
                 info!(provider = %name, action, items = n, task_id = %receipt.task_id, "purge accepted");
                 if let Some(tracker) = &self.p.tracker {
                     let key = &self.core.lanes[lane].key;
-                    tracker.accepted(receipt, key.kind, key.flush, &items);
+                    tracker.accepted(receipt, key.kind, key.flush, key.headers(), &items);
                 }
             }
             Err(e) => {

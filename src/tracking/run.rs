@@ -8,6 +8,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use super::prefetch::PrefetchParts;
+use super::lineage::{CallEntry, LineageHandle, Note};
 use super::store::{TaskStore, TrackedTask};
 use super::{Accepted, MAX_TASK_AGE, Settings, unix_ms};
 use crate::amqp::Publisher;
@@ -47,6 +49,10 @@ pub struct TrackerParts {
     pub metrics: TrackerMetrics,
     pub publisher: Publisher,
     pub dead_letter_queue: String,
+    /// Where calls and task ends are noted for `explain`.
+    pub lineage: LineageHandle,
+    /// Prefetch after purge, when a domain of the provider asks for it.
+    pub prefetch: Option<PrefetchParts>,
 }
 
 /// Starts the tracker; it runs until `stop`, then stores what is still in its channel.
@@ -94,6 +100,15 @@ async fn add(p: &TrackerParts, a: Accepted, attempt: u8) {
         // The API gave no id (v2 RefreshCdnDir may not): nothing to ask about.
         return;
     }
+    p.lineage.note(Note::Call {
+        call: CallEntry {
+            provider: p.name.clone(),
+            task: a.task_id.clone(),
+            attempt,
+            at: a.at_ms,
+        },
+        keys: a.keys.iter().map(|(k, _)| k.clone()).collect(),
+    });
     let task = TrackedTask {
         id: a.task_id,
         kind: a.kind.as_str().into(),
@@ -101,6 +116,7 @@ async fn add(p: &TrackerParts, a: Accepted, attempt: u8) {
         attempt,
         submitted_ms: a.at_ms,
         keys: a.keys,
+        headers: a.headers,
     };
     match p
         .store
@@ -179,11 +195,14 @@ async fn poll_one(p: &TrackerParts, task: TrackedTask) {
                     for (_, since) in &task.keys {
                         p.metrics.fresh(kind, (now - since).max(0) as f64 / 1000.0);
                     }
+                    note_finished(p, &task, "done", &report.words, now);
+                    super::prefetch::after_done(p, &task).await;
                 }
             }
             TaskState::Failed => {
                 p.metrics.poll("failed");
                 if p.store.finish(&task.id, "failed").await.unwrap_or(false) {
+                    note_finished(p, &task, "fail", &report.words, unix_ms());
                     failed(p, task, report).await;
                 }
             }
@@ -209,6 +228,17 @@ async fn poll_one(p: &TrackerParts, task: TrackedTask) {
                 .await;
         }
     }
+}
+
+/// Notes a task's end for `explain` (`done` or `fail`, as Tencent words it).
+fn note_finished(p: &TrackerParts, task: &TrackedTask, state: &'static str, words: &str, at: i64) {
+    p.lineage.note(Note::Finished {
+        provider: p.name.clone(),
+        task: task.id.clone(),
+        state,
+        words: words.to_string(),
+        at,
+    });
 }
 
 /// A failed task: its keys are purged once more (the URLs the provider names as failed, else
@@ -242,13 +272,14 @@ async fn failed(p: &TrackerParts, task: TrackedTask, report: TaskReport) {
     }
     let kind = parse_kind(&task.kind);
     let flush = FlushType::parse(&task.flush).unwrap_or_default();
-    match repurge(p, kind, flush, &keys).await {
+    match repurge(p, kind, flush, &task.headers, &keys).await {
         Ok(task_id) => {
             info!(failed_task = %task.id, task_id = %task_id, keys = keys.len(), "purge failed at the CDN; purged again");
             let a = Accepted {
                 task_id,
                 kind,
                 flush,
+                headers: task.headers.clone(),
                 keys,
                 at_ms: unix_ms(),
             };
@@ -271,6 +302,7 @@ async fn repurge(
     p: &TrackerParts,
     kind: Kind,
     flush: FlushType,
+    headers: &[crate::provider::Header],
     keys: &[(String, i64)],
 ) -> Result<String, String> {
     let qk = kind.quota_kind();
@@ -305,7 +337,7 @@ async fn repurge(
         kind,
         flush_type: flush,
         items: keys.iter().map(|(k, _)| k.clone()).collect(),
-        headers: Vec::new(),
+        headers: headers.to_vec(),
     };
     match p.provider.purge(&batch).await {
         Ok(receipt) => Ok(receipt.task_id),
@@ -334,7 +366,7 @@ async fn dead_letter(
     let lane = LaneKey {
         kind: parse_kind(&task.kind),
         flush: FlushType::parse(&task.flush).unwrap_or_default(),
-        headers: None,
+        headers: (!task.headers.is_empty()).then(|| Arc::from(task.headers.clone())),
     };
     let items: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
     let mut dl =
@@ -349,6 +381,7 @@ async fn dead_letter(
             .await
         {
             Ok(()) => {
+                p.metrics.dead_lettered();
                 warn!(task_id = %task.id, keys = items.len(), "purge failed at the CDN twice; dead-lettered as purge_failed_at_cdn");
                 return;
             }

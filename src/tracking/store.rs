@@ -29,6 +29,9 @@ pub struct TrackedTask {
     pub submitted_ms: i64,
     /// `(cache key, Unix ms of the earliest event waiting on it)`.
     pub keys: Vec<(String, i64)>,
+    /// The call's request headers (Wangsu `fileHeaders`), for a re-purge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<crate::provider::Header>,
 }
 
 /// Adds a task unless the provider already tracks `max` (then 0): SET with TTL, ZADD due.
