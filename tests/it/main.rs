@@ -17,6 +17,7 @@ mod cli;
 mod config_errors;
 mod crash;
 mod dead_letters;
+mod explain;
 mod faults;
 mod liveness;
 mod prometheus;
