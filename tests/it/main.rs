@@ -19,6 +19,7 @@ mod crash;
 mod dead_letters;
 mod explain;
 mod faults;
+mod prefetch;
 mod liveness;
 mod prometheus;
 mod provider_http;
