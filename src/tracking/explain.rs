@@ -172,7 +172,11 @@ pub fn render(e: &Explanation) -> String {
         );
         return s;
     }
-    let _ = writeln!(s, "events that asked for it ({}, newest first):", e.events.len());
+    let _ = writeln!(
+        s,
+        "events that asked for it ({}, newest first):",
+        e.events.len()
+    );
     for ev in &e.events {
         let _ = writeln!(
             s,
@@ -182,7 +186,11 @@ pub fn render(e: &Explanation) -> String {
             ev.source.as_deref().unwrap_or("-")
         );
     }
-    let _ = writeln!(s, "calls that covered it ({}, newest first):", e.calls.len());
+    let _ = writeln!(
+        s,
+        "calls that covered it ({}, newest first):",
+        e.calls.len()
+    );
     for c in &e.calls {
         let again = if c.attempt > 0 { " (purged again)" } else { "" };
         let _ = write!(

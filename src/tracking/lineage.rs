@@ -153,11 +153,7 @@ impl LineageKeys {
 
     /// The record of a task.
     pub fn task(&self, provider: &str, task: &str) -> String {
-        format!(
-            "{}:lineage:task:{provider}:{}",
-            self.prefix,
-            bounded(task)
-        )
+        format!("{}:lineage:task:{provider}:{}", self.prefix, bounded(task))
     }
 }
 
@@ -249,7 +245,11 @@ pub fn pipeline(keys: &LineageKeys, s: &WriterSettings, notes: &[Note]) -> redis
     };
     for note in notes {
         match note {
-            Note::Event { origin, at, keys: k } => {
+            Note::Event {
+                origin,
+                at,
+                keys: k,
+            } => {
                 let e = EventEntry {
                     id: origin.id.as_deref().map(bounded),
                     source: origin.source.as_deref().map(bounded),
@@ -359,4 +359,31 @@ pub async fn read(
         })
         .collect();
     Ok(History { events, calls })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_cut_on_a_character_boundary() {
+        let s = "é".repeat(MAX_FIELD);
+        let b = bounded(&s);
+        assert!(b.len() <= MAX_FIELD && b.len() >= MAX_FIELD - 1);
+        assert!(b.chars().all(|c| c == 'é'));
+        assert_eq!(bounded("short"), "short");
+    }
+
+    #[test]
+    fn key_names_are_short_whatever_the_url() {
+        let k = LineageKeys::new("p");
+        let long = format!("https://www.example.com/{}", "a".repeat(4000));
+        assert_eq!(k.events(&long).len(), "p:lineage:key::e".len() + 32);
+        assert_ne!(k.events(&long), k.events("https://www.example.com/b"));
+        assert_eq!(
+            k.task("cdn", &"t".repeat(1000)).len(),
+            "p:lineage:task:cdn:".len() + MAX_FIELD
+        );
+    }
 }

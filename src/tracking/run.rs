@@ -8,8 +8,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-pub use super::prefetch::PrefetchParts;
 use super::lineage::{CallEntry, LineageHandle, Note};
+pub use super::prefetch::PrefetchParts;
 use super::store::{TaskStore, TrackedTask};
 use super::{Accepted, MAX_TASK_AGE, Settings, unix_ms};
 use crate::amqp::Publisher;

@@ -70,7 +70,8 @@ async fn explain_shows_the_events_the_covering_task_and_done() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("purge-worker.toml");
     std::fs::write(&path, &toml).expect("write config");
-    let config = Config::from_raw(toml::from_str::<RawConfig>(&toml).expect("toml")).expect("valid");
+    let config =
+        Config::from_raw(toml::from_str::<RawConfig>(&toml).expect("toml")).expect("valid");
     let r = Running::start(config).await;
 
     let url = "https://WWW.example.com/news/explained";
@@ -107,7 +108,11 @@ async fn explain_shows_the_events_the_covering_task_and_done() {
         .iter()
         .find(|t| t.id == task)
         .expect("the task id is the emulator's");
-    assert!(covering.items.contains(&"https://www.example.com/news/explained".to_string()));
+    assert!(
+        covering
+            .items
+            .contains(&"https://www.example.com/news/explained".to_string())
+    );
     assert!(v["calls"][0]["finished_at"].is_string());
 
     let (code, out) = explain_cli(&path, url, false);
@@ -174,7 +179,11 @@ async fn one_keys_lineage_stays_within_its_byte_bound() {
         .expect("write");
     let mut bytes = 0u64;
     for k in [keys.events(&url), keys.calls(&url)] {
-        let n: u64 = redis::cmd("LLEN").arg(&k).query_async(&mut c).await.unwrap();
+        let n: u64 = redis::cmd("LLEN")
+            .arg(&k)
+            .query_async(&mut c)
+            .await
+            .unwrap();
         assert_eq!(n, 10, "at most lineage_events_per_key entries");
         let ttl: i64 = redis::cmd("TTL").arg(&k).query_async(&mut c).await.unwrap();
         assert!(ttl > 0 && ttl <= 3600);

@@ -45,7 +45,8 @@ async fn prefetch_only_after_the_purge_is_done_and_within_its_quota() {
             1,
         );
     assert!(toml.contains("prefetch_after_purge = true"));
-    let config = Config::from_raw(toml::from_str::<RawConfig>(&toml).expect("toml")).expect("valid");
+    let config =
+        Config::from_raw(toml::from_str::<RawConfig>(&toml).expect("toml")).expect("valid");
     let r = Running::start(config).await;
 
     let urls: Vec<String> = (0..50)
@@ -66,10 +67,14 @@ async fn prefetch_only_after_the_purge_is_done_and_within_its_quota() {
             .with_label_values(&["cdn", result])
             .get()
     };
-    wait_until("every purged URL prefetched or refused for quota", TIMEOUT, || {
-        let r = &r;
-        async move { counted(r, "submitted") + counted(r, "quota") >= 50 }
-    })
+    wait_until(
+        "every purged URL prefetched or refused for quota",
+        TIMEOUT,
+        || {
+            let r = &r;
+            async move { counted(r, "submitted") + counted(r, "quota") >= 50 }
+        },
+    )
     .await;
     let now = chrono::Utc::now().timestamp_millis();
     // When each URL's purge was done, by the emulator's clock.
@@ -85,7 +90,10 @@ async fn prefetch_only_after_the_purge_is_done_and_within_its_quota() {
     for call in &prefetches {
         for u in &call.items {
             prefetched += 1;
-            assert!(!u.contains("static.example.com"), "{u}: its domain did not ask");
+            assert!(
+                !u.contains("static.example.com"),
+                "{u}: its domain did not ask"
+            );
             let done = done_at.get(u).copied().unwrap_or(i64::MAX);
             assert!(
                 call.at_ms >= done,
@@ -108,7 +116,9 @@ async fn prefetch_only_after_the_purge_is_done_and_within_its_quota() {
     wait_until("explain shows the prefetch", TIMEOUT, || {
         let at = at.clone();
         async move {
-            let Ok(resp) = reqwest::get(at).await else { return false };
+            let Ok(resp) = reqwest::get(at).await else {
+                return false;
+            };
             let v: serde_json::Value =
                 serde_json::from_str(&resp.text().await.unwrap_or_default()).unwrap_or_default();
             v["calls"][0]["state"] == "done" && v["calls"][0]["prefetch"]["result"] == "submitted"

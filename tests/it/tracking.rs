@@ -60,8 +60,13 @@ async fn follow_500(replicas: usize) {
     let urls: Vec<String> = (0..500)
         .map(|i| format!("https://www.example.com/t/{i}"))
         .collect();
+    let mut published = std::collections::HashMap::new();
     for chunk in urls.chunks(10) {
+        let at = chrono::Utc::now().timestamp_millis();
         env.publish_json(&json!({ "urls": chunk })).await;
+        for u in chunk {
+            published.insert(u.clone(), at);
+        }
     }
     // 20 original tasks, a re-purge for each failed one; settled when nothing is pending and
     // the emulator has no unfinished task.
@@ -120,6 +125,24 @@ async fn follow_500(replicas: usize) {
         500,
         "every key ends done or dead-lettered"
     );
+    let dead_records = dead
+        .iter()
+        .filter(|(_, code)| code.as_deref() == Some("purge_failed_at_cdn"))
+        .count() as u64;
+    let counted: u64 = workers
+        .iter()
+        .map(|r| {
+            r.worker
+                .metrics
+                .dead_letters
+                .with_label_values(&["purge_failed_at_cdn"])
+                .get()
+        })
+        .sum();
+    assert_eq!(
+        counted, dead_records,
+        "purge_dead_letters_total counts the tracker's dead letters"
+    );
     // One observation per key of a done task, whatever the number of replicas.
     let fresh: u64 = workers.iter().map(fresh_count).sum();
     assert_eq!(fresh as usize, done_keys);
@@ -138,6 +161,37 @@ async fn follow_500(replicas: usize) {
     assert!(
         max_in_window(&times, 1000.0) <= 20,
         "status calls within 20/s"
+    );
+    // Time to fresh per key of a done task: from its publish to the first status call that
+    // found the task done (the emulator's clock; the same span the histogram observes).
+    let mut ttf: Vec<f64> = Vec::new();
+    for t in tasks.iter().filter(|t| t.outcome == Phase::Done) {
+        let Some(seen) = calls
+            .iter()
+            .filter(|c| c.items == [t.id.clone()] && c.at_ms >= t.finish_ms)
+            .map(|c| c.at_ms)
+            .min()
+        else {
+            continue;
+        };
+        for i in &t.items {
+            if let Some(p) = published.get(i) {
+                ttf.push((seen - p) as f64 / 1000.0);
+            }
+        }
+    }
+    ttf.sort_by(f64::total_cmp);
+    let q = |f: f64| {
+        ttf.get(((ttf.len() as f64 * f).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    eprintln!(
+        "tracking x{replicas}: time to fresh over {} keys: p50 {:.2} s, p95 {:.2} s, max {:.2} s",
+        ttf.len(),
+        q(0.5),
+        q(0.95),
+        q(1.0)
     );
     eprintln!(
         "tracking x{replicas}: {} tasks, {} purge calls, {} status calls ({:.2} per purge call), time to fresh mean {:.2} s over {fresh} keys",
