@@ -18,6 +18,9 @@ pub struct ExplainArgs {
     /// Config file (TOML); [redis], [tracking] and [[providers]] are used. Default: $PURGE_WORKER_CONFIG, else ./purge-worker.toml, else built-in defaults.
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Redis key prefix to use instead of `redis.key_prefix`, e.g. the one a zero-config `run` names in its first log line.
+    #[arg(long, value_name = "PREFIX")]
+    pub key_prefix: Option<String>,
     /// Print JSON (the same document as GET /explain?url=).
     #[arg(long)]
     pub json: bool,
@@ -28,7 +31,13 @@ pub struct ExplainArgs {
 
 /// Runs the command.
 pub async fn run(args: ExplainArgs) -> anyhow::Result<()> {
-    let (_, cfg) = super::load_or_builtin(args.config.as_ref())?;
+    let (_, mut cfg) = super::load_or_builtin(args.config.as_ref())?;
+    if let Some(prefix) = args.key_prefix {
+        if prefix.is_empty() {
+            return Err(UsageError("--key-prefix must not be empty".into()).into());
+        }
+        cfg.redis.key_prefix = prefix;
+    }
     let explainer = Explainer::connect(&cfg).context("redis.url is not a usable Redis URL")?;
     let e = match explainer.explain(&args.url).await {
         Ok(e) => e,
