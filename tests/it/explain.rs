@@ -204,3 +204,48 @@ async fn one_keys_lineage_stays_within_its_byte_bound() {
     assert!(bytes <= MAX_BYTES_PER_KEY, "{bytes} bytes");
     env.cleanup().await;
 }
+
+/// Redis gone: notes are dropped and counted (`redis`), a full channel counts `busy`, and
+/// handing a note over never waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lineage_that_cannot_be_written_is_counted_never_waited_for() {
+    let metrics = purge_worker::metrics::Metrics::new();
+    let client = redis::Client::open("redis://127.0.0.1:1/0").expect("url");
+    let cfg = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(200)))
+        .set_number_of_retries(0);
+    let conn = client.get_connection_manager_lazy(cfg).expect("lazy");
+    let (handle, _task) = lineage::spawn_writer(
+        conn,
+        LineageKeys::new("nowhere"),
+        WriterSettings {
+            ttl: Duration::from_secs(60),
+            events_per_key: 10,
+        },
+        metrics.lineage(),
+    );
+    let started = std::time::Instant::now();
+    let n = lineage::CHANNEL * 2;
+    for i in 0..n {
+        handle.note(Note::Event {
+            origin: Arc::new(Origin::default()),
+            at: i as i64,
+            keys: vec![CacheKey::from_normalized("https://www.example.com/a")],
+        });
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "note() never waits"
+    );
+    let failed = |reason: &str| {
+        metrics
+            .lineage_write_failures
+            .with_label_values(&[reason])
+            .get()
+    };
+    wait_until("the failed write counted", TIMEOUT, || async {
+        failed("redis") >= 1
+    })
+    .await;
+    assert!(failed("busy") >= 1, "a full channel is counted");
+}
