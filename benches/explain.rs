@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("wrote the lineage of {n} keys in {:.2?}", t0.elapsed());
 
-    let explainer = Explainer::connect(&config)?;
+    let explainer = Explainer::connect(config.redis.url.expose(), config.explain_sources())?;
     // Warm the connection.
     explainer.explain(&url(0)).await?;
     let mut rng = 0x2545_f491_4f6c_dd1d_u64;

@@ -99,6 +99,8 @@ struct Names {
     worker_queue: String,
     dead_letter_queue: String,
     parking_queue: String,
+    bulk_queue: String,
+    bulk_parking_queue: String,
     key_prefix: String,
 }
 
@@ -114,6 +116,8 @@ impl Names {
             raw_task_queue: format!("bench.ingest.{id}.raw-task"),
             dead_letter_queue: format!("{worker_queue}.dead"),
             parking_queue: format!("{worker_queue}.parked.{PROVIDER}"),
+            bulk_queue: format!("{worker_queue}.bulk"),
+            bulk_parking_queue: format!("{worker_queue}.bulk.parked.{PROVIDER}"),
             worker_queue,
             key_prefix: format!("purge-bench-{id}"),
         }
@@ -344,6 +348,7 @@ url = "{AMQP_URL}"
 queue = "{queue}"
 dead_letter_queue = "{dlq}"
 prefetch = {prefetch}
+bulk_queue = "{bulk}"
 
 [redis]
 url = "{REDIS_URL}"
@@ -372,6 +377,7 @@ max_in_flight = {max_in_flight}
 "#,
         queue = names.worker_queue,
         dlq = names.dead_letter_queue,
+        bulk = names.bulk_queue,
         prefetch = s.prefetch,
         prefix = names.key_prefix,
         linger = s.linger_ms,
@@ -483,6 +489,8 @@ async fn cleanup(conn: &Connection, names: &Names) {
                 &names.worker_queue,
                 &names.dead_letter_queue,
                 &names.parking_queue,
+                &names.bulk_queue,
+                &names.bulk_parking_queue,
             ] {
                 // A missing queue is fine (a failed run); the channel survives a delete of one.
                 if let Err(e) = ch

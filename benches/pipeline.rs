@@ -20,7 +20,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use purge_worker::cache_key::{self, CacheKey};
 use purge_worker::coalesce::{Lane, LaneKey, Origin};
-use purge_worker::config::Config;
+use purge_worker::config::{Config, ProviderConfig};
 use purge_worker::event;
 use purge_worker::provider::{FlushType, Kind};
 use purge_worker::routing::Router;
@@ -201,7 +201,7 @@ fn pipeline(
 
 fn benches(c: &mut Criterion) {
     let config = config();
-    let router = Router::new(&config.providers);
+    let router = Router::new(config.providers.iter().map(ProviderConfig::routes));
     let providers = config.providers.len();
     let urls = raw_urls(N);
     let origin = Arc::new(Origin {

@@ -20,6 +20,54 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 use crate::metrics::Metrics;
 
+/// The first pause before reconnecting; it doubles per consecutive failure up to
+/// [`AmqpConfig::reconnect`]'s longest (`amqp.reconnect_max_ms`, at least this).
+pub const RECONNECT_FIRST_PAUSE: Duration = Duration::from_millis(500);
+
+/// RabbitMQ settings.
+#[derive(Debug, Clone)]
+pub struct AmqpConfig {
+    /// Connection URL (may carry the password, hence a [`Secret`](crate::secret::Secret)).
+    pub url: crate::secret::Secret,
+    /// The purge queue, declared durable if missing.
+    pub queue: String,
+    /// Where rejected events and items land with their reason.
+    pub dead_letter_queue: String,
+    /// Largest dead-letter record body; a bigger record carries a clipped copy of its event.
+    pub dead_letter_max_bytes: usize,
+    /// Unacked deliveries held at once (of the purge queue).
+    pub prefetch: u16,
+    /// The bulk queue: events consumed from it are bulk (re-indexes, `publish --file`). It has
+    /// its own consumer and prefetch, so a bulk backlog never delays interactive deliveries.
+    pub bulk_queue: String,
+    /// Unacked deliveries of the bulk queue held at once.
+    pub bulk_prefetch: u16,
+    /// Pauses between reconnect attempts: from 0.5 s, doubling up to `reconnect_max_ms`.
+    pub reconnect: crate::backoff::Backoff,
+}
+
+impl AmqpConfig {
+    /// The queue where a provider's quota-parked items wait for the provider's day reset; its
+    /// messages expire back into [`AmqpConfig::queue`].
+    pub fn parking_queue(&self, provider: &str) -> String {
+        format!("{}.parked.{}", self.queue, provider)
+    }
+
+    /// The queue where a provider's bulk items wait for their share of the quota to come back;
+    /// its messages expire back into [`AmqpConfig::bulk_queue`], so they return as bulk.
+    pub fn bulk_parking_queue(&self, provider: &str) -> String {
+        format!("{}.parked.{}", self.bulk_queue, provider)
+    }
+
+    /// The queue a parked item of `priority` waits in.
+    pub fn parking_queue_of(&self, provider: &str, priority: crate::event::Priority) -> String {
+        match priority {
+            crate::event::Priority::Interactive => self.parking_queue(provider),
+            crate::event::Priority::Bulk => self.bulk_parking_queue(provider),
+        }
+    }
+}
+
 /// Failures of a confirmed publish.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {

@@ -206,41 +206,26 @@ fn parse_error(raw: &str, e: url::ParseError) -> ItemError {
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::provider::api::ProviderKind;
 
     /// Provider 0 serves `www.example.com`, `static.example.com` (ignore_query) and
     /// `*.example.com`; provider 1 serves the IDN host `例子.测试` and `*.cdn.example.com`
     /// (ignore_query).
-    const CONFIG: &str = r#"
-        [[providers]]
-        name = "main"
-        kind = "tencent-v3"
-        secret_id = "AKID"
-        secret_key = "k"
-          [[providers.domains]]
-          host = "www.example.com"
-          [[providers.domains]]
-          host = "static.example.com"
-          ignore_query = true
-          [[providers.domains]]
-          host = "*.example.com"
-
-        [[providers]]
-        name = "second"
-        kind = "tencent-v3"
-        secret_id = "AKID"
-        secret_key = "k"
-          [[providers.domains]]
-          host = "例子.测试"
-          [[providers.domains]]
-          host = "*.cdn.example.com"
-          ignore_query = true
-    "#;
-
     fn router() -> Router {
-        let config = Config::from_raw(toml::from_str(CONFIG).expect("test TOML parses"))
-            .expect("test config is valid");
-        Router::new(&config.providers)
+        Router::for_tests(&[
+            (
+                ProviderKind::TencentV3,
+                &[
+                    ("www.example.com", false),
+                    ("static.example.com", true),
+                    ("*.example.com", false),
+                ],
+            ),
+            (
+                ProviderKind::TencentV3,
+                &[("例子.测试", false), ("*.cdn.example.com", true)],
+            ),
+        ])
     }
 
     /// What a table row expects.

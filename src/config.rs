@@ -2,8 +2,18 @@
 //! [`Config::from_raw`] turns it into validated, typed values. Every validation error names the key
 //! and the problem (`check` and `run` exit 2 on it). Secrets live in [`Secret`], whose `Debug`
 //! never shows the value.
+//!
+//! This module only parses, validates and assembles: the settings types and their defaults
+//! belong to the components (re-exported here): [`AmqpConfig`] to `amqp`, [`Backoff`] to
+//! `backoff`, [`ProviderKind`], [`ApiSettings`] and each API's `Settings` and published `DEFAULTS`
+//! to `provider`, [`DomainRule`] to `routing`, [`RateLimit`] to `ratelimit`, [`QuotaWindow`] to
+//! `quota`. No component imports this module; `worker` and `commands` do (and `dispatch`, which
+//! takes a provider's whole [`ProviderConfig`]).
+//!
+//! Submodules: `load` (TOML errors that locate the problem without quoting secrets), `env`
+//! (`*_env` keys), `bounds` (the range of every number), `amqp` (`[amqp]` alone, for `publish`),
+//! `kinds` (the keys of one API family), `validate` (the rest).
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +21,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::provider::Kind;
-use crate::routing::HostPattern;
 
 /// The environment variable naming a config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "PURGE_WORKER_CONFIG";
@@ -23,6 +32,8 @@ pub const DEFAULT_CONFIG_FILE: &str = "purge-worker.toml";
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f?heartbeat=10";
 /// Default purge queue.
 pub const DEFAULT_QUEUE: &str = "cdn.purge";
+/// Default bulk queue (events consumed from it are bulk).
+pub const DEFAULT_BULK_QUEUE: &str = "cdn.purge.bulk";
 /// Default dead-letter queue.
 pub const DEFAULT_DEAD_LETTER_QUEUE: &str = "cdn.purge.dead";
 /// Largest dead-letter record body (1 MiB); see [`crate::dead_letter::DEFAULT_MAX_BYTES`].
@@ -32,6 +43,13 @@ pub const DEFAULT_DEAD_LETTER_MAX_BYTES: usize = crate::dead_letter::DEFAULT_MAX
 pub const DEFAULT_RECONNECT_MAX_MS: u64 = 30_000;
 /// Unacked deliveries held at once; bounds the worker's memory, not the backlog.
 pub const DEFAULT_PREFETCH: u16 = 1000;
+/// Unacked deliveries of the bulk queue held at once.
+pub const DEFAULT_BULK_PREFETCH: u16 = 1000;
+/// Share of every quota window kept for interactive items: a re-index leaves a fifth of the day
+/// for the editors.
+pub const DEFAULT_INTERACTIVE_RESERVE: f64 = 0.2;
+/// The largest `interactive_reserve`: bulk always keeps a tenth of the window.
+pub const MAX_INTERACTIVE_RESERVE: f64 = 0.9;
 /// Default Redis.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 /// Every Redis key the worker writes starts with this.
@@ -42,16 +60,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 pub const DEFAULT_MAX_LINGER_MS: u64 = 500;
 /// How long SIGTERM waits for in-flight work before leaving the rest for redelivery.
 pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 10_000;
-/// Largest event body accepted; larger ones are dead-lettered (`event_too_large`).
-pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+pub use crate::event::DEFAULT_MAX_EVENT_BYTES;
 /// First retry delay after a transient provider failure; doubles per attempt, with jitter.
 pub const DEFAULT_RETRY_BASE_MS: u64 = 200;
 /// Cap on the retry delay.
 pub const DEFAULT_RETRY_MAX_MS: u64 = 30_000;
-/// Connect timeout for provider calls.
-pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
-/// Whole-request timeout for provider calls.
-pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+pub use crate::provider::{DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS};
 /// Calls in flight per provider at once (the rate limiter still spaces them).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
 /// Failed calls an item may have alone before it is dead-lettered: with the default backoff
@@ -119,6 +133,9 @@ pub struct RawAmqp {
     pub reconnect_max_ms: Option<u64>,
     #[serde(deserialize_with = "amqp::prefetch_range")]
     pub prefetch: Option<u32>,
+    pub bulk_queue: Option<String>,
+    #[serde(deserialize_with = "amqp::prefetch_range")]
+    pub bulk_prefetch: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +144,7 @@ pub struct RawRedis {
     pub url: Option<String>,
     pub url_env: Option<String>,
     pub key_prefix: Option<String>,
+    pub shared_rate_limits: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +188,7 @@ pub struct RawProvider {
     pub request_timeout_ms: Option<u64>,
     pub max_in_flight: Option<usize>,
     pub max_attempts: Option<u32>,
+    pub interactive_reserve: Option<f64>,
     /// tencent-v2: `POST` (default) or `GET`.
     pub http_method: Option<String>,
     /// tencent-v2: `HmacSHA1` (default) or `HmacSHA256`.
@@ -194,31 +213,11 @@ pub struct RawProvider {
 pub struct RawDomain {
     pub host: Option<String>,
     pub ignore_query: bool,
+    pub dir_escalation: Option<u64>,
     pub prefetch_after_purge: bool,
 }
 
 // === validated ===
-
-/// A credential or a URL with credentials. `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    /// The value, for signing or connecting only; never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// The validated configuration the worker runs on.
 #[derive(Debug, Clone)]
@@ -234,37 +233,14 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
 }
 
-/// RabbitMQ settings.
-#[derive(Debug, Clone)]
-pub struct AmqpConfig {
-    /// Connection URL (may carry the password, hence a [`Secret`]).
-    pub url: Secret,
-    /// The purge queue, declared durable if missing.
-    pub queue: String,
-    /// Where rejected events and items land with their reason.
-    pub dead_letter_queue: String,
-    /// Largest dead-letter record body; a bigger record carries a clipped copy of its event.
-    pub dead_letter_max_bytes: usize,
-    /// Unacked deliveries held at once.
-    pub prefetch: u16,
-    /// Longest pause between reconnect attempts (the pause doubles from 0.5 s up to this).
-    pub reconnect_max: std::time::Duration,
-}
-
-impl AmqpConfig {
-    /// The queue where a provider's quota-parked items wait for the provider's day reset; its
-    /// messages expire back into [`AmqpConfig::queue`].
-    pub fn parking_queue(&self, provider: &str) -> String {
-        format!("{}.parked.{}", self.queue, provider)
-    }
-}
-
 /// Redis settings.
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     pub url: Secret,
     /// Prefix of every key the worker writes.
     pub key_prefix: String,
+    /// Rate windows hold across every process on this Redis and prefix (default on).
+    pub shared_rate_limits: bool,
 }
 
 /// Batching and lifecycle timing.
@@ -276,125 +252,6 @@ pub struct BatchingConfig {
     pub drain_timeout: Duration,
     /// Largest accepted event body in bytes.
     pub max_event_bytes: usize,
-}
-
-/// Which API family a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProviderKind {
-    /// Tencent Cloud API 3.0 (PurgeUrlsCache, PurgePathCache), TC3-HMAC-SHA256.
-    TencentV3,
-    /// Tencent Cloud legacy API 2.0 (RefreshCdnUrl, RefreshCdnDir), HmacSHA1/HmacSHA256.
-    TencentV2,
-    /// Wangsu (ChinaNetCenter) CDN Pro, `POST /cdn/purges`.
-    Wangsu,
-}
-
-impl ProviderKind {
-    /// Every kind's config spelling, for error messages.
-    pub const SUPPORTED: &'static str = "tencent-v3, tencent-v2, wangsu";
-
-    /// What the API family takes: routing and event validation ask this, never the kind.
-    pub fn capabilities(self) -> crate::provider::Capabilities {
-        match self {
-            ProviderKind::TencentV3 => crate::provider::tencent_v3::CAPABILITIES,
-            ProviderKind::TencentV2 => crate::provider::tencent_v2::CAPABILITIES,
-            ProviderKind::Wangsu => crate::provider::wangsu::CAPABILITIES,
-        }
-    }
-
-    /// The default `prefetch_per_day`: Tencent `PushUrlsCache` 1,000 URLs per day per region,
-    /// Wangsu `prefetchQuota` 5,000 per rolling 24 hours (field-notes-2); v2 has no prefetch.
-    pub fn prefetch_per_day(self) -> u64 {
-        match self {
-            ProviderKind::TencentV3 => 1000,
-            ProviderKind::TencentV2 => 0,
-            ProviderKind::Wangsu => 5000,
-        }
-    }
-
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::TencentV3 => "tencent-v3",
-            ProviderKind::TencentV2 => "tencent-v2",
-            ProviderKind::Wangsu => "wangsu",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        match s {
-            "tencent-v3" => Some(ProviderKind::TencentV3),
-            "tencent-v2" => Some(ProviderKind::TencentV2),
-            "wangsu" => Some(ProviderKind::Wangsu),
-            _ => None,
-        }
-    }
-
-    /// Published limits of this API family (providers/PROVIDERS.md), used for unset keys.
-    pub fn defaults(self) -> KindDefaults {
-        match self {
-            ProviderKind::TencentV3 => KindDefaults {
-                endpoint: "https://cdn.tencentcloudapi.com",
-                requests_per_second: 20,
-                requests_per_minute: 10_000,
-                rate_limits: &[],
-                urls_per_call: 1000,
-                dirs_per_call: 20,
-                regex_per_call: 1,
-                urls_per_day: 10_000,
-                dirs_per_day: 100,
-                quota_utc_offset_secs: 8 * 3600,
-                quota_window: QuotaWindow::Day,
-            },
-            // PROVIDERS.md §2.2: the 2018 seed's 10 000 calls/min (an older revision says 1200).
-            ProviderKind::TencentV2 => KindDefaults {
-                endpoint: "https://cdn.api.qcloud.com",
-                requests_per_second: 20,
-                requests_per_minute: 10_000,
-                rate_limits: &[],
-                urls_per_call: 1000,
-                dirs_per_call: 20,
-                regex_per_call: 1,
-                urls_per_day: 10_000,
-                dirs_per_day: 100,
-                quota_utc_offset_secs: 8 * 3600,
-                quota_window: QuotaWindow::Day,
-            },
-            // PROVIDERS.md §3.4: a token bucket of 60 refilled at 30/min. 60/min with at most
-            // 150 in any 5 minutes never empties it (a sliding window of T minutes then holds at
-            // most 60 + 30·T calls), and file/dir quotas count over a rolling 24 hours.
-            ProviderKind::Wangsu => KindDefaults {
-                endpoint: "https://open.chinanetcenter.com",
-                requests_per_second: 2,
-                requests_per_minute: 60,
-                rate_limits: &["150/5m"],
-                urls_per_call: 1000,
-                dirs_per_call: 20,
-                regex_per_call: 2,
-                urls_per_day: 5000,
-                dirs_per_day: 20,
-                quota_utc_offset_secs: 0,
-                quota_window: QuotaWindow::Rolling24h,
-            },
-        }
-    }
-}
-
-/// Per-kind defaults; see [`ProviderKind::defaults`].
-#[derive(Debug, Clone, Copy)]
-pub struct KindDefaults {
-    pub endpoint: &'static str,
-    pub requests_per_second: u32,
-    pub requests_per_minute: u32,
-    /// Further windows, in `rate_limits` syntax.
-    pub rate_limits: &'static [&'static str],
-    pub urls_per_call: usize,
-    pub dirs_per_call: usize,
-    pub regex_per_call: usize,
-    pub urls_per_day: u64,
-    pub dirs_per_day: u64,
-    pub quota_utc_offset_secs: i32,
-    pub quota_window: QuotaWindow,
 }
 
 /// One `[[providers]]` entry, validated.
@@ -425,18 +282,37 @@ pub struct ProviderConfig {
     /// Calendar day or rolling 24 hours.
     pub quota_window: QuotaWindow,
     /// What only this provider's API family has.
-    pub options: KindOptions,
-    pub retry_base: Duration,
-    pub retry_max: Duration,
+    pub options: ApiSettings,
+    /// Retries of failed calls: `retry_base_ms` doubling up to `retry_max_ms`.
+    pub retry: Backoff,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub max_in_flight: usize,
     /// Failed calls an item may have alone before it is dead-lettered (`provider_failed`).
     pub max_attempts: u32,
+    /// Share of every quota window bulk items never spend (0 to 0.9).
+    pub interactive_reserve: f64,
     pub domains: Vec<DomainRule>,
 }
 
 impl ProviderConfig {
+    /// The account its client calls.
+    pub fn account(&self) -> crate::provider::Account {
+        crate::provider::Account {
+            name: self.name.clone(),
+            endpoint: self.endpoint.clone(),
+            secret_id: self.secret_id.clone(),
+            secret_key: self.secret_key.clone(),
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+        }
+    }
+
+    /// What routing needs of it: its API family and its hosts.
+    pub fn routes(&self) -> (ProviderKind, &[DomainRule]) {
+        (self.kind, &self.domains)
+    }
+
     /// How this provider's allowance is counted (for the quota store).
     pub fn quota_policy(&self) -> crate::quota::QuotaPolicy {
         crate::quota::QuotaPolicy {
@@ -464,14 +340,16 @@ impl ProviderConfig {
     }
 }
 
-/// A host (or host pattern) routed to a provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DomainRule {
-    pub host: HostPattern,
-    /// The CDN ignores the query string in its cache key for this host.
-    pub ignore_query: bool,
-    /// Prefetch each purged URL once its purge task is done.
-    pub prefetch_after_purge: bool,
+impl Config {
+    /// What `explain` reads of this worker's lineage.
+    pub fn explain_sources(&self) -> crate::tracking::explain::Sources {
+        crate::tracking::explain::Sources {
+            router: crate::routing::Router::new(self.providers.iter().map(ProviderConfig::routes)),
+            providers: self.providers.iter().map(|p| p.name.clone()).collect(),
+            key_prefix: self.redis.key_prefix.clone(),
+            lineage_ttl: self.tracking.lineage_ttl,
+        }
+    }
 }
 
 /// Where the configuration came from, for the first log line.
@@ -511,11 +389,18 @@ mod kinds;
 mod load;
 
 mod validate;
+pub use crate::amqp::AmqpConfig;
+pub use crate::backoff::Backoff;
+pub use crate::provider::api::{ApiSettings, ProviderKind};
+pub use crate::provider::qcloud_v2::SignatureMethod;
+pub use crate::provider::tencent_v2::HttpMethod;
+pub use crate::provider::wangsu::WangsuAuth;
 pub use crate::quota::QuotaWindow;
 pub use crate::ratelimit::RateLimit;
+pub use crate::routing::DomainRule;
+pub use crate::secret::Secret;
 pub use bounds::{
     MAX_ATTEMPTS, MAX_DURATION_MS, MAX_EVENT_BYTES, MAX_IN_FLIGHT, MAX_PER_CALL, MAX_PER_DAY,
     MAX_RATE_WINDOW_SECS,
 };
-pub use kinds::{HttpMethod, KindOptions, SignatureMethod, WangsuAuth};
 pub use validate::parse_utc_offset;

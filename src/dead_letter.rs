@@ -147,6 +147,7 @@ impl DeadLetter {
                     dirs: pick(Kind::Dir),
                     regex: pick(Kind::Regex),
                     flush_type: event.flush_type,
+                    priority: event.priority,
                     id: event.id.clone(),
                     source: event.source.clone(),
                 };
@@ -453,6 +454,7 @@ mod tests {
             flush_type: Default::default(),
             id: Some("many".into()),
             source: None,
+            priority: Default::default(),
         };
         let rejected: Vec<RejectedItem> = (0..2000)
             .map(|i| RejectedItem {

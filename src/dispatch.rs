@@ -3,9 +3,12 @@
 //! rate limiter and the provider, and publishes dead letters and parked items.
 //!
 //! Flush policy (DESIGN): a lane's batch leaves when it is full or its oldest item has lingered
-//! `max_linger`, and only when the quota reservation succeeds and then the rate limiter grants a
-//! call, in that order and with nothing between the grant and the send, so a slow Redis answer
-//! can never squeeze two sends closer together than the limiter allowed.
+//! `max_linger`, and only when (1) the in-process pacer (governor) has a permit near, (2) one Redis
+//! script ([`QuotaStore::admit`]) grants the call in every cluster-wide rate window and reserves
+//! its quota, in one round trip, and (3) governor grants the permit, with nothing between that
+//! grant and the send, so a slow Redis answer cannot squeeze this replica's sends closer than
+//! governor spaces them. governor paces each replica burst-free and keeps it from asking Redis for
+//! grants it could not use; the script is the authority across replicas.
 
 mod answer;
 mod core;
@@ -21,14 +24,17 @@ use tracing::{info, warn};
 
 use crate::amqp::Publisher;
 use crate::cache_key::CacheKey;
-use crate::coalesce::{HeaderSet, Origin, PendingItem};
-use crate::config::{ProviderConfig, QuotaWindow};
+use crate::coalesce::{HeaderSet, Origin, PendingItem, escalate};
+use crate::config::ProviderConfig;
+use crate::event::Priority;
 use crate::http::Readiness;
 use crate::ledger::{DeliveryId, LedgerHandle, Sessions};
 use crate::metrics::{Metrics, ProviderMetrics};
 use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
-use crate::quota::{QuotaStore, Reservation, unix_now};
+use crate::quota::QuotaWindow;
+use crate::quota::{Admission, QuotaStore, Reservation, Want, bulk_limit, unix_now};
 use crate::ratelimit::SharedWindows;
+use crate::ratelimit::shared::SharedRate;
 
 pub use self::core::AUTH_PROBE_INTERVAL;
 use self::core::{Core, Next, Settings, later};
@@ -50,6 +56,10 @@ pub struct Incoming {
     pub key: CacheKey,
     pub received: Instant,
     pub origin: Arc<Origin>,
+    /// The event's class.
+    pub priority: Priority,
+    /// The domain's `dir_escalation` for file purges (0 = never).
+    pub escalate: u32,
 }
 
 /// Everything a dispatcher needs, injected.
@@ -68,11 +78,26 @@ pub struct DispatcherParts {
     pub drain_timeout: Duration,
     /// Where quota-parked items wait for the reset.
     pub parking_queue: String,
+    /// Where bulk items over their share wait (it returns them to the bulk queue).
+    pub bulk_parking_queue: String,
     pub dead_letter_queue: String,
-    /// The provider's call budget (shared with the tracker where status calls spend it).
+    /// The provider's in-process call pacer (shared with the tracker where status calls spend
+    /// it); the cluster-wide windows are `shared_rate`.
     pub limiter: SharedWindows,
     /// Where accepted calls go to be followed to completion (`tracking`); `None`: not tracked.
     pub tracker: Option<crate::tracking::TrackerHandle>,
+    /// The provider's cluster-wide rate windows (shared by every replica on the same Redis).
+    pub shared_rate: SharedRate,
+}
+
+/// What an admission asked of the pump.
+enum Admit {
+    /// Granted: send it now.
+    Send(Armed),
+    /// Nothing to send from this batch (parked, or Redis unreachable): look at the next one.
+    Next,
+    /// The cluster-wide windows are full: wait (the wake-up is set).
+    Wait,
 }
 
 /// A finished background task of a dispatcher.
@@ -88,12 +113,14 @@ enum Outcome {
     Published {
         lane: usize,
         done: usize,
-        parking: bool,
+        /// The class of a parking publish; `None` for dead letters.
+        parking: Option<Priority>,
         failed: Vec<PendingItem>,
     },
 }
 
-/// A batch with its quota reserved, waiting only for the rate limiter's permit.
+/// A batch granted by the admission script, with its quota reserved, waiting only for the
+/// in-process permit.
 struct Armed {
     lane: usize,
     items: Vec<PendingItem>,
@@ -121,26 +148,35 @@ pub fn spawn(
     let m = parts
         .metrics
         .provider(&parts.config.name, kinds, |k| provider.action(k));
-    for (gauge, limit) in m
+    for ((gauge, reserve), limit) in m
         .quota_limit
         .iter()
+        .zip(&m.quota_reserve_left)
         .zip([parts.config.urls_per_day, parts.config.dirs_per_day])
     {
         gauge.set(limit.min(i64::MAX as u64) as i64);
+        // Until the first reservation reads the window: the whole reserve.
+        let kept = limit - bulk_limit(limit, parts.config.interactive_reserve);
+        reserve.set(kept.min(i64::MAX as u64) as i64);
     }
     let c = &parts.config;
     let caps = parts.provider.capabilities();
     let settings = Settings {
         linger: parts.linger,
         retry: RetryPolicy {
-            base: c.retry_base,
-            max: c.retry_max,
+            backoff: c.retry,
             max_attempts: c.max_attempts,
         },
         max_in_flight: c.max_in_flight,
         per_call: Kind::ALL.map(|k| c.per_call(k)),
         url_flush: caps.url_flush_type,
         dir_flush: caps.dir_flush_type,
+        escalation_min_urls: c
+            .domains
+            .iter()
+            .any(|d| d.dir_escalation > 0)
+            .then(|| escalate::min_urls(c.urls_per_day, c.dirs_per_day))
+            .flatten(),
     };
     let d = Dispatcher {
         epoch: parts.sessions.epoch(),
@@ -150,8 +186,10 @@ pub fn spawn(
         limiter,
         tasks: JoinSet::new(),
         armed: None,
+        shared_ready_at: None,
         wake_at: None,
         rate_waiting_since: None,
+        escalations: 0,
     };
     let span = tracing::info_span!("dispatcher", provider = %d.p.config.name, kind = d.p.config.kind.as_str());
     tokio::spawn(tracing::Instrument::instrument(d.run(input), span))
@@ -166,10 +204,14 @@ struct Dispatcher {
     /// Provider calls, parking publishes and dead-letter publishes under way.
     tasks: JoinSet<Outcome>,
     armed: Option<Armed>,
+    /// When the cluster-wide windows (or a provider's not-before) said the next call may go.
+    shared_ready_at: Option<Instant>,
     wake_at: Option<Instant>,
     rate_waiting_since: Option<Instant>,
     /// The consumer epoch the lanes were last pruned for.
     epoch: u64,
+    /// The core's escalation count already exported.
+    escalations: u64,
 }
 
 impl Dispatcher {
@@ -231,11 +273,16 @@ impl Dispatcher {
 
     fn add(&mut self, items: Vec<Incoming>) {
         let dups = self.core.add(items);
-        for (kind, n) in Kind::ALL.into_iter().zip(dups) {
-            if n > 0
-                && let Some(m) = self.m.kind(kind)
+        for (kind, by_class) in Kind::ALL.into_iter().zip(dups) {
+            for (counter, n) in self
+                .m
+                .kind(kind)
+                .iter()
+                .flat_map(|m| m.deduplicated.iter().zip(by_class))
             {
-                m.deduplicated.inc_by(n);
+                if n > 0 {
+                    counter.inc_by(n);
+                }
             }
         }
     }
@@ -254,8 +301,8 @@ impl Dispatcher {
             }
         }
         loop {
-            for (lane, items, until) in self.core.take_parkable() {
-                self.spawn_park(lane, items, until);
+            for (lane, priority, items, until) in self.core.take_parkable() {
+                self.spawn_park(lane, priority, items, until);
             }
             let now = Instant::now();
             if let Some(a) = self.armed.take() {
@@ -268,7 +315,14 @@ impl Dispatcher {
                     }
                 }
             }
-            let (lane, items) = match self.core.next(now) {
+            let next = self.core.next(now);
+            if self.core.escalations > self.escalations {
+                self.m
+                    .escalations
+                    .inc_by(self.core.escalations - self.escalations);
+                self.escalations = self.core.escalations;
+            }
+            let (lane, items) = match next {
                 Next::Wait(at) => {
                     if let Some(at) = at {
                         self.wake(at);
@@ -279,15 +333,20 @@ impl Dispatcher {
             };
             // Form the batch only when a permit is near: while the limiter is the bottleneck,
             // batches keep filling.
-            if let Some(at) = self.limiter.ready_at().map(|t| t.0).filter(|at| *at > now) {
+            let local = self.limiter.ready_at().map(|t| t.0);
+            if let Some(at) = local.max(self.shared_ready_at).filter(|at| *at > now) {
                 self.core.restore(lane, items, now);
                 self.rate_waiting_since.get_or_insert(now);
                 self.wake(at);
                 return;
             }
-            let Some(armed) = self.reserve(lane, items, now).await else {
-                continue;
+            let armed = match self.admit(lane, items, now).await {
+                Admit::Send(armed) => armed,
+                Admit::Next => continue,
+                Admit::Wait => return,
             };
+            // The in-process permit comes last, with nothing between it and the send: a slow
+            // Redis answer cannot squeeze this replica's sends closer than governor spaces them.
             let now = Instant::now();
             match self.limiter.try_acquire() {
                 Ok(()) => self.send(armed, now),
@@ -300,63 +359,125 @@ impl Dispatcher {
         }
     }
 
-    /// Reserves quota for a batch: the granted part comes back armed, the rest is restored; a
-    /// spent window parks the kind. `None` when nothing was granted.
-    async fn reserve(
-        &mut self,
-        lane: usize,
-        mut items: Vec<PendingItem>,
-        now: Instant,
-    ) -> Option<Armed> {
+    /// Asks the admission script for a batch (interactive items first, as [`Core::next`] forms
+    /// it): one script checks the cluster-wide rate windows and grants each class its part of the
+    /// quota; what is not granted is given back, a class that got nothing parks (bulk alone when
+    /// only its share is spent), and a full cluster-wide window makes the batch wait.
+    async fn admit(&mut self, lane: usize, mut items: Vec<PendingItem>, now: Instant) -> Admit {
         let kind = self.core.lanes[lane].key.kind.quota_kind();
         let c = &self.p.config;
         let limit = c.per_day(kind);
-        let want = items.len() as u64;
+        let interactive = items
+            .iter()
+            .take_while(|i| i.priority == Priority::Interactive)
+            .count();
+        let want = Want {
+            interactive: interactive as u64,
+            bulk: (items.len() - interactive) as u64,
+            bulk_limit: bulk_limit(limit, c.interactive_reserve),
+        };
         let now_unix = unix_now();
-        let reserved = self
+        let policy = c.quota_policy();
+        let admitted = self
             .p
             .quota
-            .reserve(&c.name, kind, limit, want, now_unix, c.quota_policy())
+            .admit(
+                &mut self.p.shared_rate,
+                &c.name,
+                kind,
+                limit,
+                want,
+                now_unix,
+                policy,
+            )
             .await;
-        let r = match reserved {
+        let r = match admitted {
             Err(e) => {
                 self.p.metrics.quota_errors.inc();
-                warn!(provider = %c.name, error = %e, "cannot reserve quota in Redis; holding calls (fail closed)");
+                warn!(provider = %c.name, error = %e, "cannot reach Redis for a call grant; holding calls (fail closed)");
                 self.core.restore(lane, items, now);
                 self.core.hold(later(now, QUOTA_RETRY));
-                return None;
+                return Admit::Next;
             }
-            Ok(r) => r,
+            Ok(Admission::Wait(wait)) => {
+                // Other replicas took the window (or the provider asked everyone to wait): try
+                // again when it frees, with a little jitter so replicas do not ask in lockstep.
+                let jitter = Duration::from_micros(rand::random::<u64>() % 5_000);
+                let at = later(later(now, wait), jitter);
+                self.shared_ready_at = Some(at);
+                self.core.restore(lane, items, now);
+                self.rate_waiting_since.get_or_insert(now);
+                self.wake(at);
+                return Admit::Wait;
+            }
+            Ok(Admission::Reserved(r)) => r,
         };
-        self.m.quota_used[kind.index()].set(r.used.min(i64::MAX as u64) as i64);
+        let q = kind.index();
+        self.m.quota_used[q].set(r.used.min(i64::MAX as u64) as i64);
+        let reserve_left = limit.saturating_sub(r.used.max(want.bulk_limit));
+        self.m.quota_reserve_left[q].set(reserve_left.min(i64::MAX as u64) as i64);
+        let until = r.free_at.max(now_unix + 1);
+        let granted_i = r.granted - r.granted_bulk;
+        if granted_i == 0 && want.interactive > 0 {
+            self.park(kind, Priority::Interactive, until, now, now_unix);
+        }
+        if r.granted_bulk == 0 && want.bulk > 0 {
+            self.park(kind, Priority::Bulk, until, now, now_unix);
+        }
         if r.granted == 0 {
             self.core.restore(lane, items, now);
-            self.park(kind, r.free_at.max(now_unix + 1), now, now_unix);
-            return None;
+            return Admit::Next;
         }
-        if r.granted < want {
-            let rest = items.split_off(r.granted as usize);
+        // Keep the granted head of each class; give the rest back.
+        let mut bulk = items.split_off(interactive);
+        let rest_bulk = bulk.split_off(r.granted_bulk as usize);
+        let mut rest = items.split_off(granted_i as usize);
+        rest.extend(rest_bulk);
+        items.extend(bulk);
+        if !rest.is_empty() {
             self.core.give_back(lane, rest, now);
         }
-        Some(Armed {
+        Admit::Send(Armed {
             lane,
             items,
             reservation: r,
         })
     }
 
-    /// Parks a quota kind (its lanes' items move to the parking queue on the next pump).
-    fn park(&mut self, kind: Kind, until: i64, now: Instant, now_unix: i64) {
+    /// Parks a class of a quota kind (its lanes' items of that class move to the parking queue
+    /// on the next pump).
+    fn park(&mut self, kind: Kind, priority: Priority, until: i64, now: Instant, now_unix: i64) {
+        if !self.core.park_class(kind, priority, until, now, now_unix) {
+            return;
+        }
+        let at = chrono::DateTime::from_timestamp(until, 0).map(|d| d.to_rfc3339());
+        let window = self.p.config.quota_window.as_str();
+        let provider = &self.p.config.name;
+        match priority {
+            Priority::Interactive => {
+                warn!(%provider, kind = %kind, until = at.as_deref().unwrap_or("?"), window,
+                "quota spent: this kind is parked until quota comes back; its items move to the parking queue")
+            }
+            Priority::Bulk => {
+                info!(%provider, kind = %kind, until = at.as_deref().unwrap_or("?"), window,
+                reserve = self.p.config.interactive_reserve,
+                "bulk share of the quota spent: bulk items of this kind wait in the bulk parking queue; interactive items keep flowing")
+            }
+        }
+    }
+
+    /// Parks every class of a quota kind (the provider says the quota is spent).
+    fn park_all(&mut self, kind: Kind, until: i64, now: Instant, now_unix: i64) {
         if !self.core.park(kind, until, now, now_unix) {
             return;
         }
         let at = chrono::DateTime::from_timestamp(until, 0).map(|d| d.to_rfc3339());
         warn!(provider = %self.p.config.name, kind = %kind, until = at.as_deref().unwrap_or("?"),
             window = self.p.config.quota_window.as_str(),
-            "quota spent: this kind is parked until quota comes back; its items move to the parking queue");
+            "the provider says the quota is spent: this kind is parked until quota comes back; its items move to the parking queue");
     }
 
-    /// Sends an armed batch: the rate permit was just granted.
+    /// Sends an armed batch: the in-process permit was just granted.
     fn send(&mut self, a: Armed, now: Instant) {
         if let Some(since) = self.rate_waiting_since.take() {
             self.m
@@ -367,7 +488,7 @@ impl Dispatcher {
         if let Some(m) = self.m.kind(key.kind) {
             m.batch_size.observe(a.items.len() as f64);
             for it in &a.items {
-                m.event_to_submit
+                m.event_to_submit[it.priority.index()]
                     .observe(now.saturating_duration_since(it.since).as_secs_f64());
             }
         }

@@ -13,6 +13,10 @@ use crate::cache_key::{self, CLIP, CacheKey, ItemError, clip};
 use crate::provider::{FlushType, Header, Kind, UrlRules, wangsu_rules};
 use crate::routing::{Route, Router};
 
+/// Largest event body accepted unless `batching.max_event_bytes` says otherwise; larger ones are
+/// dead-lettered (`event_too_large`).
+pub const DEFAULT_MAX_EVENT_BYTES: usize = 1 << 20;
+
 /// A decoded event. Unknown JSON fields are ignored (forward compatibility).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 pub struct Event {
@@ -36,6 +40,63 @@ pub struct Event {
     /// Publisher's name, carried into logs and dead-letter records.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The event's class (CONTRACT §3): `interactive` unless it says `bulk` or was consumed from
+    /// `amqp.bulk_queue` (the consumer sets that). Written out only when bulk, so parked and
+    /// dead-lettered copies of bulk items come back as bulk.
+    #[serde(skip_serializing_if = "Priority::is_interactive")]
+    pub priority: Priority,
+}
+
+/// Which class an event's items belong to. Interactive items (editors, CMS publishes) go first
+/// into every call and may spend the whole quota; bulk items (re-indexes, `publish --file`) fill
+/// what is left and stop at `limit × (1 − interactive_reserve)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Someone waits for it: first into every call, may spend the reserve.
+    #[default]
+    Interactive,
+    /// A job: fills what interactive items leave, never spends the reserve.
+    Bulk,
+}
+
+impl Priority {
+    /// Both classes, interactive first (the order calls are filled in).
+    pub const ALL: [Priority; 2] = [Priority::Interactive, Priority::Bulk];
+
+    /// The wire and label spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Interactive => "interactive",
+            Priority::Bulk => "bulk",
+        }
+    }
+
+    /// Parses the wire spelling (case-insensitive).
+    pub fn parse(s: &str) -> Option<Priority> {
+        if s.eq_ignore_ascii_case("interactive") {
+            Some(Priority::Interactive)
+        } else if s.eq_ignore_ascii_case("bulk") {
+            Some(Priority::Bulk)
+        } else {
+            None
+        }
+    }
+
+    /// `0` for interactive, `1` for bulk (array index).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    fn is_interactive(&self) -> bool {
+        *self == Priority::Interactive
+    }
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Event {
@@ -85,6 +146,8 @@ pub enum EventError {
     InvalidEvent(String),
     #[error("flush_type `{0}` is not `flush` or `delete`")]
     InvalidFlushType(String),
+    #[error("priority `{0}` is not `interactive` or `bulk`")]
+    InvalidPriority(String),
     #[error("event has no urls, dirs or regex")]
     Empty,
     #[error("event headers are invalid: {0}")]
@@ -102,6 +165,7 @@ impl EventError {
             EventError::InvalidJson(_) => "invalid_json",
             EventError::InvalidEvent(_) => "invalid_event",
             EventError::InvalidFlushType(_) => "invalid_flush_type",
+            EventError::InvalidPriority(_) => "invalid_priority",
             EventError::Empty => "empty_event",
             EventError::InvalidHeaders(_) => "invalid_headers",
             EventError::UnsupportedContentType(_) => "unsupported_content_type",
@@ -116,6 +180,9 @@ pub struct RoutedItem {
     pub provider: usize,
     pub kind: Kind,
     pub key: CacheKey,
+    /// The domain's `dir_escalation` for a file purge (0 = never escalated; always 0 for
+    /// directories and regex).
+    pub escalate: u32,
 }
 
 /// A refused item, with the text it arrived as.
@@ -184,15 +251,16 @@ pub fn validate(event: &Event, router: &Router) -> (Vec<RoutedItem>, Vec<Rejecte
         .chain(event.regex.iter().map(|r| (Kind::Regex, r)));
     for (kind, raw) in items {
         let checked = match kind {
-            Kind::Regex => route_regex(raw, router),
+            Kind::Regex => route_regex(raw, router).map(|(p, k)| (p, k, 0)),
             Kind::Url | Kind::Dir => cache_key::normalize(raw, router)
                 .and_then(|(route, key)| fit_provider(kind, headers, route, key)),
         };
         match checked {
-            Ok((provider, key)) => routed.push(RoutedItem {
+            Ok((provider, key, escalate)) => routed.push(RoutedItem {
                 provider,
                 kind,
                 key,
+                escalate,
             }),
             Err(error) => rejected.push(RejectedItem {
                 kind,
@@ -229,8 +297,14 @@ fn fit_provider(
     headers: bool,
     route: Route,
     key: CacheKey,
-) -> Result<(usize, CacheKey), ItemError> {
+) -> Result<(usize, CacheKey, u32), ItemError> {
     let provider = route.provider;
+    // Header lanes never escalate: a directory purge carries no request headers.
+    let escalate = if kind == Kind::Url && !headers {
+        route.dir_escalation
+    } else {
+        0
+    };
     if kind == Kind::Dir && !route.caps.wildcards && wangsu_rules::has_wildcard(key.as_str()) {
         return Err(ItemError::WildcardUnsupported(route.api));
     }
@@ -238,7 +312,7 @@ fn fit_provider(
         return Err(ItemError::HeadersUnsupported(route.api));
     }
     if route.caps.url_rules == UrlRules::Plain {
-        return Ok((provider, key));
+        return Ok((provider, key, escalate));
     }
     let key = match wangsu_rules::encode_specials(key.as_str()) {
         std::borrow::Cow::Borrowed(_) => key,
@@ -249,7 +323,7 @@ fn fit_provider(
         Kind::Dir | Kind::Regex => wangsu_rules::check_dir_url(key.as_str()),
     };
     rule.map_err(|e| ItemError::RefusedByProviderRules(clip(&e, CLIP * 2).into_owned()))?;
-    Ok((provider, key))
+    Ok((provider, key, escalate))
 }
 
 /// The body formats an event may arrive in.

@@ -7,11 +7,25 @@
 //! RabbitMQ ─► amqp (consumer) ─► event (decode, validate) ─► cache_key + routing ─► dispatch
 //!                 │                    │ bad                                     (per provider:
 //!                 │                    ▼                                          coalesce lanes,
-//!                 │              dead_letter queue                                rate, quota, call)
+//!                 │              dead_letter queue                                ratelimit, quota,
+//!                 │                                                               provider call)
 //!                 ◄──────────── ledger: ack when every item of a delivery is done ◄──────┘
+//!
+//! config (TOML) ─► validated component settings ─► worker (wires the stages) ◄─ commands (CLI)
 //! ```
 //!
-//! - [`config`]: TOML → validated typed config.
+//! Ownership runs one way. [`purge`] is the vocabulary every stage speaks and imports nothing of
+//! the crate. Each component owns its settings type and its defaults ([`amqp::AmqpConfig`],
+//! [`provider::Account`] and each API's `Settings` and `DEFAULTS`, [`routing::DomainRule`],
+//! [`ratelimit::RateLimit`], [`quota::QuotaWindow`], [`backoff::Backoff`]). [`config`] only
+//! parses TOML, validates it and assembles those settings; only [`worker`] and [`commands`]
+//! (and the dispatcher, which takes a provider's whole entry) read [`config`].
+//!
+//! Where each behaviour lives:
+//!
+//! - [`purge`]: `Kind` (url, dir, regex), `FlushType`, `Header`, `Batch`.
+//! - [`config`]: TOML → validated settings; every error names its key. Lookup order, `*_env`
+//!   keys, bounds of every number.
 //! - [`event`], [`cache_key`], [`routing`]: the wire format, normalization and host routing.
 //! - [`coalesce`]: lanes, dedupe of pending keys and batch formation.
 //! - [`ledger`]: which deliveries wait on what; acks exactly when all their items are done;
@@ -21,15 +35,23 @@
 //!   quota, takes the rate permit, calls the provider and publishes dead letters and parked items.
 //! - [`tracking`]: follows accepted purge calls to completion at the CDN (task status polls
 //!   within the rate budget, time to fresh, re-purge of failed tasks), pending tasks in Redis.
+//! - [`backoff`]: the capped exponential backoff of provider retries and RabbitMQ reconnects.
 //! - [`ratelimit`]: governor quotas derived so no sliding window is ever exceeded.
 //! - [`quota`]: the daily or rolling-24-hour quota in Redis (atomic Lua reserve and refund).
-//! - [`amqp`]: connection supervision, topology, consumer, dead-letter and parking publishes.
-//! - [`provider`]: the provider boundary and one module per API family.
+//! - [`amqp`]: connection settings and supervision, topology, consumer, dead-letter and parking
+//!   publishes.
+//! - [`dead_letter`]: the dead-letter record, its reason codes and headers.
+//! - [`provider`]: the provider boundary (`Provider`, `ProviderError`, `Capabilities`), the one
+//!   HTTP path (`provider/http.rs`), the MACs (`provider::mac`), [`provider::api`] (the API
+//!   families and building a client), and one module per API family with its signing.
 //! - `emulator` (feature `emulator`, on by default): the server side of every provider API, for
 //!   tests and demos.
-//! - [`metrics`], [`http`]: Prometheus registry and `/metrics` `/healthz` `/readyz`.
+//! - [`metrics`], [`http`]: Prometheus registry (typed handles per provider in
+//!   `metrics/provider.rs`) and `/metrics` `/healthz` `/readyz`.
 //! - [`queue_depth`]: `purge_queue_messages` from passive declares on the consumer's connection.
-//! - [`worker`]: wires the stages together: `run(config, shutdown)`.
+//! - [`secret`]: credentials that never reach logs, metrics or errors.
+//! - [`worker`]: wires the stages together: `Worker::start(config, shutdown)`; stage supervision
+//!   in `worker/supervisor.rs`, the consumer loop in `worker/consumer.rs`.
 //! - [`commands`]: the CLI subcommands; [`logging`]: log output that never panics or blocks.
 
 #![forbid(unsafe_code)]
@@ -45,6 +67,7 @@ macro_rules! out {
 }
 
 pub mod amqp;
+pub mod backoff;
 pub mod cache_key;
 pub mod coalesce;
 pub mod commands;
@@ -59,9 +82,11 @@ pub mod ledger;
 pub mod logging;
 pub mod metrics;
 pub mod provider;
+pub mod purge;
 pub mod queue_depth;
 pub mod quota;
 pub mod ratelimit;
 pub mod routing;
+pub mod secret;
 pub mod tracking;
 pub mod worker;

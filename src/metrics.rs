@@ -27,7 +27,8 @@ pub struct Metrics {
     registry: Registry,
     /// `purge_events_total{outcome}`: deliveries decoded (accepted) or dead-lettered whole.
     pub events: IntCounterVec,
-    /// `purge_items_total{provider,kind,outcome}`: submitted | deduplicated | rejected | failed.
+    /// `purge_items_total{provider,kind,outcome,priority}`: submitted | deduplicated | rejected |
+    /// failed; priority = interactive | bulk.
     pub items: IntCounterVec,
     /// `purge_api_requests_total{provider,action,result}`.
     pub api_requests: IntCounterVec,
@@ -35,7 +36,7 @@ pub struct Metrics {
     pub api_duration: HistogramVec,
     /// `purge_batch_size{provider,kind}`: items per provider call.
     pub batch_size: HistogramVec,
-    /// `purge_event_to_submit_seconds{provider,kind}`: from delivery receipt to the call.
+    /// `purge_event_to_submit_seconds{provider,kind,priority}`: from delivery receipt to the call.
     pub event_to_submit: HistogramVec,
     /// `purge_pending_items{provider,kind}`: items waiting (incl. in flight) per provider.
     pub pending: IntGaugeVec,
@@ -45,7 +46,7 @@ pub struct Metrics {
     pub quota_limit: IntGaugeVec,
     /// `purge_dead_letters_total{error}`: items and events published to the dead-letter queue.
     pub dead_letters: IntCounterVec,
-    /// `purge_parked_items_total{provider,kind}`: items moved to the parking queue.
+    /// `purge_parked_items_total{provider,kind,priority}`: items moved to a parking queue.
     pub parked_items: IntCounterVec,
     /// `purge_lane_parked_until_seconds{provider,kind}`: Unix time the lane's quota resets, 0
     /// while not parked.
@@ -67,12 +68,17 @@ pub struct Metrics {
     pub reconnects: IntCounter,
     /// `purge_quota_errors_total`: Redis failures while reserving (calls withheld: fail closed).
     pub quota_errors: IntCounter,
+    /// `purge_escalations_total{provider}`: directory purges that replaced pending bulk URLs.
+    pub escalations: IntCounterVec,
+    /// `purge_quota_reserve_left{provider,kind}`: what is left of the interactive reserve in the
+    /// current window (`limit − max(used, bulk limit)`), as of the last reservation.
+    pub quota_reserve_left: IntGaugeVec,
     /// `purge_build_info{version}` = 1.
     pub build_info: IntGaugeVec,
     /// `purge_amqp_publish_seconds`: dead-letter and parking publishes, confirm included.
     pub publish_duration: Histogram,
-    /// `purge_queue_messages{queue}`: ready messages in the purge queue (`queue="purge"`) and the
-    /// dead-letter queue (`queue="dead_letter"`), from a passive declare every few seconds
+    /// `purge_queue_messages{queue}`: ready messages in the purge queue (`queue="purge"`), the bulk
+    /// queue (`queue="bulk"`) and the dead-letter queue (`queue="dead_letter"`), from a passive declare every few seconds
     /// (`queue_depth`). The label is the queue's role, not its name, so it stays bounded. A series
     /// is absent while it cannot be read (RabbitMQ down, queue missing) rather than stale.
     pub queue_messages: IntGaugeVec,
@@ -108,6 +114,8 @@ pub struct Metrics {
 
 /// `purge_queue_messages` label for the purge queue.
 pub const QUEUE_PURGE: &str = "purge";
+/// `purge_queue_messages` label for the bulk queue.
+pub const QUEUE_BULK: &str = "bulk";
 /// `purge_queue_messages` label for the dead-letter queue.
 pub const QUEUE_DEAD_LETTER: &str = "dead_letter";
 /// `purge_ready` label: connected to RabbitMQ.
@@ -224,8 +232,8 @@ impl Metrics {
             items: counter(
                 &r,
                 "purge_items_total",
-                "Purge items by provider, kind and outcome.",
-                &["provider", "kind", "outcome"],
+                "Purge items by provider, kind, outcome and priority.",
+                &["provider", "kind", "outcome", "priority"],
             ),
             api_requests: counter(
                 &r,
@@ -251,7 +259,7 @@ impl Metrics {
                 &r,
                 "purge_event_to_submit_seconds",
                 "Time from receiving an item's event to submitting it to the provider.",
-                pk,
+                &["provider", "kind", "priority"],
                 EVENT_TO_SUBMIT_BUCKETS,
             ),
             pending: gauge(
@@ -281,8 +289,8 @@ impl Metrics {
             parked_items: counter(
                 &r,
                 "purge_parked_items_total",
-                "Items moved to the parking queue to wait for the provider's quota reset.",
-                pk,
+                "Items moved to a parking queue to wait for their quota (or bulk share) to come back.",
+                &["provider", "kind", "priority"],
             ),
             parked_until: gauge(
                 &r,
@@ -318,6 +326,18 @@ impl Metrics {
             unacked,
             reconnects,
             quota_errors,
+            escalations: counter(
+                &r,
+                "purge_escalations_total",
+                "Directory purges that replaced pending bulk URLs (dir_escalation).",
+                &["provider"],
+            ),
+            quota_reserve_left: gauge(
+                &r,
+                "purge_quota_reserve_left",
+                "Units of the interactive reserve left in the current quota window.",
+                &["provider", "kind"],
+            ),
             build_info: gauge(
                 &r,
                 "purge_build_info",
@@ -328,7 +348,7 @@ impl Metrics {
             queue_messages: gauge(
                 &r,
                 "purge_queue_messages",
-                "Ready messages in the purge and dead-letter queues (passive declare), by role.",
+                "Ready messages in the purge, bulk and dead-letter queues (passive declare), by role.",
                 &["queue"],
             ),
             oldest_pending: float_gauge(
@@ -410,10 +430,11 @@ impl Metrics {
         self.events.with_label_values(&[outcome]).inc();
     }
 
-    /// An item refused by validation: `purge_items_total{provider="none",kind,outcome="rejected"}`.
-    pub fn rejected_item(&self, kind: crate::provider::Kind) {
+    /// An item refused by validation:
+    /// `purge_items_total{provider="none",kind,outcome="rejected",priority}`.
+    pub fn rejected_item(&self, kind: crate::provider::Kind, priority: crate::event::Priority) {
         self.items
-            .with_label_values(&["none", kind.as_str(), "rejected"])
+            .with_label_values(&["none", kind.as_str(), "rejected", priority.as_str()])
             .inc();
     }
 
@@ -457,51 +478,4 @@ impl Default for Metrics {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-    use crate::provider::Kind;
-
-    #[test]
-    fn every_contract_metric_is_exported() {
-        let m = Metrics::new();
-        let p = m.provider("p", &[Kind::Url, Kind::Dir], |_| "PurgeUrlsCache");
-        assert!(
-            p.kind(Kind::Regex).is_none(),
-            "no regex series for a provider without it"
-        );
-        m.batch_size.with_label_values(&["p", "url"]).observe(3.0);
-        m.event_to_submit
-            .with_label_values(&["p", "url"])
-            .observe(0.1);
-        m.api_duration
-            .with_label_values(&["p", "PurgeUrlsCache"])
-            .observe(0.1);
-        m.quota_used.with_label_values(&["p", "url"]).set(1);
-        m.quota_limit.with_label_values(&["p", "url"]).set(1);
-        m.queue_messages
-            .with_label_values(&[QUEUE_DEAD_LETTER])
-            .set(2);
-        m.quota_reset.with_label_values(&["p", "dir"]).set(3600.0);
-        let text = m.render();
-        for name in [
-            "purge_events_total",
-            "purge_items_total",
-            "purge_api_requests_total",
-            "purge_api_request_duration_seconds_bucket",
-            "purge_batch_size_bucket",
-            "purge_event_to_submit_seconds_bucket",
-            "purge_pending_items",
-            "purge_quota_used",
-            "purge_quota_limit",
-            "purge_queue_messages{queue=\"dead_letter\"} 2",
-            "purge_oldest_pending_seconds{kind=\"url\",provider=\"p\"} 0",
-            "purge_quota_reset_seconds{kind=\"dir\",provider=\"p\"} 3600",
-            "purge_ready{dependency=\"amqp\"} 0",
-            "purge_ready{dependency=\"redis\"} 0",
-            "purge_ready{dependency=\"providers\"} 1",
-            "purge_build_info{version=",
-        ] {
-            assert!(text.contains(name), "missing {name}");
-        }
-    }
-}
+mod tests;

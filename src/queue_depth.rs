@@ -1,7 +1,7 @@
 //! The queue-depth poller: every [`POLL_EVERY`] it reads how many messages are ready in the purge
-//! queue and in the dead-letter queue (a passive `queue.declare`, whose reply carries the ready
-//! count; unacked deliveries are not included) and exports them as
-//! `purge_queue_messages{queue="purge"|"dead_letter"}`.
+//! queue, the bulk queue and the dead-letter queue (a passive `queue.declare`, whose reply carries
+//! the ready count; unacked deliveries are not included) and exports them as
+//! `purge_queue_messages{queue="purge"|"bulk"|"dead_letter"}`.
 //!
 //! It reads through the consumer's connection rather than a connection of its own. The supervisor
 //! (`worker::consumer::supervise`) already rebuilds that connection after a broker cut (bounded
@@ -30,8 +30,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, warn};
 
-use crate::config::AmqpConfig;
-use crate::metrics::{Metrics, QUEUE_DEAD_LETTER, QUEUE_PURGE};
+use crate::amqp::AmqpConfig;
+use crate::metrics::{Metrics, QUEUE_BULK, QUEUE_DEAD_LETTER, QUEUE_PURGE};
 
 /// How often the queues are read. A passive declare is cheap for the broker; 5 s is finer than a
 /// usual scrape interval, so alerts see fresh values without the poller adding load.
@@ -93,6 +93,7 @@ pub fn spawn_every(
     let poller = Poller {
         queues: vec![
             watched(QUEUE_PURGE, &amqp.queue),
+            watched(QUEUE_BULK, &amqp.bulk_queue),
             watched(QUEUE_DEAD_LETTER, &amqp.dead_letter_queue),
         ],
         metrics,

@@ -19,82 +19,34 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use crate::provider::Kind;
+use self::lua::{EXHAUST_LUA, REFUND_LUA, RESERVE_LUA, ROLLING_REFUND_LUA, ROLLING_RESERVE_LUA};
+use crate::purge::Kind;
+
+mod lua;
+
+mod admit;
+pub use admit::Admission;
 
 const SECS_PER_DAY: i64 = 86_400;
 /// Bucket width of the rolling window.
 pub const ROLLING_BUCKET_SECS: i64 = 300;
 
-/// Rolling reserve over a hash of bucket-start → count: drop buckets that no longer count, grant
-/// min(want, limit - sum), add it to the current bucket. Returns {granted, used, bucket, free_at}
-/// where free_at is when the oldest counted bucket stops counting (now when none counts).
-const ROLLING_RESERVE_LUA: &str = r#"
-local limit = tonumber(ARGV[1])
-local want = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-local b = tonumber(ARGV[4])
-local w = tonumber(ARGV[5])
-local horizon = now - w - b
-local used = 0
-local oldest = nil
-local all = redis.call('HGETALL', KEYS[1])
-for i = 1, #all, 2 do
-  local start = tonumber(all[i])
-  local n = tonumber(all[i + 1])
-  if start <= horizon or n <= 0 then
-    redis.call('HDEL', KEYS[1], all[i])
-  else
-    used = used + n
-    if oldest == nil or start < oldest then oldest = start end
-  end
-end
-local grant = math.min(want, limit - used)
-if grant < 0 then grant = 0 end
-local cur = now - (now % b)
-if grant > 0 then
-  redis.call('HINCRBY', KEYS[1], cur, grant)
-  used = used + grant
-  if oldest == nil or cur < oldest then oldest = cur end
-  redis.call('EXPIRE', KEYS[1], w + 2 * b)
-end
-local free_at = now
-if oldest ~= nil then free_at = oldest + b + w end
-return {grant, used, cur, free_at}
-"#;
-
-/// Rolling refund: give back up to n from the reservation's bucket, never below zero.
-const ROLLING_REFUND_LUA: &str = r#"
-local n = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-local r = math.min(tonumber(ARGV[2]), n)
-if r > 0 then n = redis.call('HINCRBY', KEYS[1], ARGV[1], -r) end
-return n
-"#;
-
-/// How a provider counts its daily allowance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a provider counts its daily allowance. The config spelling (`day`, `rolling-24h`) is what
+/// [`QuotaWindow::as_str`] gives and [`str::parse`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
 pub enum QuotaWindow {
     /// A calendar day that starts at `quota_utc_offset` midnight (Tencent).
+    #[strum(serialize = "day")]
     Day,
     /// Any 24 hours (Wangsu): what was spent comes back 24 hours later.
+    #[strum(serialize = "rolling-24h")]
     Rolling24h,
 }
 
 impl QuotaWindow {
     /// The config spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            QuotaWindow::Day => "day",
-            QuotaWindow::Rolling24h => "rolling-24h",
-        }
-    }
-
-    /// Parses the config spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "day" => Some(QuotaWindow::Day),
-            "rolling-24h" => Some(QuotaWindow::Rolling24h),
-            _ => None,
-        }
+        self.into()
     }
 }
 
@@ -125,39 +77,40 @@ pub struct Usage {
     pub free_at: i64,
 }
 
-/// Atomic reserve: grant min(want, limit - used), never below zero. Returns {granted, used}.
-const RESERVE_LUA: &str = r#"
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local limit = tonumber(ARGV[1])
-local want = tonumber(ARGV[2])
-local grant = math.min(want, limit - used)
-if grant < 0 then grant = 0 end
-if grant > 0 then
-  used = redis.call('INCRBY', KEYS[1], grant)
-  redis.call('EXPIREAT', KEYS[1], ARGV[3])
-end
-return {grant, used}
-"#;
+/// What one call asks of a window, by class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Want {
+    /// Interactive items: granted up to the whole limit.
+    pub interactive: u64,
+    /// Bulk items: granted only while the window's total use stays within `bulk_limit`.
+    pub bulk: u64,
+    /// [`bulk_limit`] of the window's limit and the provider's reserve.
+    pub bulk_limit: u64,
+}
 
-/// Refund: give back up to n, never below zero. Returns the new count.
-const REFUND_LUA: &str = r#"
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local n = math.min(tonumber(ARGV[1]), used)
-if n > 0 then used = redis.call('DECRBY', KEYS[1], n) end
-return used
-"#;
+impl Want {
+    /// Interactive items only.
+    pub fn interactive(n: u64) -> Want {
+        Want {
+            interactive: n,
+            bulk: 0,
+            bulk_limit: 0,
+        }
+    }
+}
 
-/// Raise the counter to the limit (the provider said the day's quota is gone, whatever we counted).
-const EXHAUST_LUA: &str = r#"
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local limit = tonumber(ARGV[1])
-if used < limit then
-  redis.call('SET', KEYS[1], limit)
-  redis.call('EXPIREAT', KEYS[1], ARGV[2])
-  used = limit
-end
-return used
-"#;
+/// The part of a window's `limit` bulk items may bring the total use to: `limit × (1 − reserve)`,
+/// rounded down, in integer arithmetic (the reserve is taken in parts per million, so 0.2 of
+/// 10,000 is exactly 2,000 whatever the float says).
+pub fn bulk_limit(limit: u64, reserve: f64) -> u64 {
+    let ppm = if reserve.is_finite() {
+        (reserve.clamp(0.0, 1.0) * 1e6).round() as u128
+    } else {
+        0
+    };
+    let kept = (u128::from(limit) * ppm).div_ceil(1_000_000);
+    limit.saturating_sub(kept.min(u128::from(limit)) as u64)
+}
 
 /// Failures talking to Redis. The dispatcher fails closed on them: no reservation, no call.
 #[derive(Debug, thiserror::Error)]
@@ -193,8 +146,10 @@ pub fn unix_now() -> i64 {
 /// midnight goes back to the right day, or bucket).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
-    /// Items granted (≤ asked).
+    /// Items granted (≤ asked), both classes: the interactive ones first.
     pub granted: u64,
+    /// Of `granted`, the bulk items.
+    pub granted_bulk: u64,
     /// The window's count after this reservation.
     pub used: u64,
     /// When quota comes back (see [`Usage::free_at`]).
@@ -214,6 +169,7 @@ pub struct QuotaStore {
     exhaust: Script,
     rolling_reserve: Script,
     rolling_refund: Script,
+    admit: admit::AdmitScripts,
 }
 
 impl std::fmt::Debug for QuotaStore {
@@ -243,6 +199,7 @@ impl QuotaStore {
             exhaust: Script::new(EXHAUST_LUA),
             rolling_reserve: Script::new(ROLLING_RESERVE_LUA),
             rolling_refund: Script::new(ROLLING_REFUND_LUA),
+            admit: admit::AdmitScripts::new(),
         })
     }
 
@@ -267,22 +224,25 @@ impl QuotaStore {
         provider: &str,
         kind: Kind,
         limit: u64,
-        want: u64,
+        want: Want,
         now_unix: i64,
     ) -> Result<Reservation, QuotaError> {
         let key = self.rolling_key(provider, kind);
-        let (granted, used, bucket, free_at): (u64, u64, i64, i64) = self
+        let (interactive, bulk, used, bucket, free_at): (u64, u64, u64, i64, i64) = self
             .rolling_reserve
             .key(&key)
             .arg(limit)
-            .arg(want)
+            .arg(want.interactive)
+            .arg(want.bulk)
+            .arg(want.bulk_limit.min(limit))
             .arg(now_unix)
             .arg(ROLLING_BUCKET_SECS)
             .arg(SECS_PER_DAY)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(Reservation {
-            granted,
+            granted: interactive + bulk,
+            granted_bulk: bulk,
             used,
             free_at,
             key,
@@ -290,7 +250,7 @@ impl QuotaStore {
         })
     }
 
-    /// Reserves up to `want` items of the window's `limit`.
+    /// Reserves up to `want` interactive items of the window's `limit`.
     pub async fn reserve(
         &self,
         provider: &str,
@@ -300,27 +260,66 @@ impl QuotaStore {
         now_unix: i64,
         policy: QuotaPolicy,
     ) -> Result<Reservation, QuotaError> {
+        let want = Want {
+            interactive: want,
+            bulk: 0,
+            bulk_limit: limit,
+        };
+        self.reserve_classes(provider, kind, limit, want, now_unix, policy)
+            .await
+    }
+
+    /// Reserves for one call of both classes in one script: interactive items up to the window's
+    /// `limit`, then bulk items while the window's total use stays within `want.bulk_limit`.
+    pub async fn reserve_classes(
+        &self,
+        provider: &str,
+        kind: Kind,
+        limit: u64,
+        want: Want,
+        now_unix: i64,
+        policy: QuotaPolicy,
+    ) -> Result<Reservation, QuotaError> {
         if policy.window == QuotaWindow::Rolling24h {
             return self.rolling(provider, kind, limit, want, now_unix).await;
         }
         let offset = policy.utc_offset_secs;
         let key = self.key(provider, kind, day_of(now_unix, offset));
         let free_at = next_reset(now_unix, offset);
-        let (granted, used): (u64, u64) = self
+        let (interactive, bulk, used): (u64, u64, u64) = self
             .reserve
             .key(&key)
             .arg(limit)
-            .arg(want)
+            .arg(want.interactive)
+            .arg(want.bulk)
+            .arg(want.bulk_limit.min(limit))
             .arg(free_at + SECS_PER_DAY)
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(Reservation {
-            granted,
+            granted: interactive + bulk,
+            granted_bulk: bulk,
             used,
             free_at,
             key,
             bucket: None,
         })
+    }
+
+    /// What bulk items may still take of the window now: `bulk_limit(limit, reserve)` minus the
+    /// window's total use (never below zero). For previews (`plan`) and dashboards; the reserve
+    /// itself is always decided by the reservation script.
+    pub async fn bulk_left(
+        &self,
+        provider: &str,
+        kind: Kind,
+        limit: u64,
+        reserve: f64,
+        now_unix: i64,
+        policy: QuotaPolicy,
+    ) -> Result<u64, QuotaError> {
+        let used = self.used(provider, kind, now_unix, policy).await?.used;
+        Ok(bulk_limit(limit, reserve).saturating_sub(used))
     }
 
     /// Gives back `n` items of a reservation whose call certainly did not happen.
@@ -356,7 +355,9 @@ impl QuotaStore {
     ) -> Result<Usage, QuotaError> {
         if policy.window == QuotaWindow::Rolling24h {
             // Taking whatever is left marks the window full until its oldest spending expires.
-            let r = self.rolling(provider, kind, limit, limit, now_unix).await?;
+            let r = self
+                .rolling(provider, kind, limit, Want::interactive(limit), now_unix)
+                .await?;
             return Ok(Usage {
                 used: r.used,
                 free_at: r.free_at,
@@ -384,7 +385,9 @@ impl QuotaStore {
         policy: QuotaPolicy,
     ) -> Result<Usage, QuotaError> {
         if policy.window == QuotaWindow::Rolling24h {
-            let r = self.rolling(provider, kind, 0, 0, now_unix).await?;
+            let r = self
+                .rolling(provider, kind, 0, Want::interactive(0), now_unix)
+                .await?;
             return Ok(Usage {
                 used: r.used,
                 free_at: r.free_at,
@@ -429,6 +432,21 @@ impl QuotaStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bulk_limit_keeps_the_reserve_exactly() {
+        assert_eq!(bulk_limit(2000, 0.25), 1500);
+        assert_eq!(bulk_limit(10_000, 0.2), 8000);
+        assert_eq!(bulk_limit(100, 0.2), 80);
+        assert_eq!(bulk_limit(7, 0.2), 5, "the reserve rounds up, bulk down");
+        assert_eq!(bulk_limit(1000, 0.0), 1000);
+        assert_eq!(bulk_limit(1000, 0.9), 100);
+        assert_eq!(bulk_limit(0, 0.2), 0);
+        assert_eq!(bulk_limit(u64::MAX, 0.5), u64::MAX / 2);
+        assert_eq!(bulk_limit(1000, f64::NAN), 1000);
+        // 0.1 + 0.2 is not 0.3 in floats; parts per million are.
+        assert_eq!(bulk_limit(10, 0.1 + 0.2), 7);
+    }
 
     #[test]
     fn day_boundaries_follow_the_offset() {

@@ -24,6 +24,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 mod rate_limit;
+pub mod shared;
 pub use rate_limit::RateLimit;
 
 /// Longest `rate_limits` window: seven days. Daily allowances have their own keys; the limiter's
@@ -316,14 +317,18 @@ mod tests {
 
     #[test]
     fn wangsu_defaults_never_empty_the_customer_bucket() {
-        let raw: crate::config::RawConfig = toml::from_str(
-            "[[providers]]\nname = \"ws\"\nkind = \"wangsu\"\nusername = \"u\"\napi_key = \"k\"\n\
-             [[providers.domains]]\nhost = \"*\"\n",
-        )
-        .unwrap();
-        let limits = crate::config::Config::from_raw(raw).unwrap().providers[0]
-            .rate_limits
-            .clone();
+        let d = crate::provider::wangsu::DEFAULTS;
+        let mut limits = vec![
+            RateLimit {
+                limit: d.requests_per_second,
+                window: Duration::from_secs(1),
+            },
+            RateLimit {
+                limit: d.requests_per_minute,
+                window: Duration::from_secs(60),
+            },
+        ];
+        limits.extend(d.rate_limits.iter().map(|s| RateLimit::parse(s).unwrap()));
         assert!(
             limits
                 .iter()

@@ -12,8 +12,21 @@ use std::net::Ipv6Addr;
 
 use url::Host;
 
-use crate::config::ProviderConfig;
 use crate::provider::Capabilities;
+use crate::provider::api::ProviderKind;
+
+/// A host (or host pattern) routed to a provider: one `[[providers.domains]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRule {
+    pub host: HostPattern,
+    /// The CDN ignores the query string in its cache key for this host.
+    pub ignore_query: bool,
+    /// Pending bulk URLs under one directory (never the host root) that are purged as that
+    /// directory instead; 0 = never.
+    pub dir_escalation: u32,
+    /// Prefetch (warm) the URL at the CDN once its purge task is done.
+    pub prefetch_after_purge: bool,
+}
 
 /// A validated `domains.host` value. Hosts are stored lower-cased and IDNA-encoded (punycode), the
 /// same form [`crate::cache_key`] produces, so matching is a plain string comparison.
@@ -166,12 +179,15 @@ impl fmt::Display for HostPattern {
 /// Where an item goes and how its cache key is formed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
-    /// Index into `Config::providers`.
+    /// The provider's position in the list the router was built from (`Config::providers`).
     pub provider: usize,
     /// Strip the query string from the cache key.
     pub ignore_query: bool,
     /// Prefetch the URL once its purge task is done.
     pub prefetch: bool,
+    /// The domain's `dir_escalation` (0 = off): pending bulk URLs per directory that make one
+    /// directory purge worth it.
+    pub dir_escalation: u32,
     /// What the provider's API takes: wildcards, regex, headers and its URL rules.
     pub caps: Capabilities,
     /// The provider's API family, for messages (`tencent-v3`).
@@ -192,20 +208,23 @@ pub struct Router {
 }
 
 impl Router {
-    /// Builds the table from the providers in config order.
+    /// Builds the table from each provider's API family and hosts, in config order.
     ///
     /// Config validation refuses a pattern claimed twice; should one slip through anyway, the
     /// first rule in config order keeps it, so routing stays deterministic.
-    pub fn new(providers: &[ProviderConfig]) -> Router {
+    pub fn new<'a>(
+        providers: impl IntoIterator<Item = (ProviderKind, &'a [DomainRule])>,
+    ) -> Router {
         let mut router = Router::default();
-        for (provider, p) in providers.iter().enumerate() {
-            for rule in &p.domains {
+        for (provider, (kind, domains)) in providers.into_iter().enumerate() {
+            for rule in domains {
                 let route = Route {
                     provider,
                     ignore_query: rule.ignore_query,
                     prefetch: rule.prefetch_after_purge,
-                    caps: p.kind.capabilities(),
-                    api: p.kind.as_str(),
+                    dir_escalation: rule.dir_escalation,
+                    caps: kind.capabilities(),
+                    api: kind.as_str(),
                 };
                 match &rule.host {
                     HostPattern::Any => {
@@ -222,6 +241,27 @@ impl Router {
             }
         }
         router
+    }
+
+    /// A router for tests: each provider's family and `(host, ignore_query)` rules, in order.
+    #[cfg(test)]
+    pub(crate) fn for_tests(providers: &[(ProviderKind, &[(&str, bool)])]) -> Router {
+        let rules: Vec<(ProviderKind, Vec<DomainRule>)> = providers
+            .iter()
+            .map(|(kind, hosts)| {
+                let rules = hosts
+                    .iter()
+                    .map(|(host, ignore_query)| DomainRule {
+                        host: HostPattern::parse(host).expect("test host pattern is valid"),
+                        ignore_query: *ignore_query,
+                        dir_escalation: 0,
+                        prefetch_after_purge: false,
+                    })
+                    .collect();
+                (*kind, rules)
+            })
+            .collect();
+        Router::new(rules.iter().map(|(kind, rules)| (*kind, &rules[..])))
     }
 
     /// The route for a normalized host, or `None` when no provider serves it.
@@ -250,25 +290,14 @@ impl Router {
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
 mod tests {
     use super::*;
-    use crate::config::Config;
 
-    /// A provider block in TOML with the given `(host, ignore_query)` rules.
-    fn provider(name: &str, rules: &[(&str, bool)]) -> String {
-        let mut s = format!(
-            "[[providers]]\nname = \"{name}\"\nkind = \"tencent-v3\"\nsecret_id = \"AKID\"\nsecret_key = \"k\"\n"
-        );
-        for (host, ignore_query) in rules {
-            s += &format!(
-                "[[providers.domains]]\nhost = \"{host}\"\nignore_query = {ignore_query}\n"
-            );
-        }
-        s
-    }
-
-    fn router(toml_text: &str) -> Router {
-        let config = Config::from_raw(toml::from_str(toml_text).expect("test TOML parses"))
-            .expect("test config is valid");
-        Router::new(&config.providers)
+    /// One tencent-v3 provider per entry, with its `(host, ignore_query)` rules.
+    fn router(providers: &[&[(&str, bool)]]) -> Router {
+        let providers: Vec<_> = providers
+            .iter()
+            .map(|rules| (ProviderKind::TencentV3, *rules))
+            .collect();
+        Router::for_tests(&providers)
     }
 
     #[track_caller]
@@ -347,11 +376,7 @@ mod tests {
 
     #[test]
     fn exact_beats_any_wildcard() {
-        let r = router(&format!(
-            "{}{}",
-            provider("a", &[("www.example.com", false)]),
-            provider("b", &[("*.example.com", true)])
-        ));
+        let r = router(&[&[("www.example.com", false)], &[("*.example.com", true)]]);
         assert_route(&r, "www.example.com", Some(0));
         assert_route(&r, "img.example.com", Some(1));
         assert_route(&r, "a.www.example.com", Some(1));
@@ -369,17 +394,15 @@ mod tests {
     #[test]
     fn longest_suffix_wins_regardless_of_config_order() {
         for flipped in [false, true] {
-            let (mut short, mut long) = (
-                provider("short", &[("*.example.com", false)]),
-                provider("long", &[("*.cdn.example.com", false)]),
-            );
+            let (mut short, mut long) =
+                ([("*.example.com", false)], [("*.cdn.example.com", false)]);
             let (s, l) = if flipped {
                 std::mem::swap(&mut short, &mut long);
                 (1, 0)
             } else {
                 (0, 1)
             };
-            let r = router(&format!("{short}{long}"));
+            let r = router(&[&short, &long]);
             assert_route(&r, "x.cdn.example.com", Some(l));
             assert_route(&r, "x.y.cdn.example.com", Some(l));
             // The apex of the longer pattern is only a subdomain of the shorter one.
@@ -391,14 +414,10 @@ mod tests {
 
     #[test]
     fn star_comes_last() {
-        let r = router(&format!(
-            "{}{}",
-            provider("fallback", &[("*", false)]),
-            provider(
-                "main",
-                &[("www.example.com", true), ("*.example.org", false)]
-            )
-        ));
+        let r = router(&[
+            &[("*", false)],
+            &[("www.example.com", true), ("*.example.org", false)],
+        ]);
         assert_route(&r, "www.example.com", Some(1));
         assert_route(&r, "a.example.org", Some(1));
         assert_route(&r, "example.org", Some(0));
@@ -408,7 +427,7 @@ mod tests {
 
     #[test]
     fn no_rule_no_route() {
-        let r = router(&provider("a", &[("www.example.com", false)]));
+        let r = router(&[&[("www.example.com", false)]]);
         assert_route(&r, "example.com", None);
         assert_route(&r, "", None);
         assert_route(&r, ".", None);
@@ -417,10 +436,7 @@ mod tests {
 
     #[test]
     fn idn_patterns_route_punycode_hosts() {
-        let r = router(&provider(
-            "a",
-            &[("例子.测试", false), ("*.ÉXAMPLE.com", false)],
-        ));
+        let r = router(&[&[("例子.测试", false), ("*.ÉXAMPLE.com", false)]]);
         assert_route(&r, "xn--fsqu00a.xn--0zwm56d", Some(0));
         assert_route(&r, "www.xn--xample-9ua.com", Some(0));
     }
@@ -454,12 +470,8 @@ mod tests {
                 .filter(|i| mask & (1 << i) != 0)
                 .map(|i| patterns[i])
                 .collect();
-            let toml_text: String = chosen
-                .iter()
-                .enumerate()
-                .map(|(i, p)| provider(&format!("p{i}"), &[(p, false)]))
-                .collect();
-            let r = router(&toml_text);
+            let rules: Vec<[(&str, bool); 1]> = chosen.iter().map(|p| [(*p, false)]).collect();
+            let r = router(&rules.iter().map(|r| &r[..]).collect::<Vec<_>>());
             let parsed: Vec<HostPattern> = chosen
                 .iter()
                 .map(|p| HostPattern::parse(p).unwrap())

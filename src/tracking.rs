@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::coalesce::PendingItem;
+use crate::event::Priority;
 use crate::provider::{FlushType, Header, Kind, Receipt};
 
 pub use run::{FAILED_AT_CDN, PrefetchParts, TrackerParts, spawn};
@@ -138,6 +139,8 @@ pub struct Accepted {
     pub keys: Vec<(String, i64)>,
     /// Unix ms of acceptance.
     pub at_ms: i64,
+    /// Every item of the call was bulk.
+    pub bulk: bool,
 }
 
 /// The dispatcher's end of a tracker's channel; cheap to clone.
@@ -185,6 +188,7 @@ impl TrackerHandle {
             headers: headers.to_vec(),
             keys,
             at_ms: now_ms,
+            bulk: items.iter().all(|it| it.priority == Priority::Bulk),
         };
         if self.tx.try_send(accepted).is_err() {
             tracing::warn!(provider = %self.provider, task_id = %receipt.task_id,

@@ -22,17 +22,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::amqp::Publisher;
-use crate::config::{Config, ProviderConfig, ProviderKind};
+use crate::config::{Config, ProviderConfig};
 use crate::dispatch::{self, DispatcherParts, Incoming};
 use crate::http::{self, Readiness};
 use crate::metrics::Metrics;
-use crate::provider::Provider;
-use crate::provider::tencent_v2::TencentV2;
-use crate::provider::tencent_v3::TencentV3;
-use crate::provider::wangsu::Wangsu;
+use crate::provider::{Provider, api};
 use crate::queue_depth::{self, ConnectionSlot};
 use crate::quota::QuotaStore;
 use crate::ratelimit::SharedWindows;
+use crate::ratelimit::shared::SharedRate;
 use crate::routing::Router;
 use crate::tracking;
 
@@ -52,11 +50,7 @@ const REDIS_PING_EVERY: Duration = Duration::from_secs(2);
 /// Builds the client for a provider's API family.
 pub fn build_provider(cfg: &ProviderConfig) -> anyhow::Result<Arc<dyn Provider>> {
     let context = || format!("building the HTTP client for provider `{}`", cfg.name);
-    Ok(match cfg.kind {
-        ProviderKind::TencentV3 => Arc::new(TencentV3::new(cfg).with_context(context)?),
-        ProviderKind::TencentV2 => Arc::new(TencentV2::new(cfg).with_context(context)?),
-        ProviderKind::Wangsu => Arc::new(Wangsu::new(cfg).with_context(context)?),
-    })
+    api::build(&cfg.account(), &cfg.options).with_context(context)
 }
 
 /// A running worker.
@@ -98,8 +92,11 @@ impl Worker {
         let quota = QuotaStore::connect(config.redis.url.expose(), &config.redis.key_prefix)
             .context("redis.url is not a usable Redis URL")?;
         let http_shutdown = CancellationToken::new();
-        let explainer = tracking::explain::Explainer::connect(&config)
-            .context("redis.url is not a usable Redis URL")?;
+        let explainer = tracking::explain::Explainer::connect(
+            config.redis.url.expose(),
+            config.explain_sources(),
+        )
+        .context("redis.url is not a usable Redis URL")?;
         let (http_addr, http_task) = http::serve(
             config.listen,
             metrics.clone(),
@@ -134,7 +131,9 @@ impl Worker {
         let (lineage, lineage_task) = lineage_writer(&config, &metrics)?;
         // Ends once the consumer and the trackers (every handle) are gone.
         stages.watch("lineage writer".into(), lineage_task);
-        let router = Arc::new(Router::new(&config.providers));
+        let router = Arc::new(Router::new(
+            config.providers.iter().map(ProviderConfig::routes),
+        ));
         let mut senders = Vec::with_capacity(config.providers.len());
         for (index, (p, provider)) in config.providers.iter().zip(providers).enumerate() {
             let (tx, rx) = mpsc::channel::<Vec<Incoming>>(DISPATCH_CHANNEL);
@@ -157,8 +156,15 @@ impl Worker {
                 // (Tencent: 20 req/s per action); the purge windows are the conservative bound.
                 status_limiter: SharedWindows::new(&p.rate_limits),
                 quota: quota.clone(),
+                shared_rate: Arc::new(tokio::sync::Mutex::new(SharedRate::new(
+                    &config.redis.key_prefix,
+                    &p.name,
+                    &p.rate_limits,
+                    config.redis.shared_rate_limits,
+                ))),
                 quota_limits: [p.urls_per_day, p.dirs_per_day],
                 quota_policy: p.quota_policy(),
+                interactive_reserve: p.interactive_reserve,
                 metrics: metrics.tracker(
                     &p.name,
                     if provider.capabilities().regex {
@@ -189,9 +195,16 @@ impl Worker {
                 linger: config.batching.max_linger,
                 drain_timeout: config.batching.drain_timeout,
                 parking_queue: config.amqp.parking_queue(&p.name),
+                bulk_parking_queue: config.amqp.bulk_parking_queue(&p.name),
                 dead_letter_queue: config.amqp.dead_letter_queue.clone(),
                 limiter,
                 tracker: Some(tracker),
+                shared_rate: SharedRate::new(
+                    &config.redis.key_prefix,
+                    &p.name,
+                    &p.rate_limits,
+                    config.redis.shared_rate_limits,
+                ),
             };
             stages.watch(format!("dispatcher {}", p.name), dispatch::spawn(parts, rx));
         }
@@ -261,10 +274,12 @@ async fn drain(
     let open = consumer.await.ok().flatten().flatten();
     stages.wait().await;
     publisher.close().await;
-    let Some((conn, channel)) = open else { return };
-    // Closing the channel after its acks: the broker handles a channel's frames in order.
-    if let Err(e) = channel.close(200, "purge-worker drained".into()).await {
-        tracing::debug!(error = %e, "closing the consuming channel reported an error");
+    let Some((conn, channels)) = open else { return };
+    // Closing the channels after their acks: the broker handles a channel's frames in order.
+    for channel in channels {
+        if let Err(e) = channel.close(200, "purge-worker drained".into()).await {
+            tracing::debug!(error = %e, "closing a consuming channel reported an error");
+        }
     }
     if let Err(e) = conn.close(200, "purge-worker shutting down".into()).await {
         // Harmless at this point (e.g. a channel already closing): the broker requeues

@@ -32,16 +32,16 @@ async fn dedupes_pending_keys_and_batches_by_cap_and_linger() {
         !lane.add(key("https://a/1"), 2, &o, t0),
         "duplicate joins the pending item"
     );
-    assert_eq!(lane.due_at(linger, false), Some(t0 + linger));
+    assert_eq!(lane.due_at(linger, false, ALL_CLASSES), Some(t0 + linger));
     assert_eq!(
-        lane.due_at(linger, true),
+        lane.due_at(linger, true, ALL_CLASSES),
         Some(t0),
         "draining skips the linger"
     );
     assert!(lane.add(key("https://a/2"), 3, &o, t0));
     assert!(lane.add(key("https://a/3"), 4, &o, t0));
     assert_eq!(
-        lane.due_at(linger, false),
+        lane.due_at(linger, false, ALL_CLASSES),
         Some(t0),
         "a full batch is due at once"
     );
@@ -72,7 +72,7 @@ async fn a_key_waiting_for_its_retry_takes_new_requests_along() {
         !lane.add(key("https://a/1"), 2, &o, t0),
         "joins the item waiting for its retry"
     );
-    assert_eq!(lane.due_at(Duration::ZERO, false), Some(later));
+    assert_eq!(lane.due_at(Duration::ZERO, false, ALL_CLASSES), Some(later));
     assert!(lane.take(t0).is_none(), "not before its time");
     let b = lane.take(later).unwrap();
     assert_eq!(waiters(&b), vec![vec![1, 2]]);
@@ -209,6 +209,121 @@ async fn a_lane_is_idle_only_when_it_holds_nothing() {
     assert!(!lane.is_idle(), "in flight");
     lane.in_flight -= b.len();
     assert!(lane.is_idle());
-    lane.parking = true;
+    lane.parking[1] = true;
     assert!(!lane.is_idle(), "being parked");
+}
+
+fn add_class(lane: &mut Lane, url: &str, d: DeliveryId, p: Priority, escalate: u32) -> bool {
+    let o = Arc::new(Origin::default());
+    lane.add_item(key(url), d, &o, Instant::now(), p, escalate)
+}
+
+#[tokio::test(start_paused = true)]
+async fn interactive_items_go_first_and_bulk_fills_what_is_left() {
+    let mut lane = url_lane(4);
+    for i in 0..3 {
+        add_class(&mut lane, &format!("https://a/b{i}"), i, Priority::Bulk, 0);
+    }
+    add_class(&mut lane, "https://a/i0", 10, Priority::Interactive, 0);
+    add_class(&mut lane, "https://a/i1", 11, Priority::Interactive, 0);
+    let b = lane.take(Instant::now()).unwrap();
+    let firsts: Vec<u64> = b.iter().map(|i| i.first).collect();
+    assert_eq!(
+        firsts,
+        vec![10, 11, 0, 1],
+        "interactive first, then the oldest bulk"
+    );
+    assert_eq!(b[0].priority, Priority::Interactive);
+    assert_eq!(b[3].priority, Priority::Bulk);
+    // Only interactive when bulk is parked.
+    add_class(&mut lane, "https://a/i2", 12, Priority::Interactive, 0);
+    let only = lane.take_allowed(Instant::now(), [true, false]).unwrap();
+    assert_eq!(waiters(&only), vec![vec![12]]);
+    assert!(lane.take_allowed(Instant::now(), [true, false]).is_none());
+    assert_eq!(lane.waiting_of(Priority::Bulk), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_bulk_key_asked_for_interactively_becomes_interactive() {
+    let mut lane = url_lane(1);
+    add_class(&mut lane, "https://a/x", 1, Priority::Bulk, 0);
+    add_class(&mut lane, "https://a/y", 2, Priority::Bulk, 0);
+    assert!(
+        !add_class(&mut lane, "https://a/y", 3, Priority::Interactive, 0),
+        "deduplicated"
+    );
+    let b = lane.take(Instant::now()).unwrap();
+    assert_eq!(waiters(&b), vec![vec![2, 3]], "the upgraded key goes first");
+    assert_eq!(b[0].priority, Priority::Interactive);
+    // Restored unsent: first in line of its class again, still interactive.
+    lane.restore(b, Instant::now());
+    assert_eq!(lane.waiting_of(Priority::Interactive), 1);
+    // A key waiting for a retry is upgraded too.
+    let b = lane.take(Instant::now()).unwrap();
+    lane.retry(b, Instant::now());
+    let x = lane.take(Instant::now()).unwrap();
+    assert_eq!(
+        x[0].first, 2,
+        "the interactive retry goes before the bulk item"
+    );
+    lane.retry(x, Instant::now());
+    let bulk = lane.take_all_of(Priority::Bulk);
+    assert_eq!(waiters(&bulk), vec![vec![1]]);
+    assert_eq!(lane.waiting(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn escalation_replaces_bulk_urls_of_the_deepest_directory_by_one_item() {
+    let mut lane = url_lane(1000);
+    for i in 0..120u64 {
+        add_class(
+            &mut lane,
+            &format!("https://h/cat/a/{i}"),
+            i,
+            Priority::Bulk,
+            100,
+        );
+    }
+    for i in 0..30u64 {
+        add_class(
+            &mut lane,
+            &format!("https://h/cat/b/{i}"),
+            500 + i,
+            Priority::Bulk,
+            100,
+        );
+    }
+    // Interactive URLs under the directory are never escalated.
+    add_class(
+        &mut lane,
+        "https://h/cat/a/editor",
+        900,
+        Priority::Interactive,
+        100,
+    );
+    let formed = lane.escalate(0);
+    assert_eq!(
+        formed.len(),
+        1,
+        "/cat/a/ (120) qualifies, /cat/b/ (30) does not"
+    );
+    let (dir, n) = &formed[0];
+    assert_eq!(dir.key.as_str(), "https://h/cat/a/");
+    assert_eq!(*n, 120);
+    assert_eq!(
+        dir.waiters().count(),
+        120,
+        "every delivery waits on the directory"
+    );
+    assert_eq!(dir.priority, Priority::Bulk);
+    assert_eq!(lane.waiting(), 31);
+    assert!(lane.escalate(0).is_empty(), "nothing new arrived");
+    // A URL that arrives after the escalation is pending again (the stale rule).
+    assert!(add_class(
+        &mut lane,
+        "https://h/cat/a/1",
+        1000,
+        Priority::Bulk,
+        100
+    ));
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::{ConfigSource, KindOptions, WangsuAuth};
+use crate::config::{ApiSettings, ConfigSource};
 
 /// Validate the configuration and print what the worker would run with (never secrets). Exits 2
 /// naming the key and the problem when something is wrong.
@@ -73,37 +73,27 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             p.urls_per_day,
             p.dirs_per_day,
             limits.join(" + "),
-            p.retry_base.as_millis(),
-            p.retry_max.as_millis(),
+            p.retry.base().as_millis(),
+            p.retry.max().as_millis(),
             p.max_attempts,
         );
         match &p.options {
-            KindOptions::TencentV3 => {}
-            KindOptions::TencentV2 {
-                http_method,
-                signature_method,
-            } => out!(
+            ApiSettings::TencentV3(_) => {}
+            ApiSettings::TencentV2(s) => out!(
                 "  {} requests signed with {}",
-                http_method.as_str(),
-                signature_method.as_str()
+                s.http_method.as_str(),
+                s.signature_method.as_str()
             ),
-            KindOptions::Wangsu {
-                auth,
-                target,
-                webhook,
-                purge_name,
-            } => out!(
-                "  {} auth, target {target}, {} regex/call{}{}",
-                match auth {
-                    WangsuAuth::ApiKey => "api-key",
-                    WangsuAuth::AkSk => "aksk",
-                },
+            ApiSettings::Wangsu(s) => out!(
+                "  {} auth, target {}, {} regex/call{}{}",
+                s.auth.as_str(),
+                s.target,
                 p.regex_per_call,
-                webhook
+                s.webhook
                     .as_deref()
                     .map(|w| format!(", webhook {w}"))
                     .unwrap_or_default(),
-                purge_name
+                s.purge_name
                     .as_deref()
                     .map(|n| format!(", task name `{n}`"))
                     .unwrap_or_default(),

@@ -38,7 +38,8 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<()> {
         }
         cfg.redis.key_prefix = prefix;
     }
-    let explainer = Explainer::connect(&cfg).context("redis.url is not a usable Redis URL")?;
+    let explainer = Explainer::connect(cfg.redis.url.expose(), cfg.explain_sources())
+        .context("redis.url is not a usable Redis URL")?;
     let e = match explainer.explain(&args.url).await {
         Ok(e) => e,
         Err(ExplainError::BadUrl(why)) => {

@@ -9,7 +9,7 @@ use lapin::{BasicProperties, Confirmation};
 
 use super::{UsageError, count};
 use crate::cache_key::MAX_URL_LEN;
-use crate::event::Event;
+use crate::event::{Event, Priority};
 use crate::provider::{FlushType, Header, wangsu_rules};
 
 /// Confirms awaited at once while publishing a file.
@@ -35,6 +35,11 @@ pub struct PublishArgs {
     /// Read URLs from a file, one per line ("-" for standard input); blank lines are skipped.
     #[arg(long, value_name = "PATH|-", conflicts_with = "urls")]
     pub file: Option<String>,
+    /// The events' class: interactive (an editor waits; the default for URLs on the command line)
+    /// or bulk (a job; the default with --file). Bulk events go to amqp.bulk_queue, interactive
+    /// ones to amqp.queue.
+    #[arg(long, value_name = "interactive|bulk", value_parser = ["interactive", "bulk"])]
+    pub priority: Option<String>,
     /// URLs per event when reading --file.
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub chunk_size: u32,
@@ -191,18 +196,27 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     if let Some(w) = headers.windows(2).find(|w| w[0].name == w[1].name) {
         return Err(UsageError(format!("--header `{}` is given twice", w[0].name)).into());
     }
+    let priority = match args.priority.as_deref() {
+        Some(p) => Priority::parse(p).unwrap_or_default(),
+        None if args.file.is_some() => Priority::Bulk,
+        None => Priority::Interactive,
+    };
+    let queue = match priority {
+        Priority::Interactive => amqp.queue.clone(),
+        Priority::Bulk => amqp.bulk_queue.clone(),
+    };
     let conn = crate::amqp::connect(amqp.url.expose(), "purge-worker publish").await?;
-    crate::amqp::ensure_queue(&conn, &amqp.queue).await?;
+    crate::amqp::ensure_queue(&conn, &queue).await?;
     let channel = conn.create_channel().await?;
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let mut sink = Sink {
         channel,
-        queue: amqp.queue.clone(),
+        queue: queue.clone(),
         pending: Vec::new(),
     };
-    let flush_type = FlushType::parse(&args.flush_type).unwrap_or_default();
+    let flush_type = args.flush_type.parse::<FlushType>().unwrap_or_default();
     let make = |items: Vec<String>, n: usize| Event {
         urls: if args.dir { Vec::new() } else { items.clone() },
         dirs: if args.dir { items } else { Vec::new() },
@@ -219,6 +233,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             Vec::new()
         },
         headers: headers.clone(),
+        priority,
     };
 
     let Some(file) = &args.file else {
@@ -229,7 +244,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         out!(
             "published 1 event ({}) to queue `{}`",
             items(args.urls.len(), args.dir),
-            amqp.queue
+            queue
         );
         let _ = conn.close(200, "done".into()).await;
         return Ok(());
@@ -305,7 +320,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
         "published {} ({}) to queue `{}`",
         count(events as u64, "event", "events"),
         items(urls, args.dir),
-        amqp.queue
+        queue
     );
     if suspicious > 0 {
         eprintln!(

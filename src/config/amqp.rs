@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::validate::literal_or_env;
+use super::env::literal_or_env;
 use super::*;
 
 /// `amqp.prefetch` as TOML reads it, so a parse error states the key's range (1–65535, AMQP's
@@ -45,9 +45,11 @@ impl AmqpConfig {
         let dead_letter_queue = raw
             .dead_letter_queue
             .unwrap_or_else(|| DEFAULT_DEAD_LETTER_QUEUE.into());
+        let bulk_queue = raw.bulk_queue.unwrap_or_else(|| DEFAULT_BULK_QUEUE.into());
         for (key, name) in [
             ("amqp.queue", &queue),
             ("amqp.dead_letter_queue", &dead_letter_queue),
+            ("amqp.bulk_queue", &bulk_queue),
         ] {
             if name.is_empty() || name.len() > 200 {
                 return Err(invalid(key, "must be a queue name of 1 to 200 bytes"));
@@ -58,6 +60,16 @@ impl AmqpConfig {
                 "amqp.dead_letter_queue",
                 "must differ from amqp.queue, or rejected events would be consumed again",
             ));
+        }
+        if bulk_queue == queue || bulk_queue == dead_letter_queue {
+            return Err(invalid(
+                "amqp.bulk_queue",
+                "must differ from amqp.queue and amqp.dead_letter_queue",
+            ));
+        }
+        let bulk_prefetch = raw.bulk_prefetch.unwrap_or(DEFAULT_BULK_PREFETCH as u32);
+        if !(1..=u16::MAX as u32).contains(&bulk_prefetch) {
+            return Err(invalid("amqp.bulk_prefetch", "must be between 1 and 65535"));
         }
         let prefetch = raw.prefetch.unwrap_or(DEFAULT_PREFETCH as u32);
         if !(1..=u16::MAX as u32).contains(&prefetch) {
@@ -77,13 +89,20 @@ impl AmqpConfig {
             500,
             600_000,
         )?;
+        let reconnect = Backoff::new(
+            crate::amqp::RECONNECT_FIRST_PAUSE,
+            std::time::Duration::from_millis(reconnect_max_ms),
+        )
+        .map_err(|e| invalid("amqp.reconnect_max_ms", e.to_string()))?;
         Ok(AmqpConfig {
-            reconnect_max: std::time::Duration::from_millis(reconnect_max_ms),
+            reconnect,
             url: Secret::new(amqp_url),
             queue,
             dead_letter_queue,
             dead_letter_max_bytes,
             prefetch: prefetch as u16,
+            bulk_queue,
+            bulk_prefetch: bulk_prefetch as u16,
         })
     }
 }

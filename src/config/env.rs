@@ -1,7 +1,34 @@
-//! `*_env` keys: every unset variable is found before any other check runs.
+//! `*_env` keys: every unset variable is found before any other check runs, and each key's
+//! value comes from its literal or its `_env` twin.
 
-use super::validate::from_env;
 use super::*;
+
+/// Reads an environment variable for a `*_env` key.
+pub(super) fn from_env(key: &str, var: &str) -> Result<String, ConfigError> {
+    std::env::var(var).map_err(|_| {
+        invalid(
+            key,
+            format!("environment variable `{var}` is not set (or not UTF-8)"),
+        )
+    })
+}
+
+/// Exactly one of a literal key and its `_env` twin, or neither when `required` is false.
+pub(super) fn literal_or_env(
+    key: &str,
+    literal: Option<String>,
+    env: Option<String>,
+) -> Result<Option<String>, ConfigError> {
+    match (literal, env) {
+        (Some(_), Some(_)) => Err(invalid(
+            key,
+            format!("set either `{key}` or `{key}_env`, not both"),
+        )),
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(var)) => from_env(&format!("{key}_env"), &var).map(Some),
+        (None, None) => Ok(None),
+    }
+}
 
 /// Every `*_env` key whose variable is unset, reported together so a deployment learns all the
 /// variables it lacks from one run instead of one per attempt.

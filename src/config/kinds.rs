@@ -1,78 +1,18 @@
 //! The per-kind part of a `[[providers]]` entry: which credential keys it takes and the settings
 //! only its API family has. Keys of another family are errors, not silently ignored.
 
-use super::validate::literal_or_env;
+use super::env::literal_or_env;
 use super::*;
-
-/// tencent-v2: how parameters travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpMethod {
-    /// Form body (`application/x-www-form-urlencoded`); long batches fit.
-    Post,
-    /// Everything in the query string; long batches may overflow URL limits.
-    Get,
-}
-
-impl HttpMethod {
-    /// The method name, also the first part of the v2 string to sign.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HttpMethod::Post => "POST",
-            HttpMethod::Get => "GET",
-        }
-    }
-}
-
-/// tencent-v2: the HMAC behind `Signature`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignatureMethod {
-    /// `HmacSHA1` (the API's default when `SignatureMethod` is absent).
-    HmacSha1,
-    /// `HmacSHA256` (sent as `SignatureMethod=HmacSHA256`).
-    HmacSha256,
-}
-
-impl SignatureMethod {
-    /// The parameter value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SignatureMethod::HmacSha1 => "HmacSHA1",
-            SignatureMethod::HmacSha256 => "HmacSHA256",
-        }
-    }
-}
-
-/// wangsu: how requests are authenticated (PROVIDERS.md §3.5, §3.6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WangsuAuth {
-    /// `Date` + Basic `username:base64(HMAC-SHA1(api_key, date))`.
-    ApiKey,
-    /// `CNC-HMAC-SHA256` with an AccessKey/SecretKey pair.
-    AkSk,
-}
-
-/// Settings that only one API family has.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KindOptions {
-    TencentV3,
-    TencentV2 {
-        http_method: HttpMethod,
-        signature_method: SignatureMethod,
-    },
-    Wangsu {
-        auth: WangsuAuth,
-        /// `production` or `staging`.
-        target: String,
-        webhook: Option<String>,
-        purge_name: Option<String>,
-    },
-}
+use crate::provider::qcloud_v2::SignatureMethod;
+use crate::provider::tencent_v2::{self, HttpMethod};
+use crate::provider::tencent_v3;
+use crate::provider::wangsu::{self, Target, WangsuAuth};
 
 /// Credentials and options taken out of `p`; the rest of `p` is validated by the caller.
 pub(super) struct KindParts {
     pub secret_id: String,
     pub secret_key: String,
-    pub options: KindOptions,
+    pub options: ApiSettings,
 }
 
 /// A key that belongs to another provider kind is a mistake worth naming.
@@ -108,6 +48,21 @@ fn required(
         return Err(invalid(at(key), "must not be empty"));
     }
     Ok(v)
+}
+
+/// A setting spelled as one of `T`'s names (`expected` lists them), `T`'s default when unset.
+fn spelled<T: std::str::FromStr + Default>(
+    at: &dyn Fn(&str) -> String,
+    key: &str,
+    raw: &Option<String>,
+    expected: &str,
+) -> Result<T, ConfigError> {
+    match raw.as_deref() {
+        None => Ok(T::default()),
+        Some(s) => s
+            .parse()
+            .map_err(|_| invalid(at(key), format!("`{s}` is not {expected}"))),
+    }
 }
 
 pub(super) fn kind_parts(
@@ -154,50 +109,29 @@ pub(super) fn kind_parts(
     let (secret_id, secret_key, options) = match kind {
         ProviderKind::TencentV3 => {
             let (id, key) = tencent_credentials(p)?;
-            (id, key, KindOptions::TencentV3)
+            (id, key, ApiSettings::TencentV3(tencent_v3::Settings {}))
         }
         ProviderKind::TencentV2 => {
             let (id, key) = tencent_credentials(p)?;
-            let http_method = match p.http_method.as_deref() {
-                None | Some("POST") => HttpMethod::Post,
-                Some("GET") => HttpMethod::Get,
-                Some(other) => {
-                    return Err(invalid(
-                        at("http_method"),
-                        format!("`{other}` is not POST or GET"),
-                    ));
-                }
-            };
-            let signature_method = match p.signature_method.as_deref() {
-                None | Some("HmacSHA1") => SignatureMethod::HmacSha1,
-                Some("HmacSHA256") => SignatureMethod::HmacSha256,
-                Some(other) => {
-                    return Err(invalid(
-                        at("signature_method"),
-                        format!("`{other}` is not HmacSHA1 or HmacSHA256"),
-                    ));
-                }
-            };
+            let http_method =
+                spelled::<HttpMethod>(at, "http_method", &p.http_method, "POST or GET")?;
+            let signature_method = spelled::<SignatureMethod>(
+                at,
+                "signature_method",
+                &p.signature_method,
+                "HmacSHA1 or HmacSHA256",
+            )?;
             (
                 id,
                 key,
-                KindOptions::TencentV2 {
+                ApiSettings::TencentV2(tencent_v2::Settings {
                     http_method,
                     signature_method,
-                },
+                }),
             )
         }
         ProviderKind::Wangsu => {
-            let auth = match p.auth_scheme.as_deref() {
-                None | Some("api-key") => WangsuAuth::ApiKey,
-                Some("aksk") => WangsuAuth::AkSk,
-                Some(other) => {
-                    return Err(invalid(
-                        at("auth_scheme"),
-                        format!("`{other}` is not api-key or aksk"),
-                    ));
-                }
-            };
+            let auth = spelled::<WangsuAuth>(at, "auth_scheme", &p.auth_scheme, "api-key or aksk")?;
             let (id, key) = match auth {
                 WangsuAuth::ApiKey => {
                     for (key, v) in [
@@ -235,22 +169,16 @@ pub(super) fn kind_parts(
                     tencent_credentials(p)?
                 }
             };
-            let target = p.target.take().unwrap_or_else(|| "production".into());
-            if target != "production" && target != "staging" {
-                return Err(invalid(
-                    at("target"),
-                    format!("`{target}` is not production or staging"),
-                ));
-            }
+            let target = spelled::<Target>(at, "target", &p.target, "production or staging")?;
             (
                 id,
                 key,
-                KindOptions::Wangsu {
+                ApiSettings::Wangsu(wangsu::Settings {
                     auth,
                     target,
                     webhook: p.webhook.take().filter(|w| !w.is_empty()),
                     purge_name: p.purge_name.take().filter(|n| !n.is_empty()),
-                },
+                }),
             )
         }
     };
@@ -269,7 +197,7 @@ pub(super) fn quota_window(
 ) -> Result<QuotaWindow, ConfigError> {
     match raw {
         None => Ok(default),
-        Some(s) => QuotaWindow::parse(s).ok_or_else(|| {
+        Some(s) => s.parse().map_err(|_| {
             invalid(
                 at("quota_window"),
                 format!("`{s}` is not \"day\" or \"rolling-24h\""),

@@ -4,34 +4,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::bounds::{in_range, millis};
+use super::env::literal_or_env;
 use super::*;
-
-/// Reads an environment variable for a `*_env` key.
-pub(super) fn from_env(key: &str, var: &str) -> Result<String, ConfigError> {
-    std::env::var(var).map_err(|_| {
-        invalid(
-            key,
-            format!("environment variable `{var}` is not set (or not UTF-8)"),
-        )
-    })
-}
-
-/// Exactly one of a literal key and its `_env` twin, or neither when `required` is false.
-pub(super) fn literal_or_env(
-    key: &str,
-    literal: Option<String>,
-    env: Option<String>,
-) -> Result<Option<String>, ConfigError> {
-    match (literal, env) {
-        (Some(_), Some(_)) => Err(invalid(
-            key,
-            format!("set either `{key}` or `{key}_env`, not both"),
-        )),
-        (Some(v), None) => Ok(Some(v)),
-        (None, Some(var)) => from_env(&format!("{key}_env"), &var).map(Some),
-        (None, None) => Ok(None),
-    }
-}
+use crate::routing::HostPattern;
 
 /// Parses `"+08:00"`, `"-05:30"`, `"Z"` or `"+00:00"` into seconds east of UTC, at most 14 hours
 /// either way (the widest offset in use).
@@ -149,6 +124,7 @@ impl Config {
             redis: RedisConfig {
                 url: Secret::new(redis_url),
                 key_prefix,
+                shared_rate_limits: raw.redis.shared_rate_limits.unwrap_or(true),
             },
             listen,
             batching,
@@ -171,6 +147,7 @@ impl Config {
                     host: Some("*".into()),
                     ignore_query: false,
                     prefetch_after_purge: false,
+                    dir_escalation: None,
                 }],
                 ..Default::default()
             }],
@@ -206,7 +183,7 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
             format!("is required ({})", ProviderKind::SUPPORTED),
         )
     })?;
-    let kind = ProviderKind::parse(&kind_s).ok_or_else(|| {
+    let kind: ProviderKind = kind_s.parse().map_err(|_| {
         invalid(
             at("kind"),
             format!(
@@ -268,12 +245,12 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         1,
     )?;
     let retry_max = millis(&at("retry_max_ms"), p.retry_max_ms, DEFAULT_RETRY_MAX_MS, 1)?;
-    if retry_max < retry_base {
-        return Err(invalid(
+    let retry = Backoff::new(retry_base, retry_max).map_err(|_| {
+        invalid(
             at("retry_max_ms"),
             "retry_base_ms must be at least 1 and retry_max_ms at least retry_base_ms",
-        ));
-    }
+        )
+    })?;
     let connect_timeout = millis(
         &at("connect_timeout_ms"),
         p.connect_timeout_ms,
@@ -303,10 +280,18 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         let key = at(&format!("domains[{j}].host"));
         let host = dom.host.ok_or_else(|| invalid(&key, "is required"))?;
         let host = HostPattern::parse(&host).map_err(|r| invalid(&key, r))?;
+        let dir_escalation = in_range(
+            &at(&format!("domains[{j}].dir_escalation")),
+            dom.dir_escalation,
+            0,
+            0,
+            u64::from(u32::MAX),
+        )?;
         domains.push(DomainRule {
             host,
             ignore_query: dom.ignore_query,
             prefetch_after_purge: dom.prefetch_after_purge,
+            dir_escalation: u32::try_from(dir_escalation).unwrap_or(u32::MAX),
         });
     }
 
@@ -322,16 +307,11 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         regex_per_call: per_call("regex_per_call", p.regex_per_call, d.regex_per_call)?,
         urls_per_day: per_day("urls_per_day", p.urls_per_day, d.urls_per_day)?,
         dirs_per_day: per_day("dirs_per_day", p.dirs_per_day, d.dirs_per_day)?,
-        prefetch_per_day: per_day(
-            "prefetch_per_day",
-            p.prefetch_per_day,
-            kind.prefetch_per_day(),
-        )?,
+        prefetch_per_day: per_day("prefetch_per_day", p.prefetch_per_day, d.prefetch_per_day)?,
         quota_utc_offset_secs,
         quota_window,
         options: parts.options,
-        retry_base,
-        retry_max,
+        retry,
         connect_timeout,
         request_timeout,
         max_in_flight: in_range(
@@ -348,8 +328,23 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
             1,
             MAX_ATTEMPTS,
         )?,
+        interactive_reserve: reserve(&at("interactive_reserve"), p.interactive_reserve)?,
         domains,
     })
+}
+
+/// `interactive_reserve`: a finite share from 0 to [`MAX_INTERACTIVE_RESERVE`].
+fn reserve(key: &str, v: Option<f64>) -> Result<f64, ConfigError> {
+    let v = v.unwrap_or(DEFAULT_INTERACTIVE_RESERVE);
+    if !v.is_finite() || !(0.0..=MAX_INTERACTIVE_RESERVE).contains(&v) {
+        return Err(invalid(
+            key,
+            format!(
+                "{v} is out of range: must be a share between 0 and {MAX_INTERACTIVE_RESERVE} (0.2 keeps a fifth of every window for interactive purges)"
+            ),
+        ));
+    }
+    Ok(v)
 }
 
 /// A host pattern may be claimed by one provider only, or routing would be ambiguous.

@@ -4,7 +4,7 @@
 use tokio::time::{Duration, Instant};
 use tracing::{info, warn};
 
-use super::core::{Effect, later};
+use super::core::{Effect, Gate, later};
 use super::{Dispatcher, Outcome, publish};
 use crate::coalesce::PendingItem;
 use crate::provider::{ProviderError, Receipt};
@@ -35,8 +35,10 @@ impl Dispatcher {
                 parking,
                 failed,
             } => {
-                if parking && let Some(m) = self.m.kind(self.core.lanes[lane].key.kind) {
-                    m.parked_items.inc_by(done as u64);
+                if let Some(p) = parking
+                    && let Some(m) = self.m.kind(self.core.lanes[lane].key.kind)
+                {
+                    m.parked_items[p.index()].inc_by(done as u64);
                 }
                 let now = Instant::now();
                 if !failed.is_empty() {
@@ -66,7 +68,9 @@ impl Dispatcher {
             m.api_duration.observe(elapsed.as_secs_f64());
             m.api(label).inc();
             if result.is_ok() {
-                m.submitted.inc_by(n as u64);
+                for it in &items {
+                    m.submitted[it.priority.index()].inc();
+                }
             }
         }
         match &result {
@@ -95,12 +99,26 @@ impl Dispatcher {
                 }
             }
         }
+        let rate_limited = matches!(result, Err(ProviderError::RateLimited { .. }));
         let now = Instant::now();
         let effects = self
             .core
             .finish(lane, items, result.as_ref().map(|_| ()), now);
+        if rate_limited && let Gate::Backoff { until } = self.core.gate {
+            self.share_backoff(until.saturating_duration_since(now))
+                .await;
+        }
         for effect in effects {
             self.apply(effect).await;
+        }
+    }
+
+    /// A rate-limit answer makes every replica wait as long as this one, so that replicas do not
+    /// take turns hitting the provider's limit.
+    async fn share_backoff(&self, wait: Duration) {
+        if let Err(e) = self.p.quota.hold_provider(&self.p.shared_rate, wait).await {
+            warn!(provider = %self.p.config.name, error = %e,
+                "could not share the provider's rate-limit answer with other replicas");
         }
     }
 
@@ -137,7 +155,7 @@ impl Dispatcher {
                         policy.next_reset(now_unix)
                     }
                 };
-                self.park(kind.quota_kind(), until, Instant::now(), now_unix);
+                self.park_all(kind.quota_kind(), until, Instant::now(), now_unix);
             }
             Effect::Retried(reason) => self.m.retried(reason),
             Effect::AuthStopped => {

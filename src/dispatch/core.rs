@@ -8,7 +8,8 @@ use tracing::info;
 
 use super::Incoming;
 use super::decide::{self, Decision, Health, RetryPolicy};
-use crate::coalesce::{Lane, LaneKey, PendingItem};
+use crate::coalesce::{Allowed, Lane, LaneKey, PendingItem};
+use crate::event::Priority;
 use crate::ledger::DeliveryId;
 use crate::metrics::RetryReason;
 use crate::provider::{FlushType, Kind, ProviderError};
@@ -64,6 +65,9 @@ pub struct Settings {
     /// Whether file and directory purges honour the flush type (else they share one lane).
     pub url_flush: bool,
     pub dir_flush: bool,
+    /// The fewest URLs one directory purge must replace to save quota
+    /// ([`crate::coalesce::escalate::min_urls`]); `None`: never escalate.
+    pub escalation_min_urls: Option<u64>,
 }
 
 /// The next step the shell should take.
@@ -109,8 +113,11 @@ pub struct Core {
     pub lanes: Vec<Lane>,
     /// The whole provider's gate (never `Parked`).
     pub gate: Gate,
-    /// Per quota kind (url, dir): `Open` or `Parked`.
-    pub quota_gates: [Gate; 2],
+    /// Per quota kind (url, dir) and class (interactive, bulk): `Open` or `Parked`. Bulk parks
+    /// when its share of the window is spent, while interactive items keep flowing.
+    pub quota_gates: [[Gate; 2]; 2],
+    /// Directory escalations so far (the shell exports the count).
+    pub escalations: u64,
     /// Calls taken and not yet answered (including one waiting for its rate permit).
     pub calls: usize,
     /// Consecutive failed calls.
@@ -135,7 +142,8 @@ impl Core {
             settings,
             lanes: Vec::new(),
             gate: Gate::Open,
-            quota_gates: [Gate::Open; 2],
+            quota_gates: [[Gate::Open; 2]; 2],
+            escalations: 0,
             calls: 0,
             streak: 0,
             successes: 0,
@@ -179,9 +187,9 @@ impl Core {
         self.lanes.len() - 1
     }
 
-    /// Adds items; returns how many joined an item already waiting, by kind.
-    pub fn add(&mut self, items: Vec<Incoming>) -> [u64; 3] {
-        let mut deduplicated = [0; 3];
+    /// Adds items; returns how many joined an item already waiting, by kind and class.
+    pub fn add(&mut self, items: Vec<Incoming>) -> [[u64; 2]; 3] {
+        let mut deduplicated = [[0; 2]; 3];
         for it in items {
             // The flush type only splits lanes where the provider honours it for that kind.
             let honoured = match it.kind {
@@ -194,8 +202,21 @@ impl Core {
                 flush,
                 headers: it.headers,
             });
-            if !self.lanes[i].add(it.key, it.delivery, &it.origin, it.received) {
-                deduplicated[it.kind.index()] += 1;
+            let escalate = if self.settings.escalation_min_urls.is_some() {
+                it.escalate
+            } else {
+                0
+            };
+            let lane = &mut self.lanes[i];
+            if !lane.add_item(
+                it.key,
+                it.delivery,
+                &it.origin,
+                it.received,
+                it.priority,
+                escalate,
+            ) {
+                deduplicated[it.kind.index()][it.priority.index()] += 1;
             }
         }
         deduplicated
@@ -217,7 +238,7 @@ impl Core {
         if self.calls >= self.settings.max_in_flight {
             return Next::Wait(None);
         }
-        for g in &mut self.quota_gates {
+        for g in self.quota_gates.iter_mut().flatten() {
             if let Gate::Parked { until, .. } = *g
                 && now >= until
             {
@@ -225,33 +246,84 @@ impl Core {
                 info!("quota window reset: parked items of this kind flow again");
             }
         }
-        let mut best: Option<(usize, Instant)> = None;
+        self.escalate(now);
+        // Lanes with interactive items first, then the earliest due.
+        let mut best: Option<(usize, bool, Instant)> = None;
         let mut wake: Option<Instant> = None;
+        let mut soon = |at: Instant| wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
         for (i, lane) in self.lanes.iter().enumerate() {
-            if let Gate::Parked { until, .. } = self.quota_gates[quota_index(lane.key.kind)] {
-                wake = Some(wake.map_or(until, |w| w.min(until)));
+            let gates = self.quota_gates[quota_index(lane.key.kind)];
+            let allowed = allowed(&gates);
+            for g in gates {
+                if let Gate::Parked { until, .. } = g {
+                    soon(until);
+                }
+            }
+            if allowed == [false, false] {
                 continue;
             }
-            let Some(due) = lane.due_at(self.settings.linger, self.draining) else {
+            let Some(due) = lane.due_at(self.settings.linger, self.draining, allowed) else {
                 continue;
             };
             if due <= now {
-                if best.is_none_or(|(_, d)| due < d) {
-                    best = Some((i, due));
+                let interactive = allowed[0] && lane.has_interactive();
+                let better = best.is_none_or(|(_, bi, d)| {
+                    (interactive && !bi) || (interactive == bi && due < d)
+                });
+                if better {
+                    best = Some((i, interactive, due));
                 }
             } else {
-                wake = Some(wake.map_or(due, |w| w.min(due)));
+                soon(due);
             }
         }
-        let Some((i, _)) = best else {
+        let Some((i, _, _)) = best else {
             return Next::Wait(wake);
         };
-        let Some(items) = self.lanes[i].take(now) else {
+        let allowed = allowed(&self.quota_gates[quota_index(self.lanes[i].key.kind)]);
+        let Some(items) = self.lanes[i].take_allowed(now, allowed) else {
             return Next::Wait(wake);
         };
         self.lanes[i].in_flight += items.len();
         self.calls += 1;
         Next::Send { lane: i, items }
+    }
+
+    /// Directory escalation of the URL lanes that are due: their pending bulk URLs under a
+    /// directory that holds enough of them are replaced by one directory item in the matching
+    /// directory lane (it spends directory quota under the same reserve rule, as bulk).
+    fn escalate(&mut self, now: Instant) {
+        let Some(min_urls) = self.settings.escalation_min_urls else {
+            return;
+        };
+        let [url_gates, dir_gates] = self.quota_gates;
+        if !allowed(&url_gates)[1] || !allowed(&dir_gates)[1] {
+            return;
+        }
+        let mut formed = Vec::new();
+        for lane in &mut self.lanes {
+            if lane.key.kind != Kind::Url || lane.key.headers.is_some() {
+                continue;
+            }
+            let due = lane.due_at(self.settings.linger, self.draining, [false, true]);
+            if due.is_some_and(|d| d <= now) {
+                formed.extend(lane.escalate(min_urls));
+            }
+        }
+        if formed.is_empty() {
+            return;
+        }
+        let dir = self.lane_index(LaneKey {
+            kind: Kind::Dir,
+            flush: FlushType::Flush,
+            headers: None,
+        });
+        for (item, urls) in formed {
+            info!(directory = %item.key, urls_replaced = urls,
+                "escalated pending bulk URLs to one directory purge");
+            self.escalations += 1;
+            self.lanes[dir].insert(item);
+        }
     }
 
     /// Gives back items taken by [`Core::next`] that were not sent (no quota or no rate permit
@@ -268,9 +340,14 @@ impl Core {
         self.lanes[lane].restore(items, now);
     }
 
-    /// The Unix time until which a quota kind is parked.
+    /// The Unix time until which a quota kind is parked for every class.
     pub fn parked_until_unix(&self, kind: Kind) -> Option<i64> {
-        match self.quota_gates[quota_index(kind)] {
+        self.parked_until_class(kind, Priority::Interactive)
+    }
+
+    /// The Unix time until which one class of a quota kind is parked.
+    pub fn parked_until_class(&self, kind: Kind, priority: Priority) -> Option<i64> {
+        match self.quota_gates[quota_index(kind)][priority.index()] {
             Gate::Parked { until_unix, .. } => Some(until_unix),
             _ => None,
         }
@@ -286,13 +363,27 @@ impl Core {
         self.gate = Gate::Backoff { until };
     }
 
-    /// Parks a quota kind until `until_unix` (Unix seconds; `now_unix` is the same instant as
-    /// `now`). Returns true when the kind was not parked until then already.
+    /// Parks a quota kind, every class, until `until_unix` (Unix seconds; `now_unix` is the same
+    /// instant as `now`). Returns true when the kind was not parked until then already.
     pub fn park(&mut self, kind: Kind, until_unix: i64, now: Instant, now_unix: i64) -> bool {
+        let bulk = self.park_class(kind, Priority::Bulk, until_unix, now, now_unix);
+        self.park_class(kind, Priority::Interactive, until_unix, now, now_unix) || bulk
+    }
+
+    /// Parks one class of a quota kind (bulk when its share is spent, while interactive items of
+    /// the kind keep flowing). Returns true when it was not parked until then already.
+    pub fn park_class(
+        &mut self,
+        kind: Kind,
+        priority: Priority,
+        until_unix: i64,
+        now: Instant,
+        now_unix: i64,
+    ) -> bool {
         let secs = until_unix
             .saturating_sub(now_unix)
             .clamp(1, MAX_PARK.as_secs() as i64);
-        let gate = &mut self.quota_gates[quota_index(kind)];
+        let gate = &mut self.quota_gates[quota_index(kind)][priority.index()];
         if matches!(*gate, Gate::Parked { until_unix: u, .. } if u == until_unix) {
             return false;
         }
@@ -303,43 +394,52 @@ impl Core {
         true
     }
 
-    /// Lanes whose quota kind is parked, with items to move to the parking queue: takes them (the
-    /// lane counts them in flight until [`Core::settled`]) and returns (lane, items, until_unix).
-    pub fn take_parkable(&mut self) -> Vec<(usize, Vec<PendingItem>, i64)> {
+    /// Lanes with items of a parked class to move to the parking queue: takes them (the lane
+    /// counts them in flight until [`Core::settled`]) and returns (lane, class, items,
+    /// until_unix).
+    pub fn take_parkable(&mut self) -> Vec<(usize, Priority, Vec<PendingItem>, i64)> {
         let mut out = Vec::new();
         for (i, lane) in self.lanes.iter_mut().enumerate() {
-            let Gate::Parked { until_unix, .. } = self.quota_gates[quota_index(lane.key.kind)]
-            else {
-                continue;
-            };
-            if lane.parking || lane.waiting() == 0 {
-                continue;
+            for priority in Priority::ALL {
+                let gate = self.quota_gates[quota_index(lane.key.kind)][priority.index()];
+                let Gate::Parked { until_unix, .. } = gate else {
+                    continue;
+                };
+                if lane.parking[priority.index()] || lane.waiting_of(priority) == 0 {
+                    continue;
+                }
+                let items = lane.take_all_of(priority);
+                lane.parking[priority.index()] = true;
+                lane.in_flight += items.len();
+                out.push((i, priority, items, until_unix));
             }
-            let items = lane.take_all();
-            lane.parking = true;
-            lane.in_flight += items.len();
-            out.push((i, items, until_unix));
         }
         out
     }
 
-    /// A dead-letter or parking publish of `n` items of `lane` finished; `failed` items (a
-    /// parking publish the broker refused) go back to wait.
+    /// A dead-letter or parking publish (`parking`: of which class) of `n` items of `lane`
+    /// finished; `failed` items (a parking publish the broker refused) go back to wait.
     pub fn settled(
         &mut self,
         lane: usize,
         n: usize,
-        parking: bool,
+        parking: Option<Priority>,
         failed: Vec<PendingItem>,
         now: Instant,
     ) {
         let l = &mut self.lanes[lane];
         l.in_flight -= n + failed.len();
-        if parking {
-            l.parking = false;
+        if let Some(p) = parking {
+            l.parking[p.index()] = false;
         }
         l.restore(failed, now);
     }
+}
+
+/// The classes a kind's gates let through now (a parked gate past its time is reopened by
+/// [`Core::next`] before this is asked).
+fn allowed(gates: &[Gate; 2]) -> Allowed {
+    gates.map(|g| !matches!(g, Gate::Parked { .. }))
 }
 
 /// Splits a refused batch to find the offending items: by host first (a host the account does
@@ -366,3 +466,5 @@ fn isolate(mut items: Vec<PendingItem>) -> Vec<Vec<PendingItem>> {
 mod finish;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_priority;

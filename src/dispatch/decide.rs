@@ -3,9 +3,9 @@
 
 use std::collections::HashSet;
 
-use rand::Rng;
 use tokio::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::coalesce::PendingItem;
 use crate::provider::ProviderError;
 
@@ -17,10 +17,9 @@ pub const OUTAGE_STREAK: u32 = 3;
 /// The retry settings a decision needs (from the provider's config).
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
-    /// First retry delay; doubles per consecutive failure, with jitter.
-    pub base: Duration,
-    /// The longest any wait may be, a provider's own `Retry-After` included.
-    pub max: Duration,
+    /// From `retry_base_ms`, doubling per consecutive failure with jitter, up to `retry_max_ms`:
+    /// the longest any wait may be, a provider's own `Retry-After` included.
+    pub backoff: Backoff,
     /// Failed calls an item may have alone before it is dead-lettered.
     pub max_attempts: u32,
 }
@@ -29,16 +28,12 @@ impl RetryPolicy {
     /// Capped exponential backoff for the `n`-th consecutive failure (n ≥ 1), with jitter
     /// (50–100 % of the step) so that replicas and lanes do not retry in lockstep.
     pub fn backoff(&self, n: u32) -> Duration {
-        let exp = self
-            .base
-            .saturating_mul(1u32 << n.saturating_sub(1).min(20));
-        let step = exp.min(self.max);
-        step.mul_f64(rand::rng().random_range(0.5..=1.0))
+        self.backoff.jittered(n)
     }
 
-    /// A provider-given wait, bounded: never beyond `max`.
+    /// A provider-given wait, bounded: never beyond `retry_max_ms`.
     pub fn clamp(&self, wait: Duration) -> Duration {
-        wait.min(self.max)
+        self.backoff.clamp(wait)
     }
 }
 

@@ -11,7 +11,7 @@ use super::{Dispatcher, Outcome};
 use crate::cache_key::clip;
 use crate::coalesce::{PendingItem, waiters_of};
 use crate::dead_letter::DeadLetter;
-use crate::event::Event;
+use crate::event::{Event, Priority};
 use crate::quota::unix_now;
 
 /// Items per parked message.
@@ -56,7 +56,9 @@ impl Dispatcher {
         let key = self.core.lanes[lane].key.clone();
         let name = self.p.config.name.clone();
         if let Some(m) = self.m.kind(key.kind) {
-            m.failed.inc_by(items.len() as u64);
+            for it in &items {
+                m.failed[it.priority.index()].inc();
+            }
         }
         let m = self.p.metrics.clone();
         let records: Vec<_> = items
@@ -96,15 +98,22 @@ impl Dispatcher {
             Outcome::Published {
                 lane,
                 done: items.len(),
-                parking: false,
+                parking: None,
                 failed: Vec::new(),
             }
         });
     }
 
-    /// Moves items of a parked kind to the provider's parking queue, as purge events that expire
-    /// back into the purge queue at the reset; completes them once confirmed.
-    pub(super) fn spawn_park(&mut self, lane: usize, items: Vec<PendingItem>, until: i64) {
+    /// Moves items of a parked kind and class to the provider's parking queue of that class, as
+    /// purge events that expire back into the purge queue (bulk: the bulk queue, and marked
+    /// bulk) at the reset; completes them once confirmed.
+    pub(super) fn spawn_park(
+        &mut self,
+        lane: usize,
+        priority: Priority,
+        items: Vec<PendingItem>,
+        until: i64,
+    ) {
         let key = self.core.lanes[lane].key.clone();
         // One extra second so our own clock has certainly passed the reset when they return.
         let ttl_ms = (until.saturating_sub(unix_now()).max(0) as u64).saturating_add(1) * 1000;
@@ -121,7 +130,10 @@ impl Dispatcher {
         let (publisher, ledger, queue) = (
             self.p.publisher.clone(),
             self.p.ledger.clone(),
-            self.p.parking_queue.clone(),
+            match priority {
+                Priority::Interactive => self.p.parking_queue.clone(),
+                Priority::Bulk => self.p.bulk_parking_queue.clone(),
+            },
         );
         self.tasks.spawn(async move {
             let mut rest = items;
@@ -130,7 +142,7 @@ impl Dispatcher {
                 let tail = rest.split_off(rest.len().min(PARK_CHUNK));
                 let chunk = std::mem::replace(&mut rest, tail);
                 let keys: Vec<String> = chunk.iter().map(|i| i.key.to_string()).collect();
-                let event = Event::of_kind(
+                let mut event = Event::of_kind(
                     key.kind,
                     key.flush,
                     keys,
@@ -138,6 +150,7 @@ impl Dispatcher {
                     None,
                     Some("purge-worker:parked".into()),
                 );
+                event.priority = priority;
                 let body = serde_json::to_vec(&event).unwrap_or_default();
                 if let Err(e) = publisher.publish(&queue, &body, props.clone()).await {
                     let mut failed = chunk;
@@ -147,7 +160,7 @@ impl Dispatcher {
                     return Outcome::Published {
                         lane,
                         done: parked,
-                        parking: true,
+                        parking: Some(priority),
                         failed,
                     };
                 }
@@ -157,7 +170,7 @@ impl Dispatcher {
             Outcome::Published {
                 lane,
                 done: parked,
-                parking: true,
+                parking: Some(priority),
                 failed: Vec::new(),
             }
         });

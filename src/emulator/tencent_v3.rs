@@ -197,7 +197,20 @@ pub(crate) async fn api(
         _ => None,
     };
     let params = kind.map(|k| purge_params(k, &body));
-    if let Some(retry_after) = shared.lock().gateway_429() {
+    let gateway = {
+        let mut state = shared.lock();
+        let answer = state.gateway_429();
+        if answer.is_some() {
+            state.record_rejected(RejectedCall {
+                action: action.clone(),
+                code: "HTTP 429".into(),
+                items: params.as_ref().map(|p| p.items.clone()).unwrap_or_default(),
+                at_ms: received_ms as f64,
+            });
+        }
+        answer
+    };
+    if let Some(retry_after) = gateway {
         let mut response = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
         if let Ok(v) = axum::http::HeaderValue::from_str(&retry_after) {
             response.headers_mut().insert(header::RETRY_AFTER, v);

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::*;
 use crate::provider::tencent_v3::TencentV3;
-use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, tc3};
+use crate::provider::{Account, Batch, FlushType, Kind, Provider, ProviderError, tc3};
 
 fn client_with(
     endpoint: &url::Url,
@@ -19,22 +19,9 @@ fn client_with(
     secret_key: &str,
     timeout_ms: u64,
 ) -> TencentV3 {
-    let text = format!(
-        r#"
-        [[providers]]
-        name = "emu"
-        kind = "tencent-v3"
-        endpoint = "{endpoint}"
-        secret_id = "{secret_id}"
-        secret_key = "{secret_key}"
-        request_timeout_ms = {timeout_ms}
-          [[providers.domains]]
-          host = "*"
-        "#
-    );
-    let raw = toml::from_str(&text).expect("test TOML parses");
-    let config = crate::config::Config::from_raw(raw).expect("test config is valid");
-    TencentV3::new(&config.providers[0]).expect("client builds")
+    let mut account = Account::new("emu", endpoint.clone(), secret_id, secret_key);
+    account.request_timeout = Duration::from_millis(timeout_ms);
+    TencentV3::new(&account, &Default::default()).expect("client builds")
 }
 
 fn client(emu: &Emulator) -> TencentV3 {

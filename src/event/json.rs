@@ -6,7 +6,7 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-use super::{Event, EventError};
+use super::{Event, EventError, Priority};
 use crate::cache_key::{CLIP, clip};
 use crate::provider::{FlushType, Header, wangsu_rules};
 
@@ -19,8 +19,16 @@ pub(super) fn decode_json(text: &str) -> Result<Event, EventError> {
     })?;
     let flush_type = match raw.flush_type {
         None => FlushType::default(),
-        Some(s) => FlushType::parse(&s.to_ascii_lowercase())
+        Some(s) => s
+            .to_ascii_lowercase()
+            .parse::<FlushType>()
+            .ok()
             .ok_or_else(|| EventError::InvalidFlushType(clip(&s, CLIP).into_owned()))?,
+    };
+    let priority = match raw.priority {
+        None => Priority::default(),
+        Some(s) => Priority::parse(&s)
+            .ok_or_else(|| EventError::InvalidPriority(clip(&s, CLIP).into_owned()))?,
     };
     let headers = match raw.headers {
         None | Some(serde_json::Value::Null) => Vec::new(),
@@ -34,6 +42,7 @@ pub(super) fn decode_json(text: &str) -> Result<Event, EventError> {
         flush_type,
         id: raw.id,
         source: raw.source,
+        priority,
     })
 }
 
@@ -99,6 +108,7 @@ struct RawEvent {
     flush_type: Option<String>,
     id: Option<String>,
     source: Option<String>,
+    priority: Option<String>,
 }
 
 /// The event's fields; anything else is skipped.
@@ -110,6 +120,7 @@ enum Field {
     FlushType,
     Id,
     Source,
+    Priority,
     Unknown,
 }
 
@@ -130,6 +141,7 @@ impl<'de> Deserialize<'de> for Field {
                     "flush_type" => Field::FlushType,
                     "id" => Field::Id,
                     "source" => Field::Source,
+                    "priority" => Field::Priority,
                     _ => Field::Unknown,
                 })
             }
@@ -204,7 +216,7 @@ impl<'de> Visitor<'de> for EventVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawEvent, A::Error> {
         let mut ev = RawEvent::default();
-        let mut seen = [false; 7];
+        let mut seen = [false; 8];
         while let Some(field) = map.next_key::<Field>()? {
             let (slot, name) = match field {
                 Field::Urls => (0, "urls"),
@@ -214,6 +226,7 @@ impl<'de> Visitor<'de> for EventVisitor {
                 Field::Source => (4, "source"),
                 Field::Regex => (5, "regex"),
                 Field::Headers => (6, "headers"),
+                Field::Priority => (7, "priority"),
                 Field::Unknown => {
                     map.next_value::<IgnoredAny>()?;
                     continue;
@@ -244,6 +257,12 @@ impl<'de> Visitor<'de> for EventVisitor {
                 Field::Source => {
                     ev.source = map.next_value_seed(OptText {
                         field: "source",
+                        integers: false,
+                    })?
+                }
+                Field::Priority => {
+                    ev.priority = map.next_value_seed(OptText {
+                        field: "priority",
                         integers: false,
                     })?
                 }

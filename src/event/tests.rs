@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::{Config, DEFAULT_MAX_EVENT_BYTES};
+use crate::provider::api::ProviderKind;
 
 const JSON: Option<&str> = Some("application/json");
 const TEXT: Option<&str> = Some("text/plain");
@@ -21,31 +21,12 @@ fn assert_invalid_event(body: &str, says: &str) {
     }
 }
 
+/// Provider 0 serves `www.example.com` (ignore_query), provider 1 `*.img.example.com`.
 fn router() -> Router {
-    let config = Config::from_raw(
-        toml::from_str(
-            r#"
-            [[providers]]
-            name = "main"
-            kind = "tencent-v3"
-            secret_id = "AKID"
-            secret_key = "k"
-              [[providers.domains]]
-              host = "www.example.com"
-              ignore_query = true
-            [[providers]]
-            name = "img"
-            kind = "tencent-v3"
-            secret_id = "AKID"
-            secret_key = "k"
-              [[providers.domains]]
-              host = "*.img.example.com"
-            "#,
-        )
-        .expect("test TOML parses"),
-    )
-    .expect("test config is valid");
-    Router::new(&config.providers)
+    Router::for_tests(&[
+        (ProviderKind::TencentV3, &[("www.example.com", true)]),
+        (ProviderKind::TencentV3, &[("*.img.example.com", false)]),
+    ])
 }
 
 #[test]

@@ -2,32 +2,14 @@
 //! reason naming the limitation elsewhere.
 
 use super::*;
-use crate::config::{Config, DEFAULT_MAX_EVENT_BYTES};
+use crate::provider::api::ProviderKind;
 
+/// Provider 0 (tencent-v3) serves `tc.example.com`, provider 1 (wangsu) `*.ws.example.com`.
 fn router() -> Router {
-    let config = Config::from_raw(
-        toml::from_str(
-            r#"
-            [[providers]]
-            name = "tc"
-            kind = "tencent-v3"
-            secret_id = "AKID"
-            secret_key = "k"
-              [[providers.domains]]
-              host = "tc.example.com"
-            [[providers]]
-            name = "ws"
-            kind = "wangsu"
-            username = "u"
-            api_key = "k"
-              [[providers.domains]]
-              host = "*.ws.example.com"
-            "#,
-        )
-        .expect("test TOML parses"),
-    )
-    .expect("test config is valid");
-    Router::new(&config.providers)
+    Router::for_tests(&[
+        (ProviderKind::TencentV3, &[("tc.example.com", false)]),
+        (ProviderKind::Wangsu, &[("*.ws.example.com", false)]),
+    ])
 }
 
 fn event(body: &str) -> Event {

@@ -5,6 +5,7 @@
 use prometheus::{Counter, Gauge, Histogram, IntCounter, IntGauge};
 
 use super::Metrics;
+use crate::event::Priority;
 use crate::provider::Kind;
 
 /// `purge_api_requests_total` results, in label order.
@@ -17,7 +18,8 @@ const API_RESULTS: [&str; 5] = [
 ];
 
 /// Why a batch was put back for another attempt (`purge_retries_total{reason}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum RetryReason {
     RateLimited,
     Transient,
@@ -35,29 +37,25 @@ impl RetryReason {
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
-        match self {
-            RetryReason::RateLimited => "rate_limited",
-            RetryReason::Transient => "transient",
-            RetryReason::BatchTooLarge => "batch_too_large",
-            RetryReason::Isolate => "isolate",
-        }
+        self.into()
     }
 }
 
 /// The series of one provider and kind.
 #[derive(Clone)]
 pub struct KindMetrics {
-    pub submitted: IntCounter,
-    pub deduplicated: IntCounter,
-    pub failed: IntCounter,
+    /// By class ([`Priority::index`]), like every array here.
+    pub submitted: [IntCounter; 2],
+    pub deduplicated: [IntCounter; 2],
+    pub failed: [IntCounter; 2],
     pub batch_size: Histogram,
-    pub event_to_submit: Histogram,
+    pub event_to_submit: [Histogram; 2],
     pub pending: IntGauge,
     pub oldest_pending: Gauge,
     pub quota_reset: Gauge,
     pub batch_limit: IntGauge,
     pub parked_until: IntGauge,
-    pub parked_items: IntCounter,
+    pub parked_items: [IntCounter; 2],
     /// `purge_api_requests_total` of this kind's action, by result ([`API_RESULTS`] order).
     api: [IntCounter; 5],
     pub api_duration: Histogram,
@@ -79,6 +77,10 @@ pub struct ProviderMetrics {
     /// `purge_quota_used` / `purge_quota_limit` by quota kind (url, dir).
     pub quota_used: [IntGauge; 2],
     pub quota_limit: [IntGauge; 2],
+    /// `purge_quota_reserve_left` by quota kind (url, dir).
+    pub quota_reserve_left: [IntGauge; 2],
+    /// `purge_escalations_total`.
+    pub escalations: IntCounter,
     retries: [IntCounter; 4],
     pub auth_failures: IntCounter,
     pub stopped: IntGauge,
@@ -116,25 +118,32 @@ impl Metrics {
         let kind = |k: Kind| {
             let l = [name, k.as_str()];
             let action = action(k);
+            let items = |outcome: &str| {
+                Priority::ALL.map(|p| {
+                    self.items
+                        .with_label_values(&[name, k.as_str(), outcome, p.as_str()])
+                })
+            };
             // Refused by validation are counted under provider="none"; the series exists anyway.
-            self.items
-                .with_label_values(&[name, k.as_str(), "rejected"]);
+            items("rejected");
             KindMetrics {
-                submitted: self
-                    .items
-                    .with_label_values(&[name, k.as_str(), "submitted"]),
-                deduplicated: self
-                    .items
-                    .with_label_values(&[name, k.as_str(), "deduplicated"]),
-                failed: self.items.with_label_values(&[name, k.as_str(), "failed"]),
+                submitted: items("submitted"),
+                deduplicated: items("deduplicated"),
+                failed: items("failed"),
                 batch_size: self.batch_size.with_label_values(&l),
-                event_to_submit: self.event_to_submit.with_label_values(&l),
+                event_to_submit: Priority::ALL.map(|p| {
+                    self.event_to_submit
+                        .with_label_values(&[name, k.as_str(), p.as_str()])
+                }),
                 pending: self.pending.with_label_values(&l),
                 oldest_pending: self.oldest_pending.with_label_values(&l),
                 quota_reset: self.quota_reset.with_label_values(&l),
                 batch_limit: self.batch_limit.with_label_values(&l),
                 parked_until: self.parked_until.with_label_values(&l),
-                parked_items: self.parked_items.with_label_values(&l),
+                parked_items: Priority::ALL.map(|p| {
+                    self.parked_items
+                        .with_label_values(&[name, k.as_str(), p.as_str()])
+                }),
                 api: API_RESULTS.map(|r| self.api_requests.with_label_values(&[name, action, r])),
                 api_duration: self.api_duration.with_label_values(&[name, action]),
             }
@@ -146,10 +155,26 @@ impl Metrics {
             kinds: Kind::ALL.map(|k| kinds.contains(&k).then(|| kind(k))),
             quota_used: quota(&self.quota_used),
             quota_limit: quota(&self.quota_limit),
+            quota_reserve_left: quota(&self.quota_reserve_left),
+            escalations: self.escalations.with_label_values(&[name]),
             retries: RetryReason::ALL.map(|r| self.retries.with_label_values(&[name, r.as_str()])),
             auth_failures: self.auth_failures.with_label_values(&[name]),
             stopped: self.provider_stopped.with_label_values(&[name]),
             rate_limit_wait: self.rate_limit_wait.with_label_values(&[name]),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_reasons_keep_their_label_values() {
+        let labels: Vec<&str> = RetryReason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(
+            labels,
+            ["rate_limited", "transient", "batch_too_large", "isolate"]
+        );
     }
 }

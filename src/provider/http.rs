@@ -9,8 +9,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{ProviderError, Receipt};
-use crate::config::{ProviderConfig, Secret};
+use super::{Account, ProviderError, Receipt};
+use crate::secret::Secret;
 
 /// What every API client holds about its account: the configured name, the pooled HTTP client,
 /// the API URL, the `Host` it signs and the credentials. `Debug` never shows the secrets.
@@ -41,16 +41,16 @@ impl fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// The endpoint of `cfg`'s account at `url` (the API's path joined to the configured
-    /// endpoint by the caller).
-    pub fn new(cfg: &ProviderConfig, url: url::Url) -> Result<Self, reqwest::Error> {
+    /// The endpoint of `account` at `url` (the API's path joined to the account's endpoint by
+    /// the caller).
+    pub fn new(account: &Account, url: url::Url) -> Result<Self, reqwest::Error> {
         Ok(Endpoint {
-            name: cfg.name.clone(),
-            client: http_client(cfg)?,
+            name: account.name.clone(),
+            client: http_client(account)?,
             host: host_header(&url),
             url,
-            secret_id: cfg.secret_id.clone(),
-            secret_key: cfg.secret_key.clone(),
+            secret_id: account.secret_id.clone(),
+            secret_key: account.secret_key.clone(),
         })
     }
 
@@ -197,14 +197,14 @@ pub(crate) fn host_header(url: &url::Url) -> String {
     }
 }
 
-/// The pooled HTTP client of one provider: connect and whole-request timeouts from the config,
+/// The pooled HTTP client of one provider: the account's connect and whole-request timeouts,
 /// so a hung API cannot hold a dispatch slot forever. Redirects are never followed: a signed
 /// call (credentials in its headers or query) goes to the configured endpoint only, and a 3xx
 /// is classified by [`send`] instead.
-fn http_client(cfg: &ProviderConfig) -> Result<reqwest::Client, reqwest::Error> {
+fn http_client(account: &Account) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
-        .connect_timeout(cfg.connect_timeout)
-        .timeout(cfg.request_timeout)
+        .connect_timeout(account.connect_timeout)
+        .timeout(account.request_timeout)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("purge-worker/", env!("CARGO_PKG_VERSION")))
         .build()

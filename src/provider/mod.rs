@@ -3,7 +3,14 @@
 //! A provider only *classifies*: it turns one [`Batch`] into one API call and maps the answer onto
 //! [`ProviderError`], the taxonomy of providers/PROVIDERS.md. What an error means for the items
 //! (retry, back off, park, split, dead-letter, stop) is decided in `dispatch`, in one place.
+//!
+//! Every client is built from component settings, never from the config file: the [`Account`]
+//! it calls (name, endpoint, credentials, timeouts) and its API's own `Settings` struct
+//! (`tencent_v3::Settings`, `tencent_v2::Settings`, `wangsu::Settings`). Each API module also
+//! publishes its [`Limits`] (`DEFAULTS`: endpoint, rates, batch sizes, daily allowances, quota
+//! window) and its [`Capabilities`]; [`api`] names the families and builds a client for one.
 
+pub mod api;
 pub(crate) mod http;
 pub mod mac;
 pub mod qcloud_v2;
@@ -20,109 +27,67 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+pub use crate::purge::{Batch, FlushType, Header, Kind};
 pub use http::{MAX_ANSWER_BYTES, MAX_RETRY_AFTER, error_chain};
 pub use task::{PrefetchFuture, StatusFuture, TaskQuery, TaskReport, TaskState};
 
-/// Whether an item purges one URL or everything under a directory prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    /// A single cache key (`urls` in an event).
-    Url,
-    /// A directory prefix (`dirs` in an event), with wildcards where the provider has them.
-    Dir,
-    /// A cache-key regular expression (`regex` in an event; Wangsu only). Spends the directory
-    /// quota, as Wangsu counts it.
-    Regex,
-}
+use crate::quota::QuotaWindow;
+use crate::secret::Secret;
 
-impl Kind {
-    /// The metric label and Redis key segment for this kind.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Url => "url",
-            Kind::Dir => "dir",
-            Kind::Regex => "regex",
-        }
-    }
+/// Connect timeout of provider calls unless configured.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Whole-request timeout of provider calls unless configured.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 
-    /// Every kind, in metric-label order.
-    pub const ALL: [Kind; 3] = [Kind::Url, Kind::Dir, Kind::Regex];
-
-    /// The position of this kind in [`Kind::ALL`], for tables indexed by kind.
-    pub fn index(self) -> usize {
-        match self {
-            Kind::Url => 0,
-            Kind::Dir => 1,
-            Kind::Regex => 2,
-        }
-    }
-
-    /// The daily allowance this kind spends: regex purges count as directory purges.
-    pub fn quota_kind(self) -> Kind {
-        match self {
-            Kind::Url => Kind::Url,
-            Kind::Dir | Kind::Regex => Kind::Dir,
-        }
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// How a directory purge treats cached objects (Tencent `FlushType`, Wangsu `action`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]
-pub enum FlushType {
-    /// Expire only what changed at the origin (Tencent `flush`, Wangsu `invalidate`).
-    #[default]
-    Flush,
-    /// Drop everything under the path (Tencent `delete`, Wangsu `delete`).
-    Delete,
-}
-
-impl FlushType {
-    /// The wire and event spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FlushType::Flush => "flush",
-            FlushType::Delete => "delete",
-        }
-    }
-
-    /// Parses the event spelling; `None` for anything else.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "flush" => Some(FlushType::Flush),
-            "delete" => Some(FlushType::Delete),
-            _ => None,
-        }
-    }
-}
-
-/// A request header that is part of the cache key (Wangsu `fileHeaders`).
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub struct Header {
+/// The account a client calls: who signs, where, and how long a call may take. `Debug` never
+/// shows the secrets.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// The provider's configured name (metric labels, logs, the `provider` span field).
     pub name: String,
-    pub value: String,
+    /// API base URL, e.g. `https://cdn.tencentcloudapi.com` or an emulator.
+    pub endpoint: url::Url,
+    /// The identity that signs: Tencent SecretId, Wangsu username or AccessKey.
+    pub secret_id: Secret,
+    /// The signing key: Tencent SecretKey, Wangsu api_key or SecretKey.
+    pub secret_key: Secret,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
 }
 
-/// One provider call's worth of interchangeable items from one lane.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Batch {
-    /// Files, directories or regex patterns: a call never mixes them.
-    pub kind: Kind,
-    /// Applies to directory purges (and to file purges where the provider supports it).
-    pub flush_type: FlushType,
-    /// Normalized cache keys (absolute URLs, or patterns for [`Kind::Regex`]), unique within the
-    /// batch.
-    pub items: Vec<String>,
-    /// Request headers the file URLs were cached under (Wangsu `fileHeaders`); empty elsewhere.
-    /// Sorted by name; items with different headers are never in one batch.
-    pub headers: Vec<Header>,
+impl Account {
+    /// An account at `endpoint` with the default timeouts.
+    pub fn new(name: &str, endpoint: url::Url, secret_id: &str, secret_key: &str) -> Account {
+        Account {
+            name: name.to_string(),
+            endpoint,
+            secret_id: Secret::new(secret_id),
+            secret_key: Secret::new(secret_key),
+            connect_timeout: Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS),
+            request_timeout: Duration::from_millis(DEFAULT_REQUEST_TIMEOUT_MS),
+        }
+    }
+}
+
+/// The published limits of an API family (providers/PROVIDERS.md): each API module's
+/// `DEFAULTS`, used for the keys a `[[providers]]` entry leaves unset.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub endpoint: &'static str,
+    pub requests_per_second: u32,
+    pub requests_per_minute: u32,
+    /// Further windows, in `rate_limits` syntax (`"150/5m"`).
+    pub rate_limits: &'static [&'static str],
+    pub urls_per_call: usize,
+    pub dirs_per_call: usize,
+    pub regex_per_call: usize,
+    pub urls_per_day: u64,
+    pub dirs_per_day: u64,
+    /// URLs prefetched per day, counted in a ledger of its own; 0 where the API has no prefetch.
+    pub prefetch_per_day: u64,
+    /// Seconds east of UTC of the API's day boundary.
+    pub quota_utc_offset_secs: i32,
+    pub quota_window: QuotaWindow,
 }
 
 /// What a provider returns for an accepted call.

@@ -30,7 +30,24 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use super::mac::{self, Hash};
 use base64::Engine;
 
-pub use crate::config::SignatureMethod;
+/// The HMAC behind `Signature` (the `signature_method` setting, spelled as the parameter value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::IntoStaticStr, strum::EnumString)]
+pub enum SignatureMethod {
+    /// `HmacSHA1` (the API's default when `SignatureMethod` is absent).
+    #[default]
+    #[strum(serialize = "HmacSHA1")]
+    HmacSha1,
+    /// `HmacSHA256` (sent as `SignatureMethod=HmacSHA256`).
+    #[strum(serialize = "HmacSHA256")]
+    HmacSha256,
+}
+
+impl SignatureMethod {
+    /// The parameter value.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
 
 /// The API's only path.
 pub const PATH: &str = "/v2/index.php";
@@ -86,11 +103,7 @@ pub struct Signed {
 /// The HMAC a parameter set asks for: `SignatureMethod` absent or `HmacSHA1` → SHA-1,
 /// `HmacSHA256` → SHA-256, anything else → `None` (the server refuses it).
 pub fn signature_method_of(value: Option<&str>) -> Option<SignatureMethod> {
-    match value {
-        None | Some("HmacSHA1") => Some(SignatureMethod::HmacSha1),
-        Some("HmacSHA256") => Some(SignatureMethod::HmacSha256),
-        Some(_) => None,
-    }
+    value.map_or(Some(SignatureMethod::HmacSha1), |v| v.parse().ok())
 }
 
 /// Steps 1–5: the string to sign. A `Signature` parameter in `params` is skipped.

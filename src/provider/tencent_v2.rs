@@ -23,9 +23,12 @@ use rand::Rng;
 use tracing::Instrument;
 
 use super::http::{self, CallLog, Endpoint};
+use super::qcloud_v2::SignatureMethod;
 use super::qcloud_v2::{self, SIGNATURE_METHOD, SignInput};
-use super::{Batch, Capabilities, Kind, Provider, ProviderError, PurgeFuture, Receipt};
-use crate::config::{HttpMethod, KindOptions, ProviderConfig, SignatureMethod};
+use super::{
+    Account, Batch, Capabilities, Kind, Limits, Provider, ProviderError, PurgeFuture, Receipt,
+};
+use crate::quota::QuotaWindow;
 
 /// Action for file purges.
 pub const ACTION_URLS: &str = "RefreshCdnUrl";
@@ -41,6 +44,49 @@ const NONCE_MAX: u64 = i32::MAX as u64;
 /// GET is answered locally with `BatchTooLarge`, so the dispatcher halves the lane's batch size
 /// until the query fits instead of retrying a request that can never be sent.
 pub const MAX_GET_URL_BYTES: usize = 8192;
+
+/// Published limits (PROVIDERS.md §2): the defaults of unset keys. §2.2: the 2018 seed's
+/// 10 000 calls/min (an older revision says 1200).
+pub const DEFAULTS: Limits = Limits {
+    endpoint: "https://cdn.api.qcloud.com",
+    requests_per_second: 20,
+    requests_per_minute: 10_000,
+    rate_limits: &[],
+    urls_per_call: 1000,
+    dirs_per_call: 20,
+    regex_per_call: 1,
+    urls_per_day: 10_000,
+    dirs_per_day: 100,
+    // API 2.0 has no prefetch.
+    prefetch_per_day: 0,
+    quota_utc_offset_secs: 8 * 3600,
+    quota_window: QuotaWindow::Day,
+};
+
+/// How parameters travel (`http_method`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// Form body (`application/x-www-form-urlencoded`); long batches fit.
+    #[default]
+    Post,
+    /// Everything in the query string; long batches may overflow URL limits.
+    Get,
+}
+
+impl HttpMethod {
+    /// The method name, also the first part of the v2 string to sign.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// What only API 2.0 has; the defaults are the API's own (POST, HmacSHA1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub http_method: HttpMethod,
+    pub signature_method: SignatureMethod,
+}
 
 /// A Tencent Cloud API 2.0 CDN account. Cheap to share; holds a pooled HTTP client.
 pub struct TencentV2 {
@@ -84,22 +130,13 @@ fn api_url(endpoint: &url::Url) -> url::Url {
 }
 
 impl TencentV2 {
-    /// Builds the client from a validated provider config: connect and whole-request timeouts
-    /// from the config, so a hung API cannot hold a dispatch slot forever.
-    pub fn new(cfg: &ProviderConfig) -> Result<Self, reqwest::Error> {
-        // The config layer only builds TencentV2 options for this kind; anything else falls
-        // back to the API's defaults.
-        let (http_method, signature_method) = match cfg.options {
-            KindOptions::TencentV2 {
-                http_method,
-                signature_method,
-            } => (http_method, signature_method),
-            _ => (HttpMethod::Post, SignatureMethod::HmacSha1),
-        };
+    /// Builds the client of `account`, with its connect and whole-request timeouts, so a hung
+    /// API cannot hold a dispatch slot forever.
+    pub fn new(account: &Account, settings: &Settings) -> Result<Self, reqwest::Error> {
         Ok(TencentV2 {
-            endpoint: Endpoint::new(cfg, api_url(&cfg.endpoint))?,
-            http_method,
-            signature_method,
+            endpoint: Endpoint::new(account, api_url(&account.endpoint))?,
+            http_method: settings.http_method,
+            signature_method: settings.signature_method,
         })
     }
 

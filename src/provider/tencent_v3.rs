@@ -19,8 +19,10 @@ use tracing::Instrument;
 
 use super::http::{self, CallLog, Endpoint, SignedPost};
 use super::tc3;
-use super::{Batch, Capabilities, Kind, Provider, ProviderError, PurgeFuture, Receipt};
-use crate::config::ProviderConfig;
+use super::{
+    Account, Batch, Capabilities, Kind, Limits, Provider, ProviderError, PurgeFuture, Receipt,
+};
+use crate::quota::QuotaWindow;
 
 /// The CDN API version every request names (`X-TC-Version`).
 pub const API_VERSION: &str = "2018-06-06";
@@ -35,6 +37,28 @@ pub const LANGUAGE: &str = "en-US";
 pub const ACTION_URLS: &str = "PurgeUrlsCache";
 /// Action for directory purges.
 pub const ACTION_PATHS: &str = "PurgePathCache";
+
+/// Published limits (PROVIDERS.md §1): the defaults of unset keys.
+pub const DEFAULTS: Limits = Limits {
+    endpoint: "https://cdn.tencentcloudapi.com",
+    requests_per_second: 20,
+    requests_per_minute: 10_000,
+    rate_limits: &[],
+    urls_per_call: 1000,
+    dirs_per_call: 20,
+    regex_per_call: 1,
+    urls_per_day: 10_000,
+    dirs_per_day: 100,
+    // PushUrlsCache: 1,000 URLs per day per region (field-notes-2).
+    prefetch_per_day: 1000,
+    quota_utc_offset_secs: 8 * 3600,
+    quota_window: QuotaWindow::Day,
+};
+
+/// What only API 3.0 would take: nothing yet. It exists so that every API family is built the
+/// same way, from an [`Account`] and its own settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {}
 
 /// A Tencent Cloud API 3.0 CDN account. Cheap to share; holds a pooled HTTP client.
 pub struct TencentV3 {
@@ -64,11 +88,11 @@ struct PurgePathsBody<'a> {
 }
 
 impl TencentV3 {
-    /// Builds the client from a validated provider config: connect and whole-request timeouts
-    /// from the config, so a hung API cannot hold a dispatch slot forever.
-    pub fn new(cfg: &ProviderConfig) -> Result<Self, reqwest::Error> {
+    /// Builds the client of `account`, with its connect and whole-request timeouts, so a hung
+    /// API cannot hold a dispatch slot forever.
+    pub fn new(account: &Account, _settings: &Settings) -> Result<Self, reqwest::Error> {
         Ok(TencentV3 {
-            endpoint: Endpoint::new(cfg, cfg.endpoint.clone())?,
+            endpoint: Endpoint::new(account, account.endpoint.clone())?,
         })
     }
 

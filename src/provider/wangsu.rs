@@ -34,9 +34,10 @@ use answer::interpret;
 use super::http::{self, CallLog, Endpoint, SignedPost};
 use super::wangsu_sign::{self, AKSK_AUTH_METHOD, AkSkInput};
 use super::{
-    Batch, Capabilities, FlushType, Header, Kind, Provider, ProviderError, PurgeFuture, Receipt,
+    Account, Batch, Capabilities, FlushType, Header, Kind, Limits, Provider, ProviderError,
+    PurgeFuture, Receipt,
 };
-use crate::config::{KindOptions, ProviderConfig, WangsuAuth};
+use crate::quota::QuotaWindow;
 
 /// The purge path, joined to the endpoint's base path.
 pub const PATH: &str = "cdn/purges";
@@ -66,13 +67,90 @@ pub const REQUEST_ID_HEADER: &str = "x-cnc-request-id";
 /// collide with a fresh `now`).
 const REPLAY_MEMORY_SECS: i64 = 10;
 
+/// Published limits (PROVIDERS.md §3.4): the defaults of unset keys. The API is a token bucket
+/// of 60 refilled at 30/min. 60/min with at most 150 in any 5 minutes never empties it (a
+/// sliding window of T minutes then holds at most 60 + 30·T calls), and file/dir quotas count
+/// over a rolling 24 hours.
+pub const DEFAULTS: Limits = Limits {
+    endpoint: "https://open.chinanetcenter.com",
+    requests_per_second: 2,
+    requests_per_minute: 60,
+    rate_limits: &["150/5m"],
+    urls_per_call: 1000,
+    dirs_per_call: 20,
+    regex_per_call: 2,
+    urls_per_day: 5000,
+    dirs_per_day: 20,
+    // prefetchQuota: 5,000 per rolling 24 hours (field-notes-2).
+    prefetch_per_day: 5000,
+    quota_utc_offset_secs: 0,
+    quota_window: QuotaWindow::Rolling24h,
+};
+
+/// How requests are authenticated (PROVIDERS.md §3.5, §3.6; the `auth_scheme` spelling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::IntoStaticStr, strum::EnumString)]
+pub enum WangsuAuth {
+    /// `Date` + Basic `username:base64(HMAC-SHA1(api_key, date))`.
+    #[default]
+    #[strum(serialize = "api-key")]
+    ApiKey,
+    /// `CNC-HMAC-SHA256` with an AccessKey/SecretKey pair.
+    #[strum(serialize = "aksk")]
+    AkSk,
+}
+
+impl WangsuAuth {
+    /// The `auth_scheme` spelling.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// Where a purge applies (`target`, sent with every call).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+)]
+#[strum(serialize_all = "lowercase")]
+pub enum Target {
+    #[default]
+    Production,
+    Staging,
+}
+
+impl Target {
+    /// The wire and config spelling.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// What only Wangsu has; the defaults are the API-key scheme on production, no webhook and no
+/// task name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub auth: WangsuAuth,
+    pub target: Target,
+    /// Webhook id called when a purge task finishes.
+    pub webhook: Option<String>,
+    /// The free-text `name` given to every purge task.
+    pub purge_name: Option<String>,
+}
+
 /// A Wangsu CDN Pro account. Cheap to share; holds a pooled HTTP client.
 pub struct Wangsu {
     /// The account at `{endpoint}/cdn/purges`; `secret_id` is the username (API key scheme) or
     /// the AccessKey, `secret_key` the API key or the SecretKey.
     endpoint: Endpoint,
     auth: WangsuAuth,
-    target: String,
+    target: Target,
     webhook: Option<String>,
     purge_name: Option<String>,
     /// `(timestamp, sha256(body))` of recent AK/SK signatures, see [`Wangsu::fresh_timestamp`].
@@ -148,26 +226,15 @@ fn action_for(kind: Kind) -> &'static str {
 }
 
 impl Wangsu {
-    /// Builds the client from a validated provider config: connect and whole-request timeouts
-    /// from the config, so a hung API cannot hold a dispatch slot forever.
-    pub fn new(cfg: &ProviderConfig) -> Result<Self, reqwest::Error> {
-        // The config layer only builds Wangsu options for this kind; anything else falls back
-        // to the API-key scheme on production.
-        let (auth, target, webhook, purge_name) = match &cfg.options {
-            KindOptions::Wangsu {
-                auth,
-                target,
-                webhook,
-                purge_name,
-            } => (*auth, target.clone(), webhook.clone(), purge_name.clone()),
-            _ => (WangsuAuth::ApiKey, "production".to_string(), None, None),
-        };
+    /// Builds the client of `account`, with its connect and whole-request timeouts, so a hung
+    /// API cannot hold a dispatch slot forever.
+    pub fn new(account: &Account, settings: &Settings) -> Result<Self, reqwest::Error> {
         Ok(Wangsu {
-            endpoint: Endpoint::new(cfg, api_url(&cfg.endpoint))?,
-            auth,
-            target,
-            webhook,
-            purge_name,
+            endpoint: Endpoint::new(account, api_url(&account.endpoint))?,
+            auth: settings.auth,
+            target: settings.target,
+            webhook: settings.webhook.clone(),
+            purge_name: settings.purge_name.clone(),
             recent_signatures: Mutex::default(),
         })
     }
@@ -206,7 +273,7 @@ impl Wangsu {
             dir_urls: items(Kind::Dir),
             regex_patterns: items(Kind::Regex),
             action: wangsu_action(batch.flush_type),
-            target: &self.target,
+            target: self.target.as_str(),
             webhook: self.webhook.as_deref(),
         })
     }

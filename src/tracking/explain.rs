@@ -11,7 +11,6 @@ use serde::Serialize;
 
 use super::lineage::{self, LineageKeys};
 use crate::cache_key::{self, ItemError};
-use crate::config::Config;
 use crate::routing::Router;
 
 /// Why a URL cannot be explained.
@@ -89,6 +88,16 @@ pub struct Explainer {
     ttl_hours: u64,
 }
 
+/// What an [`Explainer`] reads: the worker's routing (to form cache keys as it does), its
+/// providers' names in routing order, the Redis key prefix and how long lineage is kept.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub router: Router,
+    pub providers: Vec<String>,
+    pub key_prefix: String,
+    pub lineage_ttl: Duration,
+}
+
 impl std::fmt::Debug for Explainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Explainer").finish_non_exhaustive()
@@ -96,19 +105,19 @@ impl std::fmt::Debug for Explainer {
 }
 
 impl Explainer {
-    /// For the worker configured by `config` (connects lazily).
-    pub fn connect(config: &Config) -> Result<Explainer, redis::RedisError> {
-        let client = redis::Client::open(config.redis.url.expose())?;
+    /// Reads the lineage `sources` describe from the Redis at `redis_url` (connects lazily).
+    pub fn connect(redis_url: &str, sources: Sources) -> Result<Explainer, redis::RedisError> {
+        let client = redis::Client::open(redis_url)?;
         let c = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)))
             .set_number_of_retries(1);
         Ok(Explainer {
-            router: Router::new(&config.providers),
-            providers: config.providers.iter().map(|p| p.name.clone()).collect(),
-            keys: LineageKeys::new(&config.redis.key_prefix),
+            router: sources.router,
+            providers: sources.providers,
+            keys: LineageKeys::new(&sources.key_prefix),
             conn: client.get_connection_manager_lazy(c)?,
-            ttl_hours: config.tracking.lineage_ttl.as_secs() / 3600,
+            ttl_hours: sources.lineage_ttl.as_secs() / 3600,
         })
     }
 

@@ -19,8 +19,9 @@ use crate::metrics::TrackerMetrics;
 use crate::provider::{
     Batch, FlushType, Kind, Provider, ProviderError, TaskQuery, TaskReport, TaskState,
 };
-use crate::quota::{QuotaPolicy, QuotaStore, unix_now};
+use crate::quota::{Admission, QuotaPolicy, QuotaStore, Want, bulk_limit, unix_now};
 use crate::ratelimit::SharedWindows;
+use crate::ratelimit::shared::SharedRate;
 
 /// Tasks claimed at once.
 const CLAIM_BATCH: usize = 64;
@@ -43,9 +44,15 @@ pub struct TrackerParts {
     /// The status calls' own budget where the provider has one.
     pub status_limiter: SharedWindows,
     pub quota: QuotaStore,
+    /// The provider's cluster-wide rate windows: a re-purge is admitted by the same script as the
+    /// dispatcher's calls (windows and quota in one step). Its own instance, so its call ids are
+    /// its own.
+    pub shared_rate: Arc<tokio::sync::Mutex<SharedRate>>,
     /// Daily limits per quota kind (url, dir) and how they are counted, for re-purges.
     pub quota_limits: [u64; 2],
     pub quota_policy: QuotaPolicy,
+    /// Share of every quota window a re-purge of bulk items never spends.
+    pub interactive_reserve: f64,
     pub metrics: TrackerMetrics,
     pub publisher: Publisher,
     pub dead_letter_queue: String,
@@ -117,6 +124,7 @@ async fn add(p: &TrackerParts, a: Accepted, attempt: u8) {
         submitted_ms: a.at_ms,
         keys: a.keys,
         headers: a.headers,
+        bulk: a.bulk,
     };
     match p
         .store
@@ -271,8 +279,8 @@ async fn failed(p: &TrackerParts, task: TrackedTask, report: TaskReport) {
         return;
     }
     let kind = parse_kind(&task.kind);
-    let flush = FlushType::parse(&task.flush).unwrap_or_default();
-    match repurge(p, kind, flush, &task.headers, &keys).await {
+    let flush = task.flush.parse::<FlushType>().unwrap_or_default();
+    match repurge(p, kind, flush, &task.headers, task.bulk, &keys).await {
         Ok(task_id) => {
             info!(failed_task = %task.id, task_id = %task_id, keys = keys.len(), "purge failed at the CDN; purged again");
             let a = Accepted {
@@ -282,6 +290,7 @@ async fn failed(p: &TrackerParts, task: TrackedTask, report: TaskReport) {
                 headers: task.headers.clone(),
                 keys,
                 at_ms: unix_ms(),
+                bulk: task.bulk,
             };
             add(p, a, 1).await;
         }
@@ -303,29 +312,57 @@ async fn repurge(
     kind: Kind,
     flush: FlushType,
     headers: &[crate::provider::Header],
+    bulk: bool,
     keys: &[(String, i64)],
 ) -> Result<String, String> {
     let qk = kind.quota_kind();
-    let want = keys.len() as u64;
-    let r = p
-        .quota
-        .reserve(
-            &p.name,
-            qk,
-            p.quota_limits[qk.index()],
-            want,
-            unix_now(),
-            p.quota_policy,
-        )
-        .await
-        .map_err(|e| format!("cannot reserve quota: {e}"))?;
-    if r.granted < want {
+    let n = keys.len() as u64;
+    let limit = p.quota_limits[qk.index()];
+    // A re-purge keeps the class of its call: bulk items stay within their share of the window.
+    let want = if bulk {
+        Want {
+            interactive: 0,
+            bulk: n,
+            bulk_limit: bulk_limit(limit, p.interactive_reserve),
+        }
+    } else {
+        Want::interactive(n)
+    };
+    let deadline = tokio::time::Instant::now() + PERMIT_WAIT_MAX;
+    let r = loop {
+        let admitted = {
+            let mut rate = p.shared_rate.lock().await;
+            p.quota
+                .admit(
+                    &mut rate,
+                    &p.name,
+                    qk,
+                    limit,
+                    want,
+                    unix_now(),
+                    p.quota_policy,
+                )
+                .await
+                .map_err(|e| format!("cannot reserve quota: {e}"))?
+        };
+        match admitted {
+            Admission::Reserved(r) => break r,
+            Admission::Wait(wait) => {
+                if tokio::time::Instant::now() + wait > deadline {
+                    return Err("no rate permit for the second purge".into());
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
+    };
+    if r.granted < n {
         if r.granted > 0 {
             let _ = p.quota.refund(&r, r.granted).await;
         }
         return Err("no quota left for the second purge".into());
     }
-    let deadline = tokio::time::Instant::now() + PERMIT_WAIT_MAX;
+    let want = n;
+    // The in-process pacer last, as the dispatcher takes it.
     while let Err(wait) = p.purge_limiter.try_acquire() {
         if tokio::time::Instant::now() + wait > deadline {
             let _ = p.quota.refund(&r, want).await;
@@ -365,7 +402,7 @@ async fn dead_letter(
 ) {
     let lane = LaneKey {
         kind: parse_kind(&task.kind),
-        flush: FlushType::parse(&task.flush).unwrap_or_default(),
+        flush: task.flush.parse::<FlushType>().unwrap_or_default(),
         headers: (!task.headers.is_empty()).then(|| Arc::from(task.headers.clone())),
     };
     let items: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();

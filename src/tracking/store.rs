@@ -32,6 +32,9 @@ pub struct TrackedTask {
     /// The call's request headers (Wangsu `fileHeaders`), for a re-purge.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<crate::provider::Header>,
+    /// Every item of the call was bulk (a re-purge then stays within bulk's share of the quota).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bulk: bool,
 }
 
 /// Adds a task unless the provider already tracks `max` (then 0): SET with TTL, ZADD due.

@@ -21,7 +21,7 @@ use crate::coalesce::{HeaderSet, Origin};
 use crate::config::Config;
 use crate::dead_letter::DeadLetter;
 use crate::dispatch::Incoming;
-use crate::event;
+use crate::event::{self, Priority};
 use crate::http::Readiness;
 use crate::ledger::{self, DeliveryId, LedgerHandle, Sessions};
 use crate::metrics::Metrics;
@@ -31,8 +31,6 @@ use crate::routing::Router;
 
 /// Pause before a delivery is returned to the queue after its dead letter could not be published.
 const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
-/// First pause before reconnecting; doubles per consecutive failure.
-const MIN_RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 /// A session that lasted this long resets the reconnect pause.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 /// How often the connection's state is copied into `/readyz`.
@@ -59,23 +57,24 @@ pub(super) struct Consumer {
     pub next_seq: u64,
 }
 
-/// The connection and consuming channel of the last session, left open after the consumer was
+/// The connection and consuming channels (purge queue, bulk queue) of the last session, left open after the consumer was
 /// cancelled. The channel must outlive the ledger's last ack: acks travel on the channel that
 /// received the delivery, and dropping the last handle of a lapin channel closes it, which
 /// makes the broker requeue (and the next run purge again) everything acked after that.
-pub(super) type OpenSession = (Arc<Connection>, Channel);
+pub(super) type OpenSession = (Arc<Connection>, Vec<Channel>);
 
 /// Keeps a consuming session alive until `shutdown`, rebuilding connection, topology and consumer
 /// whenever lapin's own recovery gives up. Returns the last session (still open) so the ledger
 /// can finish acking before it is closed.
 pub(super) async fn supervise(mut c: Consumer, shutdown: CancellationToken) -> Option<OpenSession> {
-    let mut pause = MIN_RECONNECT_PAUSE;
+    // Failed sessions in a row: the n-th is followed by the reconnect backoff's n-th pause.
+    let mut failures = 0u32;
     loop {
         let started = Instant::now();
         let result = session(&mut c, &shutdown).await;
         if started.elapsed() >= HEALTHY_SESSION {
             // A long healthy session: the next outage starts again from a short pause.
-            pause = MIN_RECONNECT_PAUSE;
+            failures = 0;
         }
         match result {
             Ok(open) => return Some(open),
@@ -88,6 +87,8 @@ pub(super) async fn supervise(mut c: Consumer, shutdown: CancellationToken) -> O
                 if shutdown.is_cancelled() {
                     return None;
                 }
+                failures = failures.saturating_add(1);
+                let pause = c.config.amqp.reconnect.step(failures);
                 let retry_in_ms = pause.as_millis() as u64;
                 // A connect failure names the broker itself; a session that was set up says so.
                 if e.downcast_ref::<amqp::ConnectError>().is_some() {
@@ -101,7 +102,6 @@ pub(super) async fn supervise(mut c: Consumer, shutdown: CancellationToken) -> O
                     _ = tokio::time::sleep(pause) => {}
                     _ = shutdown.cancelled() => return None,
                 }
-                pause = (pause * 2).min(c.config.amqp.reconnect_max);
             }
         }
     }
@@ -116,27 +116,24 @@ async fn session(c: &mut Consumer, shutdown: &CancellationToken) -> anyhow::Resu
         _ = shutdown.cancelled() => anyhow::bail!("shutdown before RabbitMQ was reached"),
     });
     amqp::ensure_queue(&conn, &a.queue).await?;
+    amqp::ensure_queue(&conn, &a.bulk_queue).await?;
     amqp::ensure_queue(&conn, &a.dead_letter_queue).await?;
     for name in &c.provider_names {
         amqp::ensure_parking_queue(&conn, &a.parking_queue(name), &a.queue).await?;
+        amqp::ensure_parking_queue(&conn, &a.bulk_parking_queue(name), &a.bulk_queue).await?;
     }
     c.publisher.attach(&conn).await?;
     c.queue_depth.attach(&conn);
-    let ch = conn.create_channel().await?;
-    ch.basic_qos(a.prefetch, BasicQosOptions { global: false })
-        .await?;
-    let mut consumer = ch
-        .basic_consume(
-            a.queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    // One channel per queue, each with its own prefetch: a bulk backlog fills only the bulk
+    // channel's window, so interactive deliveries never wait behind it (RabbitMQ's advice:
+    // separate queues, since prefetch defeats priorities within one queue).
+    let (ch, mut consumer) = consume(&conn, &a.queue, a.prefetch).await?;
+    let (bulk_ch, mut bulk) = consume(&conn, &a.bulk_queue, a.bulk_prefetch).await?;
     c.epoch = c.sessions.advance();
     c.next_seq = 0;
     c.readiness.set_amqp(true);
-    info!(queue = %a.queue, prefetch = a.prefetch, "consuming");
+    info!(queue = %a.queue, prefetch = a.prefetch, bulk_queue = %a.bulk_queue,
+        bulk_prefetch = a.bulk_prefetch, "consuming");
 
     // Readiness follows the connection's own state (checked a few times a second) as well as its
     // error events, so /readyz turns red as soon as the connection is lost.
@@ -170,22 +167,31 @@ async fn session(c: &mut Consumer, shutdown: &CancellationToken) -> anyhow::Resu
     });
     let result = loop {
         tokio::select! {
+            // Interactive deliveries first whenever both have one ready.
+            biased;
             _ = shutdown.cancelled() => {
-                if let Err(e) = ch.basic_cancel(consumer.tag(), BasicCancelOptions::default()).await {
-                    warn!(error = %e, "cancelling the consumer failed");
+                for (channel, tag) in [(&ch, consumer.tag()), (&bulk_ch, bulk.tag())] {
+                    if let Err(e) = channel.basic_cancel(tag, BasicCancelOptions::default()).await {
+                        warn!(error = %e, "cancelling a consumer failed");
+                    }
                 }
                 break Ok(());
             }
             next = consumer.next() => match next {
-                Some(Ok(delivery)) => c.handle(delivery).await,
+                Some(Ok(delivery)) => c.handle(delivery, Priority::Interactive).await,
                 Some(Err(e)) => break Err(anyhow::Error::new(e).context("consuming from RabbitMQ failed")),
                 None => break Err(anyhow::anyhow!("the broker cancelled the consumer (was queue `{}` deleted?)", a.queue)),
-            }
+            },
+            next = bulk.next() => match next {
+                Some(Ok(delivery)) => c.handle(delivery, Priority::Bulk).await,
+                Some(Err(e)) => break Err(anyhow::Error::new(e).context("consuming from RabbitMQ failed")),
+                None => break Err(anyhow::anyhow!("the broker cancelled the consumer (was queue `{}` deleted?)", a.bulk_queue)),
+            },
         }
     };
     watch.abort();
     match result {
-        Ok(()) => Ok((conn, ch)),
+        Ok(()) => Ok((conn, vec![ch, bulk_ch])),
         Err(e) => {
             // The connection may still be half alive (a channel-level failure): close it so a
             // rebuild never leaves an old one behind.
@@ -199,8 +205,30 @@ async fn session(c: &mut Consumer, shutdown: &CancellationToken) -> anyhow::Resu
     }
 }
 
+/// A channel with `prefetch` consuming `queue`.
+async fn consume(
+    conn: &Connection,
+    queue: &str,
+    prefetch: u16,
+) -> Result<(Channel, lapin::Consumer), lapin::Error> {
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(prefetch, BasicQosOptions { global: false })
+        .await?;
+    let consumer = ch
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((ch, consumer))
+}
+
 impl Consumer {
-    async fn handle(&mut self, delivery: Delivery) {
+    /// Handles one delivery; `queue_class` is bulk for the bulk queue, whose events are bulk
+    /// whatever they say.
+    async fn handle(&mut self, delivery: Delivery, queue_class: Priority) {
         self.metrics.unacked.inc();
         let received = Instant::now();
         let id: DeliveryId = Sessions::id(self.epoch, self.next_seq);
@@ -212,7 +240,10 @@ impl Consumer {
             .map(|s| s.as_str().to_string());
         let max = self.config.batching.max_event_bytes;
         let ev = match event::decode(&delivery.data, ct.as_deref(), max) {
-            Ok(ev) => ev,
+            Ok(mut ev) => {
+                ev.priority = ev.priority.max(queue_class);
+                ev
+            }
             Err(e) => {
                 self.metrics.event("rejected");
                 let dl = DeadLetter::for_event(&e, &delivery.data);
@@ -231,7 +262,7 @@ impl Consumer {
         let (eid, src) = (ev.id.as_deref(), ev.source.as_deref());
         if !rejected.is_empty() {
             for r in &rejected {
-                self.metrics.rejected_item(r.kind);
+                self.metrics.rejected_item(r.kind, ev.priority);
             }
             warn!(event_id = eid, event_source = src, refused = rejected.len(), first = rejected[0].error.code(),
                 reason = %rejected[0].error, "items refused; dead-lettering them");
@@ -286,6 +317,8 @@ impl Consumer {
                 key: it.key,
                 received,
                 origin: origin.clone(),
+                priority: ev.priority,
+                escalate: it.escalate,
             });
         }
         for (p, batch) in per_provider.into_iter().enumerate() {

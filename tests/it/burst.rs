@@ -114,9 +114,9 @@ async fn cms_burst_is_deduplicated_into_the_fewest_calls() {
     let metrics = w.metrics().await;
     // URL duplicates: a.html twice more in e1/e2, app.js?v=2 once, the text event's second line.
     for line in [
-        "purge_items_total{kind=\"url\",outcome=\"deduplicated\",provider=\"cdn\"} 4",
-        "purge_items_total{kind=\"dir\",outcome=\"deduplicated\",provider=\"cdn\"} 1",
-        "purge_items_total{kind=\"url\",outcome=\"submitted\",provider=\"cdn\"} 5",
+        "purge_items_total{kind=\"url\",outcome=\"deduplicated\",priority=\"interactive\",provider=\"cdn\"} 4",
+        "purge_items_total{kind=\"dir\",outcome=\"deduplicated\",priority=\"interactive\",provider=\"cdn\"} 1",
+        "purge_items_total{kind=\"url\",outcome=\"submitted\",priority=\"interactive\",provider=\"cdn\"} 5",
     ] {
         assert!(metrics.contains(line), "missing {line}");
     }

@@ -35,12 +35,12 @@ fn write_config(
     std::fs::write(
         &path,
         format!(
-            "[amqp]\nurl = \"{AMQP_URL}\"\nqueue = \"{}\"\ndead_letter_queue = \"{}\"\n\
+            "[amqp]\nurl = \"{AMQP_URL}\"\nqueue = \"{}\"\ndead_letter_queue = \"{}\"\nbulk_queue = \"{}\"\n\
              [redis]\nurl = \"{REDIS_URL}\"\nkey_prefix = \"{}\"\n\
              [[providers]]\nname = \"tencent-main\"\nkind = \"tencent-v3\"\nsecret_id = \"AKIDcli\"\n\
              secret_key = \"super-secret-key-value\"\n{extra_provider_line}\n\
              [[providers.domains]]\nhost = \"www.example.com\"\nignore_query = true\n",
-            env.queue, env.dlq, env.prefix
+            env.queue, env.dlq, env.bulk, env.prefix
         ),
     )
     .expect("write config");
@@ -142,8 +142,16 @@ async fn check_publish_and_quota_behave_like_a_cli_should() {
         text(&o)
     );
 
-    let msgs = env.drain(&env.queue).await;
-    assert_eq!(msgs.len(), 5, "1 + 1 + 3 events were enqueued");
+    let mut msgs = env.drain(&env.queue).await;
+    assert_eq!(msgs.len(), 2, "1 + 1 interactive events were enqueued");
+    // A file is a bulk job: its events went to the bulk queue, marked bulk.
+    let bulk = env.drain(&env.bulk).await;
+    assert_eq!(bulk.len(), 3, "3 events from the file");
+    assert!(
+        bulk.iter().all(|(b, _)| b["priority"] == "bulk"),
+        "{bulk:?}"
+    );
+    msgs.extend(bulk);
     assert_eq!(
         msgs[0].0["urls"],
         serde_json::json!(["https://www.example.com/a", "https://www.example.com/b"])

@@ -34,7 +34,7 @@ async fn sigkill_mid_stream_loses_nothing_and_sigterm_drains() {
     std::fs::write(
         &config,
         format!(
-            "[amqp]\nurl = \"{AMQP_URL}\"\nqueue = \"{q}\"\ndead_letter_queue = \"{d}\"\nprefetch = 500\n\
+            "[amqp]\nurl = \"{AMQP_URL}\"\nqueue = \"{q}\"\ndead_letter_queue = \"{d}\"\nprefetch = 500\nbulk_queue = \"{b}\"\n\
              [redis]\nurl = \"{REDIS_URL}\"\nkey_prefix = \"{p}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
              [batching]\nmax_linger_ms = 100\ndrain_timeout_ms = 5000\n\
              [[providers]]\nname = \"cdn\"\nkind = \"tencent-v3\"\nendpoint = \"{e}\"\n\
@@ -43,6 +43,7 @@ async fn sigkill_mid_stream_loses_nothing_and_sigterm_drains() {
              [[providers.domains]]\nhost = \"www.example.com\"\n",
             q = env.queue,
             d = env.dlq,
+            b = env.bulk,
             p = env.prefix,
             e = emu.endpoint()
         ),

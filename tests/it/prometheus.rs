@@ -37,6 +37,7 @@ const QUIET_ALERTS: &[&str] = &[
     "PurgeLaneParked",
     "PurgeTasksFailingAtCdn",
     "PurgeTimeToFreshSlow",
+    "PurgeInteractiveParked",
 ];
 /// The alert the live worker's dead letter must trigger.
 const DEAD_LETTER_ALERT: &str = "PurgeDeadLettersGrowing";
@@ -148,15 +149,19 @@ struct Verified {
 }
 
 /// Runs every dashboard query and every alert expression and selector against `prom`.
+/// Worker replicas behind the one Prometheus job of the live test.
+const REPLICAS: usize = 3;
+
 async fn verify_live(prom: &Prometheus, metrics_url: &str) -> Verified {
     let mut v = Verified::default();
     let up = r#"up{job="purge-worker"}"#;
-    wait_until("Prometheus scrapes the worker", PROM_TIMEOUT, || async {
-        prom.value(up).await == Some(1.0)
+    let all_up = format!("sum({up})");
+    wait_until("Prometheus scrapes every replica", PROM_TIMEOUT, || async {
+        prom.value(&all_up).await == Some(REPLICAS as f64)
     })
     .await;
     // Enough samples that every rate() and increase() over 1m has data.
-    let samples = format!("count_over_time({up}[1m])");
+    let samples = format!("min(count_over_time({up}[1m]))");
     wait_until("6 scrapes", PROM_TIMEOUT, || async {
         prom.value(&samples).await.is_some_and(|n| n >= 6.0)
     })
@@ -268,7 +273,12 @@ async fn dashboard_queries_and_alert_selectors_return_live_series() {
         }],
         "max_linger_ms = 50",
     );
-    let w = Running::start(config).await;
+    // Several replicas behind one job: every query must still work (sums over instances).
+    let mut replicas = Vec::new();
+    for _ in 0..REPLICAS {
+        replicas.push(Running::start(config.clone()).await);
+    }
+    let acked = || replicas.iter().map(Running::acked).sum::<u64>();
     // A burst of file and directory purges (the first call fails: a retry), and one event for a
     // host no provider serves (a dead letter).
     for i in 0..10 {
@@ -279,10 +289,11 @@ async fn dashboard_queries_and_alert_selectors_return_live_series() {
         .await;
     env.publish_json(&json!({"urls": ["https://unknown.example.org/x"], "id": "bad"}))
         .await;
-    wait_until("the burst is acked", TIMEOUT, || async { w.acked() == 12 }).await;
+    wait_until("the burst is acked", TIMEOUT, || async { acked() == 12 }).await;
 
-    let prom = Prometheus::start(w.worker.http_addr, &repo().join(ALERTS)).await;
-    let metrics_url = format!("http://{}/metrics", w.worker.http_addr);
+    let addrs: Vec<_> = replicas.iter().map(|r| r.worker.http_addr).collect();
+    let prom = Prometheus::start(&addrs, &repo().join(ALERTS)).await;
+    let metrics_url = format!("http://{}/metrics", addrs[0]);
     // Steady traffic while Prometheus scrapes, so rates and latency quantiles have data.
     let traffic = async {
         for i in 0.. {
@@ -313,8 +324,28 @@ async fn dashboard_queries_and_alert_selectors_return_live_series() {
             prom.log()
         );
     }
+    // With the traffic stopped, Prometheus's sum over the replicas is what they counted.
+    let series = r#"purge_events_total{outcome="accepted"}"#;
+    let query = format!("sum({series})");
+    let own = || async {
+        let mut sum = 0.0;
+        for r in &replicas {
+            sum += metric(&r.metrics().await, series);
+        }
+        sum
+    };
+    wait_until(
+        "Prometheus's sum equals the replicas' counts",
+        PROM_TIMEOUT,
+        || async { prom.value(&query).await == Some(own().await) },
+    )
+    .await;
+    let own = own().await;
+    println!("{REPLICAS} replicas: sum({series}) = {own} in Prometheus and in the replicas");
     drop(prom);
-    w.stop().await;
+    for r in replicas {
+        r.stop().await;
+    }
     env.cleanup().await;
     emu.shutdown().await;
 }

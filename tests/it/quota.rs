@@ -134,7 +134,9 @@ async fn quota_exhaustion_parks_the_lane_and_other_providers_keep_flowing() {
 
     let m = w.metrics().await;
     assert!(
-        m.contains("purge_parked_items_total{kind=\"url\",provider=\"a\"} 200"),
+        m.contains(
+            "purge_parked_items_total{kind=\"url\",priority=\"interactive\",provider=\"a\"} 200"
+        ),
         "{m}"
     );
     assert!(

@@ -38,7 +38,11 @@ async fn reconnects_never_grow_what_a_stopped_provider_holds() {
     );
     config.amqp.prefetch = PREFETCH;
     // Ten reconnects in seconds rather than minutes.
-    config.amqp.reconnect_max = std::time::Duration::from_millis(1000);
+    config.amqp.reconnect = purge_worker::backoff::Backoff::new(
+        purge_worker::amqp::RECONNECT_FIRST_PAUSE,
+        std::time::Duration::from_millis(1000),
+    )
+    .expect("a valid backoff");
     config.amqp.url = Secret::new(format!(
         "amqp://guest:guest@{}/%2f?heartbeat=10",
         relay.addr()

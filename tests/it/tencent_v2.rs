@@ -261,7 +261,7 @@ async fn the_apis_quota_refusal_parks_the_lane_until_the_reset() {
     assert_eq!(all, a_urls.iter().cloned().collect::<BTreeSet<_>>());
     let m = w.metrics().await;
     for line in [
-        "purge_parked_items_total{kind=\"url\",provider=\"a\"} 200",
+        "purge_parked_items_total{kind=\"url\",priority=\"interactive\",provider=\"a\"} 200",
         "purge_api_requests_total{action=\"RefreshCdnUrl\",provider=\"a\",result=\"quota_exceeded\"}",
     ] {
         assert!(m.contains(line), "missing {line}");

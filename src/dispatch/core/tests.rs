@@ -18,14 +18,18 @@ fn settings(per_call: usize) -> Settings {
     Settings {
         linger: LINGER,
         retry: RetryPolicy {
-            base: Duration::from_millis(200),
-            max: Duration::from_secs(30),
+            backoff: crate::backoff::Backoff::new(
+                Duration::from_millis(200),
+                Duration::from_secs(30),
+            )
+            .expect("a valid backoff"),
             max_attempts: 8,
         },
         max_in_flight: 1,
         per_call: [per_call, 20, 20],
         url_flush: false,
         dir_flush: true,
+        escalation_min_urls: None,
     }
 }
 
@@ -38,6 +42,8 @@ fn item(url: &str, delivery: DeliveryId, kind: Kind) -> Incoming {
         key: CacheKey::from_normalized(url),
         received: Instant::now(),
         origin: Arc::new(Origin::default()),
+        priority: Priority::Interactive,
+        escalate: 0,
     }
 }
 
@@ -97,7 +103,7 @@ async fn drive(
                         run.dead
                             .extend(items.iter().map(|i| (error, i.key.to_string())));
                         run.dead_done = start.elapsed();
-                        core.settled(lane, items.len(), false, Vec::new(), now);
+                        core.settled(lane, items.len(), None, Vec::new(), now);
                     }
                 }
             }
@@ -368,8 +374,8 @@ async fn a_parked_kind_never_holds_up_the_other_kind() {
     );
     let parkable = core.take_parkable();
     assert_eq!(parkable.len(), 1);
-    assert_eq!(parkable[0].1.len(), 3);
-    assert_eq!(parkable[0].2, 3600);
+    assert_eq!(parkable[0].2.len(), 3);
+    assert_eq!(parkable[0].3, 3600);
     tokio::time::advance(LINGER).await;
     let now = Instant::now();
     let Next::Send { lane, items } = core.next(now) else {
@@ -489,8 +495,8 @@ async fn header_lanes_of_a_parked_kind_are_reused_not_grown() {
             value: format!("v{i}"),
         }]));
         core.add(vec![it]);
-        for (lane, items, _) in core.take_parkable() {
-            core.settled(lane, items.len(), true, Vec::new(), now);
+        for (lane, p, items, _) in core.take_parkable() {
+            core.settled(lane, items.len(), Some(p), Vec::new(), now);
         }
     }
     assert_eq!(

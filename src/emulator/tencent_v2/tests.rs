@@ -12,33 +12,38 @@ use serde_json::Value;
 use crate::emulator::{
     EMULATOR_SECRET_ID, EMULATOR_SECRET_KEY, Emulator, EmulatorConfig, Faults, V2Limits,
 };
+use crate::provider::qcloud_v2::SignatureMethod;
 use crate::provider::qcloud_v2::{self, SignInput};
-use crate::provider::tencent_v2::TencentV2;
+use crate::provider::tencent_v2::{HttpMethod, Settings, TencentV2};
+use crate::provider::{Account, DEFAULT_REQUEST_TIMEOUT_MS};
 use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
 
-fn client_with(emu: &Emulator, extra: &str, id: &str, key: &str) -> TencentV2 {
-    let text = format!(
-        r#"
-        [[providers]]
-        name = "emu"
-        kind = "tencent-v2"
-        endpoint = "{}"
-        secret_id = "{id}"
-        secret_key = "{key}"
-        {extra}
-          [[providers.domains]]
-          host = "*"
-        "#,
-        emu.endpoint()
-    );
-    let raw = toml::from_str(&text).expect("test TOML parses");
-    let config = crate::config::Config::from_raw(raw).expect("test config is valid");
-    TencentV2::new(&config.providers[0]).expect("client builds")
+/// A client of the emulator's account (or another `id`/`key`) with `settings`, and a request
+/// timeout of `timeout_ms`.
+fn client_timed(
+    emu: &Emulator,
+    settings: Settings,
+    id: &str,
+    key: &str,
+    timeout_ms: u64,
+) -> TencentV2 {
+    let mut account = Account::new("emu", emu.endpoint(), id, key);
+    account.request_timeout = Duration::from_millis(timeout_ms);
+    TencentV2::new(&account, &settings).expect("client builds")
 }
 
-fn client(emu: &Emulator, extra: &str) -> TencentV2 {
-    client_with(emu, extra, EMULATOR_SECRET_ID, EMULATOR_SECRET_KEY)
+fn client_with(emu: &Emulator, settings: Settings, id: &str, key: &str) -> TencentV2 {
+    client_timed(emu, settings, id, key, DEFAULT_REQUEST_TIMEOUT_MS)
 }
+
+fn client(emu: &Emulator, settings: Settings) -> TencentV2 {
+    client_with(emu, settings, EMULATOR_SECRET_ID, EMULATOR_SECRET_KEY)
+}
+
+const GET: Settings = Settings {
+    http_method: HttpMethod::Get,
+    signature_method: SignatureMethod::HmacSha1,
+};
 
 async fn start(limits: V2Limits, faults: Faults) -> Emulator {
     let config = EmulatorConfig {
@@ -116,19 +121,28 @@ fn now() -> String {
 #[tokio::test]
 async fn post_sha1_and_get_sha256_round_trips_are_recorded() {
     let emu = start(V2Limits::default(), Faults::default()).await;
-    let post = client(&emu, "");
+    let post = client(&emu, Settings::default());
     let receipt = post.purge(&batch(Kind::Url, 12)).await.unwrap();
     assert_eq!(receipt.task_id.len(), 19, "{receipt:?}");
     assert!(receipt.task_id.bytes().all(|b| b.is_ascii_digit()));
     let get = client(
         &emu,
-        "http_method = \"GET\"\nsignature_method = \"HmacSHA256\"",
+        Settings {
+            http_method: HttpMethod::Get,
+            signature_method: SignatureMethod::HmacSha256,
+        },
     );
     let dir = get.purge(&batch(Kind::Dir, 2)).await.unwrap();
     assert!(!dir.task_id.is_empty(), "RefreshCdnDir's log_id: {dir:?}");
-    let sha256_post = client(&emu, "signature_method = \"HmacSHA256\"");
+    let sha256_post = client(
+        &emu,
+        Settings {
+            signature_method: SignatureMethod::HmacSha256,
+            ..Settings::default()
+        },
+    );
     sha256_post.purge(&batch(Kind::Dir, 1)).await.unwrap();
-    let sha1_get = client(&emu, "http_method = \"GET\"");
+    let sha1_get = client(&emu, GET);
     sha1_get.purge(&batch(Kind::Url, 1)).await.unwrap();
 
     let accepted = emu.accepted();
@@ -146,10 +160,10 @@ async fn post_sha1_and_get_sha256_round_trips_are_recorded() {
 #[tokio::test]
 async fn credentials_are_checked() {
     let emu = start(V2Limits::default(), Faults::default()).await;
-    let wrong_key = client_with(&emu, "", EMULATOR_SECRET_ID, "not-the-key");
+    let wrong_key = client_with(&emu, Settings::default(), EMULATOR_SECRET_ID, "not-the-key");
     let e = assert_code(wrong_key.purge(&batch(Kind::Url, 1)).await, "4100");
     assert!(matches!(e, ProviderError::Auth { .. }), "{e:?}");
-    let unknown = client_with(&emu, "", "AKIDnobody", EMULATOR_SECRET_KEY);
+    let unknown = client_with(&emu, Settings::default(), "AKIDnobody", EMULATOR_SECRET_KEY);
     let e = assert_code(unknown.purge(&batch(Kind::Url, 1)).await, "4104");
     assert!(matches!(e, ProviderError::Auth { .. }), "{e:?}");
     let rejected = emu.rejected();
@@ -213,7 +227,7 @@ async fn a_reused_nonce_and_a_stale_timestamp_are_replays() {
     assert_eq!(codes, ["4500", "4500"]);
 
     // The client itself never replays: each attempt is signed afresh.
-    let c = client(&emu, "");
+    let c = client(&emu, Settings::default());
     for _ in 0..5 {
         c.purge(&batch(Kind::Url, 1)).await.unwrap();
     }
@@ -278,7 +292,7 @@ async fn caps_and_daily_quotas_refuse_whole_calls() {
         ..V2Limits::default()
     };
     let emu = start(limits, Faults::default()).await;
-    let c = client(&emu, "");
+    let c = client(&emu, Settings::default());
     let e = assert_code(c.purge(&batch(Kind::Url, 4)).await, "4000.22043");
     assert!(matches!(e, ProviderError::BatchTooLarge { .. }), "{e:?}");
     let e = assert_code(c.purge(&batch(Kind::Dir, 3)).await, "4000.22045");
@@ -304,7 +318,7 @@ async fn an_unknown_host_refuses_the_whole_call_without_naming_it() {
         ..Faults::default()
     };
     let emu = start(V2Limits::default(), faults).await;
-    let c = client(&emu, "");
+    let c = client(&emu, Settings::default());
     let e = assert_code(c.purge(&batch(Kind::Url, 3)).await, "4000.9110");
     assert!(
         matches!(e, ProviderError::InvalidItems { items: None, .. }),
@@ -331,7 +345,7 @@ async fn faults_and_the_rate_limit_are_retryable() {
         ..Faults::default()
     };
     let emu = start(limits, faults).await;
-    let c = client(&emu, "");
+    let c = client(&emu, Settings::default());
     let mut codes = Vec::new();
     for _ in 0..5 {
         codes.push(match c.purge(&batch(Kind::Url, 1)).await {
@@ -364,7 +378,13 @@ async fn a_timeout_after_sending_may_have_been_applied() {
         ..Faults::default()
     };
     let emu = start(V2Limits::default(), faults).await;
-    let c = client(&emu, "request_timeout_ms = 100");
+    let c = client_timed(
+        &emu,
+        Settings::default(),
+        EMULATOR_SECRET_ID,
+        EMULATOR_SECRET_KEY,
+        100,
+    );
     let e = c.purge(&batch(Kind::Url, 1)).await.unwrap_err();
     assert!(
         matches!(
@@ -383,7 +403,7 @@ async fn a_timeout_after_sending_may_have_been_applied() {
 #[tokio::test]
 async fn a_get_too_long_to_send_is_a_batch_too_large_not_a_retry() {
     let emu = start(V2Limits::default(), Faults::default()).await;
-    let get = client(&emu, "http_method = \"GET\"");
+    let get = client(&emu, GET);
     let big = batch(Kind::Url, 200);
     let e = assert_code(get.purge(&big).await, "GetUrlTooLong");
     assert!(matches!(e, ProviderError::BatchTooLarge { .. }), "{e:?}");
@@ -395,7 +415,7 @@ async fn a_get_too_long_to_send_is_a_batch_too_large_not_a_retry() {
     let mut half = big.clone();
     half.items.truncate(50);
     get.purge(&half).await.unwrap();
-    client(&emu, "").purge(&big).await.unwrap();
+    client(&emu, Settings::default()).purge(&big).await.unwrap();
     assert_eq!(emu.accepted().len(), 2);
     emu.shutdown().await;
 }

@@ -12,37 +12,19 @@ use serde_json::Value;
 
 use super::super::{Emulator, EmulatorConfig, Faults};
 use super::*;
-use crate::provider::wangsu::Wangsu;
+use crate::provider::Account;
+use crate::provider::wangsu::{Settings, Target, Wangsu, WangsuAuth};
 use crate::provider::wangsu_sign::{self, AkSkInput};
 use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
 
-fn client(emu: &Emulator, auth: &str, extra: &str) -> Wangsu {
-    let text = format!(
-        r#"
-        [[providers]]
-        name = "ws"
-        kind = "wangsu"
-        endpoint = "{}"
-        {auth}
-        {extra}
-          [[providers.domains]]
-          host = "*"
-        "#,
-        emu.endpoint()
-    );
-    let raw = toml::from_str(&text).expect("test TOML parses");
-    let config = crate::config::Config::from_raw(raw).expect("test config is valid");
-    Wangsu::new(&config.providers[0]).expect("client builds")
-}
-
-fn api_key_auth() -> String {
-    format!("username = \"{EMULATOR_WANGSU_USERNAME}\"\napi_key = \"{EMULATOR_WANGSU_API_KEY}\"")
-}
-
-fn aksk_auth() -> String {
-    format!(
-        "auth_scheme = \"aksk\"\nsecret_id = \"{EMULATOR_WANGSU_ACCESS_KEY}\"\nsecret_key = \"{EMULATOR_WANGSU_SECRET_KEY}\""
-    )
+/// A client of the emulator's Wangsu account with `settings`: the API-key pair or the AK/SK
+/// pair, as `settings.auth` says.
+fn client(emu: &Emulator, settings: Settings) -> Wangsu {
+    let (id, key) = match settings.auth {
+        WangsuAuth::ApiKey => (EMULATOR_WANGSU_USERNAME, EMULATOR_WANGSU_API_KEY),
+        WangsuAuth::AkSk => (EMULATOR_WANGSU_ACCESS_KEY, EMULATOR_WANGSU_SECRET_KEY),
+    };
+    Wangsu::new(&Account::new("ws", emu.endpoint(), id, key), &settings).expect("client builds")
 }
 
 async fn start(limits: WangsuLimits) -> Emulator {
@@ -142,7 +124,7 @@ async fn get(emu: &Emulator, path: &str) -> (u16, Value) {
 #[tokio::test]
 async fn file_purges_with_headers_round_trip_and_report_their_status() {
     let emu = start(WangsuLimits::default()).await;
-    let c = client(&emu, &api_key_auth(), "");
+    let c = client(&emu, Settings::default());
     let mut b = files(2);
     let header = |name: &str, value: &str| crate::provider::Header {
         name: name.into(),
@@ -192,8 +174,12 @@ async fn aksk_dirs_with_wildcards_and_regex_reach_staging_with_delete() {
     let emu = start(WangsuLimits::default()).await;
     let c = client(
         &emu,
-        &aksk_auth(),
-        "target = \"staging\"\nwebhook = \"wh-7\"\npurge_name = \"nightly\"",
+        Settings {
+            auth: WangsuAuth::AkSk,
+            target: Target::Staging,
+            webhook: Some("wh-7".into()),
+            purge_name: Some("nightly".into()),
+        },
     );
     let dirs = batch(
         Kind::Dir,
@@ -251,22 +237,23 @@ async fn aksk_dirs_with_wildcards_and_regex_reach_staging_with_delete() {
 #[tokio::test]
 async fn bad_credentials_stale_dates_and_replays_are_denied() {
     let emu = start(WangsuLimits::default()).await;
-    let wrong_key = client(
-        &emu,
-        &format!("username = \"{EMULATOR_WANGSU_USERNAME}\"\napi_key = \"nope\""),
-        "",
-    );
+    let wrong_key = Wangsu::new(
+        &Account::new("ws", emu.endpoint(), EMULATOR_WANGSU_USERNAME, "nope"),
+        &Settings::default(),
+    )
+    .unwrap();
     assert!(matches!(
         assert_code(wrong_key.purge(&files(1)).await, "AccessDenied"),
         ProviderError::Auth { .. }
     ));
-    let wrong_sk = client(
-        &emu,
-        &format!(
-            "auth_scheme = \"aksk\"\nsecret_id = \"{EMULATOR_WANGSU_ACCESS_KEY}\"\nsecret_key = \"nope\""
-        ),
-        "",
-    );
+    let wrong_sk = Wangsu::new(
+        &Account::new("ws", emu.endpoint(), EMULATOR_WANGSU_ACCESS_KEY, "nope"),
+        &Settings {
+            auth: WangsuAuth::AkSk,
+            ..Settings::default()
+        },
+    )
+    .unwrap();
     assert_code(wrong_sk.purge(&files(1)).await, "AccessDenied");
 
     let body = r#"{"fileUrls":["https://www.example.com/a"],"target":"production"}"#;
@@ -325,7 +312,7 @@ async fn an_empty_bucket_answers_429_with_the_wait_and_refused_calls_spend_token
         ..WangsuLimits::default()
     })
     .await;
-    let c = client(&emu, &api_key_auth(), "");
+    let c = client(&emu, Settings::default());
     // A refused call (no target) spends a token like any other.
     let (status, json) = post(&emu, r#"{"fileUrls":["https://www.example.com/a"]}"#).await;
     assert_eq!(
@@ -351,7 +338,7 @@ async fn an_empty_bucket_answers_429_with_the_wait_and_refused_calls_spend_token
 #[tokio::test]
 async fn invalid_entries_are_refused_naming_the_entry_and_the_client_isolates_it() {
     let emu = start(WangsuLimits::default()).await;
-    let c = client(&emu, &api_key_auth(), "");
+    let c = client(&emu, Settings::default());
     let bad = "http://domain.info/i/image/gallery/123%abc.jpg";
     let b = batch(
         Kind::Url,
@@ -427,7 +414,7 @@ async fn per_call_caps_are_batch_too_large() {
         ..WangsuLimits::default()
     })
     .await;
-    let c = client(&emu, &api_key_auth(), "");
+    let c = client(&emu, Settings::default());
     c.purge(&files(2)).await.unwrap();
     assert!(matches!(
         assert_code(c.purge(&files(3)).await, "TooManyPurgeEntries"),
@@ -461,7 +448,7 @@ async fn the_rolling_quota_refuses_whole_calls_per_target() {
         ..WangsuLimits::default()
     })
     .await;
-    let c = client(&emu, &api_key_auth(), "");
+    let c = client(&emu, Settings::default());
     c.purge(&files(2)).await.unwrap();
     let e = assert_code(c.purge(&files(2)).await, "PurgeQuotaExceeded");
     assert!(matches!(e, ProviderError::QuotaExhausted { .. }), "{e:?}");
@@ -477,7 +464,13 @@ async fn the_rolling_quota_refuses_whole_calls_per_target() {
     let regex = batch(Kind::Regex, FlushType::Flush, &["https://h.example.com/.*"]);
     assert_code(c.purge(&regex).await, "PurgeQuotaExceeded");
 
-    let staging = client(&emu, &api_key_auth(), "target = \"staging\"");
+    let staging = client(
+        &emu,
+        Settings {
+            target: Target::Staging,
+            ..Settings::default()
+        },
+    );
     staging.purge(&files(3)).await.unwrap();
     assert_eq!(emu.accepted().len(), 4);
 }
@@ -490,7 +483,13 @@ async fn injected_faults_arrive_classified() {
         rate_limit_every: 3,
         ..Faults::default()
     });
-    let c = client(&emu, &aksk_auth(), "");
+    let c = client(
+        &emu,
+        Settings {
+            auth: WangsuAuth::AkSk,
+            ..Settings::default()
+        },
+    );
     assert!(matches!(
         assert_code(c.purge(&files(1)).await, "InternalError"),
         ProviderError::Transient {

@@ -5,8 +5,9 @@
 use rand::Rng;
 use serde_json::Value;
 
+use super::HttpMethod;
 use super::{FORM_CONTENT_TYPE, NONCE_MAX, TencentV2, classify, parse_answer};
-use crate::config::{HttpMethod, SignatureMethod};
+use crate::provider::qcloud_v2::SignatureMethod;
 use crate::provider::qcloud_v2::{self, SIGNATURE_METHOD, SignInput};
 use crate::provider::task::{TaskQuery, TaskReport, TaskState};
 use crate::provider::{ProviderError, http};

@@ -9,27 +9,13 @@ use crate::provider::test_class as class;
 const VECTOR_ID: &str = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE";
 const VECTOR_KEY: &str = "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE";
 
-fn provider_with(endpoint: &str, extra: &str, id: &str, key: &str) -> TencentV2 {
-    let text = format!(
-        r#"
-        [[providers]]
-        name = "t"
-        kind = "tencent-v2"
-        endpoint = "{endpoint}"
-        secret_id = "{id}"
-        secret_key = "{key}"
-        {extra}
-          [[providers.domains]]
-          host = "www.example.com"
-        "#
-    );
-    let raw = toml::from_str(&text).expect("test TOML parses");
-    let config = crate::config::Config::from_raw(raw).expect("test config is valid");
-    TencentV2::new(&config.providers[0]).expect("client builds")
+fn provider_with(endpoint: &str, settings: Settings, id: &str, key: &str) -> TencentV2 {
+    let endpoint = url::Url::parse(endpoint).expect("test endpoint is a URL");
+    TencentV2::new(&Account::new("t", endpoint, id, key), &settings).expect("client builds")
 }
 
-fn provider(endpoint: &str, extra: &str) -> TencentV2 {
-    provider_with(endpoint, extra, "AKIDtest", "hunter2-key")
+fn provider(endpoint: &str, settings: Settings) -> TencentV2 {
+    provider_with(endpoint, settings, "AKIDtest", "hunter2-key")
 }
 
 fn batch(kind: Kind, items: &[&str]) -> Batch {
@@ -82,8 +68,17 @@ fn the_documented_example_is_reproduced_byte_for_byte() {
         .find(|c| c["id"] == "doc_param_set_hmacsha1")
         .unwrap();
     let b = batch(Kind::Url, &["https://www.test.com/1.jpg"]);
-    for (method, extra) in [("GET", r#"http_method = "GET""#), ("POST", "")] {
-        let p = provider_with("https://cdn.api.qcloud.com", extra, VECTOR_ID, VECTOR_KEY);
+    for (method, http_method) in [("GET", HttpMethod::Get), ("POST", HttpMethod::Post)] {
+        let settings = Settings {
+            http_method,
+            ..Settings::default()
+        };
+        let p = provider_with(
+            "https://cdn.api.qcloud.com",
+            settings,
+            VECTOR_ID,
+            VECTOR_KEY,
+        );
         let prepared = p.prepare(&b, 1_462_521_223, 123_456_789);
         let want = &case["expected"][method];
         assert_eq!(prepared.string_to_sign, want["string_to_sign"], "{method}");
@@ -101,7 +96,7 @@ fn the_documented_example_is_reproduced_byte_for_byte() {
 
 #[test]
 fn post_is_the_default_and_carries_a_signed_form_body() {
-    let p = provider("http://127.0.0.1:8089", "");
+    let p = provider("http://127.0.0.1:8089", Settings::default());
     assert_eq!(p.endpoint.host, "127.0.0.1:8089");
     assert_eq!(
         p.endpoint.url.as_str(),
@@ -155,7 +150,10 @@ fn post_is_the_default_and_carries_a_signed_form_body() {
 fn get_and_hmac_sha256_sign_the_query() {
     let p = provider(
         "https://cdn.api.qcloud.com/",
-        "http_method = \"GET\"\nsignature_method = \"HmacSHA256\"",
+        Settings {
+            http_method: HttpMethod::Get,
+            signature_method: SignatureMethod::HmacSha256,
+        },
     );
     let b = batch(Kind::Dir, &["https://www.example.com/图片/"]);
     let prepared = p.prepare(&b, 1_700_000_000, 7);
@@ -206,7 +204,7 @@ fn get_and_hmac_sha256_sign_the_query() {
 
 #[test]
 fn more_than_ten_items_sort_bytewise_in_the_signature() {
-    let p = provider("https://cdn.api.qcloud.com", "");
+    let p = provider("https://cdn.api.qcloud.com", Settings::default());
     let items: Vec<String> = (0..12)
         .map(|i| format!("https://www.example.com/{i}"))
         .collect();
@@ -402,7 +400,7 @@ fn answers_are_interpreted_whatever_the_status() {
 
 #[test]
 fn actions_capabilities_and_debug() {
-    let p = provider("https://cdn.api.qcloud.com", "");
+    let p = provider("https://cdn.api.qcloud.com", Settings::default());
     assert_eq!(p.action(Kind::Url), "RefreshCdnUrl");
     assert_eq!(p.action(Kind::Dir), "RefreshCdnDir");
     let c = p.capabilities();
@@ -415,7 +413,7 @@ fn actions_capabilities_and_debug() {
 #[tokio::test]
 async fn regex_batches_are_refused_without_a_call() {
     // Port 9 (discard) on localhost: a call would fail with a transport error, not this one.
-    let p = provider("http://127.0.0.1:9", "");
+    let p = provider("http://127.0.0.1:9", Settings::default());
     let e = p
         .purge(&batch(Kind::Regex, &["^/a/.*$"]))
         .await

@@ -116,21 +116,9 @@ fn every_documented_code_lands_in_its_class() {
 }
 
 fn provider(endpoint: &str) -> TencentV3 {
-    let text = format!(
-        r#"
-        [[providers]]
-        name = "t"
-        kind = "tencent-v3"
-        endpoint = "{endpoint}"
-        secret_id = "AKIDtest"
-        secret_key = "hunter2-key"
-          [[providers.domains]]
-          host = "www.example.com"
-        "#
-    );
-    let raw = toml::from_str(&text).expect("test TOML parses");
-    let config = crate::config::Config::from_raw(raw).expect("test config is valid");
-    TencentV3::new(&config.providers[0]).expect("client builds")
+    let endpoint = url::Url::parse(endpoint).expect("test endpoint is a URL");
+    let account = Account::new("t", endpoint, "AKIDtest", "hunter2-key");
+    TencentV3::new(&account, &Settings::default()).expect("client builds")
 }
 
 fn header<'a>(p: &'a SignedPost, name: &str) -> &'a str {

@@ -6,9 +6,9 @@
 
 use serde_json::{Value, json};
 
+use super::WangsuAuth;
 use super::answer::interpret_query;
 use super::{CONTENT_TYPE, Wangsu};
-use crate::config::WangsuAuth;
 use crate::provider::task::{TaskQuery, TaskReport, TaskState};
 use crate::provider::wangsu_sign::{self, AKSK_AUTH_METHOD, AkSkInput};
 use crate::provider::{ProviderError, http};

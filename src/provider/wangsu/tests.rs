@@ -8,33 +8,26 @@ use crate::provider::wangsu_sign::{
     AkSkReceived, parse_aksk_authorization, verify_aksk, verify_api_key,
 };
 
-/// A client from TOML, as the worker builds it; `auth` is the credential lines.
-fn provider(endpoint: &str, auth: &str, extra: &str) -> Wangsu {
-    let text = format!(
-        r#"
-        [[providers]]
-        name = "ws"
-        kind = "wangsu"
-        endpoint = "{endpoint}"
-        {auth}
-        {extra}
-          [[providers.domains]]
-          host = "*"
-        "#
-    );
-    let raw = toml::from_str(&text).expect("test TOML parses");
-    let config = crate::config::Config::from_raw(raw).expect("test config is valid");
-    Wangsu::new(&config.providers[0]).expect("client builds")
+/// A client from settings, as the worker builds it: username `api-user-01` and API key
+/// `k3y$With!Special` for the API-key scheme, AccessKey `AKtest` and SecretKey `SKtest` for AK/SK.
+fn provider(endpoint: &str, settings: Settings) -> Wangsu {
+    let (id, key) = match settings.auth {
+        WangsuAuth::ApiKey => ("api-user-01", "k3y$With!Special"),
+        WangsuAuth::AkSk => ("AKtest", "SKtest"),
+    };
+    let endpoint = url::Url::parse(endpoint).expect("test endpoint is a URL");
+    Wangsu::new(&Account::new("ws", endpoint, id, key), &settings).expect("client builds")
 }
 
-const API_KEY_AUTH: &str = r#"username = "api-user-01"
-        api_key = "k3y$With!Special""#;
-const AKSK_AUTH: &str = r#"auth_scheme = "aksk"
-        secret_id = "AKtest"
-        secret_key = "SKtest""#;
+fn aksk() -> Settings {
+    Settings {
+        auth: WangsuAuth::AkSk,
+        ..Settings::default()
+    }
+}
 
-fn api_key_provider(extra: &str) -> Wangsu {
-    provider("https://open.chinanetcenter.com", API_KEY_AUTH, extra)
+fn api_key_provider(settings: Settings) -> Wangsu {
+    provider("https://open.chinanetcenter.com", settings)
 }
 
 fn batch(kind: Kind, flush_type: FlushType, items: &[&str]) -> Batch {
@@ -62,7 +55,7 @@ const NOW: i64 = 1_699_258_150;
 
 #[test]
 fn file_purges_carry_urls_headers_action_and_target_only() {
-    let p = api_key_provider("");
+    let p = api_key_provider(Settings::default());
     let mut b = batch(
         Kind::Url,
         FlushType::Flush,
@@ -93,11 +86,12 @@ fn file_purges_carry_urls_headers_action_and_target_only() {
 
 #[test]
 fn dirs_and_regex_go_in_their_own_lists_with_the_flush_type_as_action() {
-    let p = api_key_provider(
-        r#"target = "staging"
-        webhook = "wh-1"
-        purge_name = "purge-worker""#,
-    );
+    let p = api_key_provider(Settings {
+        target: Target::Staging,
+        webhook: Some("wh-1".into()),
+        purge_name: Some("purge-worker".into()),
+        ..Settings::default()
+    });
     let dirs = p
         .prepare(
             &batch(
@@ -149,7 +143,7 @@ fn dirs_and_regex_go_in_their_own_lists_with_the_flush_type_as_action() {
 
 #[test]
 fn api_key_scheme_signs_the_date_it_sends() {
-    let p = api_key_provider("");
+    let p = api_key_provider(Settings::default());
     let prepared = p
         .prepare(
             &batch(Kind::Url, FlushType::Flush, &["https://a.example.com/x"]),
@@ -187,7 +181,7 @@ fn api_key_scheme_signs_the_date_it_sends() {
 
 #[test]
 fn aksk_scheme_signs_host_content_type_and_body() {
-    let p = provider("http://127.0.0.1:8089/base/", AKSK_AUTH, "");
+    let p = provider("http://127.0.0.1:8089/base/", aksk());
     assert_eq!(
         p.endpoint.url.as_str(),
         "http://127.0.0.1:8089/base/cdn/purges"
@@ -226,7 +220,7 @@ fn aksk_scheme_signs_host_content_type_and_body() {
 
 #[test]
 fn aksk_never_signs_the_same_body_twice_in_one_second() {
-    let p = provider("http://127.0.0.1:8089/", AKSK_AUTH, "");
+    let p = provider("http://127.0.0.1:8089/", aksk());
     let b = batch(Kind::Url, FlushType::Flush, &["https://a.example.com/x"]);
     let stamps: Vec<String> = (0..3)
         .map(|_| {
@@ -246,7 +240,7 @@ fn aksk_never_signs_the_same_body_twice_in_one_second() {
 
 #[test]
 fn capabilities_and_action_labels() {
-    let p = api_key_provider("");
+    let p = api_key_provider(Settings::default());
     assert_eq!(
         p.capabilities(),
         Capabilities {

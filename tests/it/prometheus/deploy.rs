@@ -131,6 +131,12 @@ fn compose_file_is_valid_and_its_worker_and_emulator_commands_work() {
         strings(&services["worker"]["command"]),
         ["--config", "/etc/purge-worker/purge-worker.toml"]
     );
+    // `--scale worker=3` needs a worker without a fixed host port or container name.
+    assert!(
+        services["worker"].get("ports").is_none(),
+        "worker publishes no fixed host port"
+    );
+    assert!(services["worker"].get("container_name").is_none());
 
     // The worker's config passes `check` with exactly the environment compose gives it.
     let env: Vec<(String, String)> = services["worker"]["environment"]
@@ -300,6 +306,24 @@ fn k8s_manifests_have_probes_resources_config_and_secrets() {
         service["metadata"]["annotations"]["prometheus.io/scrape"].as_str(),
         Some("true")
     );
+
+    // Several replicas, replaced one at a time, spread over nodes, at most one disrupted.
+    let spec = &deployment["spec"];
+    assert!(spec["replicas"].as_u64() >= Some(2), "several replicas");
+    assert_eq!(spec["strategy"]["type"].as_str(), Some("RollingUpdate"));
+    let spread = &pod["affinity"]["podAntiAffinity"];
+    assert!(!spread.is_null(), "pod anti-affinity");
+    let pdb = yaml("deploy/k8s/poddisruptionbudget.yaml");
+    assert_eq!(pdb["kind"].as_str(), Some("PodDisruptionBudget"));
+    assert_eq!(pdb["spec"]["maxUnavailable"].as_u64(), Some(1));
+    for (k, v) in pdb["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .expect("PDB selector")
+    {
+        assert_eq!(&labels[k.as_str().unwrap_or("")], v, "PDB selector {k:?}");
+    }
+    let resources = strings(&yaml("deploy/k8s/kustomization.yaml")["resources"]);
+    assert!(resources.iter().any(|r| r == "poddisruptionbudget.yaml"));
 
     for r in strings(&yaml("deploy/k8s/kustomization.yaml")["resources"]) {
         assert!(

@@ -94,15 +94,20 @@ impl Drop for Prometheus {
 }
 
 impl Prometheus {
-    /// Starts Prometheus scraping `target` every second as job `purge-worker`, evaluating
-    /// `rules` every second, and waits until it serves queries.
-    pub async fn start(target: SocketAddr, rules: &Path) -> Prometheus {
+    /// Starts Prometheus scraping `targets` (the replicas) every second as one job
+    /// `purge-worker`, evaluating `rules` every second, and waits until it serves queries.
+    pub async fn start(targets: &[SocketAddr], rules: &Path) -> Prometheus {
+        let target = targets
+            .iter()
+            .map(|t| format!("\"{t}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let binary = tool("prometheus", "prometheus");
         let dir = tempfile::tempdir().expect("temp dir");
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - {rules:?}\n\
-             scrape_configs:\n  - job_name: purge-worker\n    static_configs:\n      - targets: [\"{target}\"]\n"
+             scrape_configs:\n  - job_name: purge-worker\n    static_configs:\n      - targets: [{target}]\n"
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");

@@ -2,6 +2,7 @@
 //! an ephemeral port, and the real worker started in-process. Every test gets its own queue names
 //! and Redis key prefix ([`TestEnv::new`]) and removes them when done ([`TestEnv::cleanup`]), so
 //! tests run in parallel.
+pub mod private_redis;
 pub mod relay;
 
 use std::future::Future;
@@ -93,6 +94,8 @@ pub struct ProviderSpec {
 /// A test's private names and connections.
 pub struct TestEnv {
     pub queue: String,
+    /// The bulk queue (`amqp.bulk_queue`).
+    pub bulk: String,
     pub dlq: String,
     pub prefix: String,
     pub conn: Connection,
@@ -110,6 +113,7 @@ impl TestEnv {
             .expect("RabbitMQ on 127.0.0.1:5672 is reachable");
         TestEnv {
             queue: format!("{base}.q"),
+            bulk: format!("{base}.bulk"),
             dlq: format!("{base}.dead"),
             prefix: base,
             conn,
@@ -121,16 +125,15 @@ impl TestEnv {
     /// The worker's config as TOML, validated through the real loader.
     pub fn config(&mut self, providers: &[ProviderSpec], batching: &str) -> Config {
         let t = self.config_toml(providers, batching);
-        let raw: RawConfig = toml::from_str(&t).unwrap_or_else(|e| panic!("test config: {e}\n{t}"));
-        Config::from_raw(raw).expect("test config is valid")
+        config_from_toml(&t)
     }
 
     /// The text of [`TestEnv::config`], for a worker run as a child process (`--config FILE`).
     pub fn config_toml(&mut self, providers: &[ProviderSpec], batching: &str) -> String {
         let mut t = format!(
-            "[amqp]\nurl = \"{AMQP_URL}\"\nqueue = \"{}\"\ndead_letter_queue = \"{}\"\nprefetch = 1000\n\
+            "[amqp]\nurl = \"{AMQP_URL}\"\nqueue = \"{}\"\ndead_letter_queue = \"{}\"\nprefetch = 1000\nbulk_queue = \"{}\"\n\
              [redis]\nurl = \"{REDIS_URL}\"\nkey_prefix = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n[batching]\n{batching}\n",
-            self.queue, self.dlq, self.prefix
+            self.queue, self.dlq, self.bulk, self.prefix
         );
         for p in providers {
             self.providers.push(p.name.clone());
@@ -164,9 +167,21 @@ impl TestEnv {
 
     /// Publishes raw bytes with a content type (confirmed), declaring the queue first.
     pub async fn publish_raw(&self, body: &[u8], content_type: Option<&str>) {
+        self.publish_raw_to(&self.queue, body, content_type).await;
+    }
+
+    /// Publishes a JSON event to the bulk queue (confirmed).
+    pub async fn publish_bulk(&self, event: &serde_json::Value) {
+        let body = serde_json::to_vec(event).expect("json");
+        self.publish_raw_to(&self.bulk, &body, Some("application/json"))
+            .await;
+    }
+
+    /// Publishes raw bytes to `queue` (confirmed), declaring it first.
+    pub async fn publish_raw_to(&self, queue: &str, body: &[u8], content_type: Option<&str>) {
         let ch = self.conn.create_channel().await.expect("channel");
         ch.queue_declare(
-            self.queue.as_str().into(),
+            queue.into(),
             QueueDeclareOptions::durable(),
             FieldTable::default(),
         )
@@ -182,7 +197,7 @@ impl TestEnv {
         let confirm = ch
             .basic_publish(
                 "".into(),
-                self.queue.as_str().into(),
+                queue.into(),
                 BasicPublishOptions::default(),
                 body,
                 props,
@@ -197,6 +212,15 @@ impl TestEnv {
 
     /// Ready messages in a queue (0 if it does not exist).
     pub async fn ready(&self, queue: &str) -> u32 {
+        self.counts(queue).await.0
+    }
+
+    /// Consumers of a queue (0 if it does not exist).
+    pub async fn consumers(&self, queue: &str) -> u32 {
+        self.counts(queue).await.1
+    }
+
+    async fn counts(&self, queue: &str) -> (u32, u32) {
         let ch = self.conn.create_channel().await.expect("channel");
         let opts = QueueDeclareOptions {
             passive: true,
@@ -208,9 +232,9 @@ impl TestEnv {
         {
             Ok(q) => {
                 let _ = ch.close(200, "ok".into()).await;
-                q.message_count()
+                (q.message_count(), q.consumer_count())
             }
-            Err(_) => 0,
+            Err(_) => (0, 0),
         }
     }
 
@@ -248,6 +272,11 @@ impl TestEnv {
         format!("{}.parked.{provider}", self.queue)
     }
 
+    /// The bulk parking queue of a provider.
+    pub fn bulk_parking(&self, provider: &str) -> String {
+        format!("{}.parked.{provider}", self.bulk)
+    }
+
     /// Deletes the test's queues and Redis keys. Also done on drop (so a failing test leaves
     /// nothing behind either), from a helper thread with its own connections.
     pub async fn cleanup(mut self) {
@@ -257,8 +286,9 @@ impl TestEnv {
     }
 
     fn queues(&self) -> Vec<String> {
-        let mut queues = vec![self.queue.clone(), self.dlq.clone()];
+        let mut queues = vec![self.queue.clone(), self.bulk.clone(), self.dlq.clone()];
         queues.extend(self.providers.iter().map(|p| self.parking(p)));
+        queues.extend(self.providers.iter().map(|p| self.bulk_parking(p)));
         queues
     }
 }
@@ -311,6 +341,13 @@ async fn remove(queues: Vec<String>, prefix: String) {
             .await
             .unwrap_or(());
     }
+}
+
+/// A worker config from TOML, validated through the real loader (for tests that add keys the
+/// [`ProviderSpec`] does not cover, such as a domain's `dir_escalation`).
+pub fn config_from_toml(t: &str) -> Config {
+    let raw: RawConfig = toml::from_str(t).unwrap_or_else(|e| panic!("test config: {e}\n{t}"));
+    Config::from_raw(raw).expect("test config is valid")
 }
 
 /// An emulator on an ephemeral port.
