@@ -7,7 +7,7 @@
 //! `purge_failed_at_cdn`, `purge_time_to_fresh_seconds_count` equals the keys of done tasks, and
 //! status calls stay within the API's 20 per second. With two replicas the counts are the same
 //! (not doubled). Fault (second test): SIGKILL while 20 tasks are pending; after a restart they
-//! are tracked to completion.
+//! are tracked to completion. Third: a re-purge keeps its call's priority class.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -299,5 +299,96 @@ async fn pending_tasks_survive_sigkill_and_complete_after_a_restart() {
     })
     .await;
     let _ = child.kill();
+    env.cleanup().await;
+}
+
+/// The re-purge of a failed task keeps its call's priority class: with `urls_per_day = 20` and
+/// `interactive_reserve = 0.5` (bulk may bring the day to 10), a failed call of 6 bulk URLs
+/// cannot be purged again (6 + 6 > 10: dead-lettered saying no quota was left), while a failed
+/// call of 6 interactive URLs is (18 of 20). Every task fails, so the interactive re-purge ends
+/// dead-lettered as already purged again. The re-purge is counted in the cluster-wide windows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_tasks_repurge_keeps_its_priority_class() {
+    let emu = emulator(EmulatorConfig {
+        tasks: TaskModel {
+            delay: Duration::from_millis(200),
+            fail_every: 1,
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut env = TestEnv::new("tracking-class").await;
+    let mut spec = example_provider(&emu);
+    spec.extra = "urls_per_day = 20\ninteractive_reserve = 0.5\n".into();
+    let config = env.config(&[spec], TRACKING);
+    let r = Running::start(config).await;
+    let bulk: Vec<String> = (0..6)
+        .map(|i| format!("https://www.example.com/b/{i}"))
+        .collect();
+    let editorial: Vec<String> = (0..6)
+        .map(|i| format!("https://www.example.com/e/{i}"))
+        .collect();
+    env.publish_bulk(&json!({ "urls": bulk })).await;
+    // The bulk call goes first, so the interactive one finds 6 of the day spent.
+    wait_until("the bulk call is accepted", TIMEOUT, || {
+        let emu = &emu;
+        async move { !emu.tasks().is_empty() }
+    })
+    .await;
+    env.publish_json(&json!({ "urls": editorial })).await;
+    wait_until("both calls dead-lettered", TIMEOUT, || {
+        let env = &env;
+        async move { env.ready(&env.dlq).await >= 2 }
+    })
+    .await;
+    let dead = env.drain(&env.dlq).await;
+    let urls_of = |prefix: &str| -> Option<&serde_json::Value> {
+        dead.iter().map(|(b, _)| b).find(|b| {
+            b["event"]["urls"][0]
+                .as_str()
+                .is_some_and(|u| u.contains(prefix))
+        })
+    };
+    let b = urls_of("/b/").expect("the bulk keys are dead-lettered");
+    let e = urls_of("/e/").expect("the interactive keys are dead-lettered");
+    assert_eq!(b["error"], "purge_failed_at_cdn");
+    assert!(
+        b["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("no quota left for the second purge")),
+        "bulk re-purge stays within bulk's share: {b}"
+    );
+    assert!(
+        e["reason"]
+            .as_str()
+            .is_some_and(|s| s.contains("already purged again once")),
+        "interactive re-purge may spend the reserve: {e}"
+    );
+    let calls = |prefix: &str| {
+        emu.tasks()
+            .iter()
+            .filter(|t| t.items.iter().any(|i| i.contains(prefix)))
+            .count()
+    };
+    assert_eq!(calls("/b/"), 1, "the bulk keys were not purged again");
+    assert_eq!(calls("/e/"), 2, "the interactive keys were purged again");
+    // The re-purge was admitted by the cluster-wide windows like the dispatcher's calls: the
+    // minute window holds all three purge calls.
+    let client = redis::Client::open(REDIS_URL).expect("redis url");
+    let mut c = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let in_window: u64 = redis::cmd("ZCARD")
+        .arg(format!("{}:rate:cdn:10000/60000ms", env.prefix))
+        .query_async(&mut c)
+        .await
+        .expect("ZCARD");
+    assert_eq!(
+        in_window, 3,
+        "two calls and one re-purge in the shared window"
+    );
+    assert_eq!(emu.accepted().len(), 3);
+    r.stop().await;
     env.cleanup().await;
 }
