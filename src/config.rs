@@ -107,7 +107,19 @@ pub struct RawConfig {
     pub redis: RawRedis,
     pub http: RawHttp,
     pub batching: RawBatching,
+    pub tracking: RawTracking,
     pub providers: Vec<RawProvider>,
+}
+
+/// `[tracking]` (assembled into [`crate::tracking::Settings`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTracking {
+    pub poll_interval_ms: Option<u64>,
+    pub lineage_ttl_hours: Option<u64>,
+    pub lineage_events_per_key: Option<usize>,
+    pub lease_ms: Option<u64>,
+    pub max_pending: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,6 +183,7 @@ pub struct RawProvider {
     pub regex_per_call: Option<usize>,
     pub urls_per_day: Option<u64>,
     pub dirs_per_day: Option<u64>,
+    pub prefetch_per_day: Option<u64>,
     pub quota_utc_offset: Option<String>,
     pub quota_window: Option<String>,
     pub retry_base_ms: Option<u64>,
@@ -205,6 +218,7 @@ pub struct RawDomain {
     pub host: Option<String>,
     pub ignore_query: bool,
     pub dir_escalation: Option<u64>,
+    pub prefetch_after_purge: bool,
 }
 
 // === validated ===
@@ -219,6 +233,8 @@ pub struct Config {
     /// The HTTP ingest (`http.ingest_listen`, `http.ingest_tokens_env`).
     pub ingest: crate::ingest::Settings,
     pub batching: BatchingConfig,
+    /// Following purges to completion (`[tracking]`).
+    pub tracking: crate::tracking::Settings,
     /// At least one provider (the built-in emulator when no file was given).
     pub providers: Vec<ProviderConfig>,
 }
@@ -264,6 +280,9 @@ pub struct ProviderConfig {
     pub regex_per_call: usize,
     pub urls_per_day: u64,
     pub dirs_per_day: u64,
+    /// URLs prefetched per day (Tencent `PushUrlsCache`: per UTC+8 day; Wangsu: per rolling 24
+    /// hours), counted in a ledger of its own; 0 where the API has no prefetch.
+    pub prefetch_per_day: u64,
     /// Seconds east of UTC of the provider's day boundary.
     pub quota_utc_offset_secs: i32,
     /// Calendar day or rolling 24 hours.
@@ -323,6 +342,18 @@ impl ProviderConfig {
         match kind {
             Kind::Url => self.urls_per_day,
             Kind::Dir | Kind::Regex => self.dirs_per_day,
+        }
+    }
+}
+
+impl Config {
+    /// What `explain` reads of this worker's lineage.
+    pub fn explain_sources(&self) -> crate::tracking::explain::Sources {
+        crate::tracking::explain::Sources {
+            router: crate::routing::Router::new(self.providers.iter().map(ProviderConfig::routes)),
+            providers: self.providers.iter().map(|p| p.name.clone()).collect(),
+            key_prefix: self.redis.key_prefix.clone(),
+            lineage_ttl: self.tracking.lineage_ttl,
         }
     }
 }

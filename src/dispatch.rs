@@ -34,7 +34,7 @@ use crate::metrics::{Metrics, ProviderMetrics};
 use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
 use crate::quota::QuotaWindow;
 use crate::quota::{Admission, QuotaStore, Reservation, Want, bulk_limit, unix_now};
-use crate::ratelimit::MultiWindow;
+use crate::ratelimit::SharedWindows;
 use crate::ratelimit::shared::SharedRate;
 
 pub use self::control::{Control, DispatchState};
@@ -85,6 +85,11 @@ pub struct DispatcherParts {
     /// Where items wait while an operator has paused the provider.
     pub paused_queue: String,
     pub dead_letter_queue: String,
+    /// The provider's in-process call pacer (shared with the tracker where status calls spend
+    /// it); the cluster-wide windows are `shared_rate`.
+    pub limiter: SharedWindows,
+    /// Where accepted calls go to be followed to completion (`tracking`); `None`: not tracked.
+    pub tracker: Option<crate::tracking::TrackerHandle>,
     /// The provider's cluster-wide rate windows (shared by every replica on the same Redis).
     pub shared_rate: SharedRate,
     /// The operator's pause and release, as read from Redis.
@@ -147,7 +152,7 @@ pub fn spawn(
     parts: DispatcherParts,
     input: mpsc::Receiver<Vec<Incoming>>,
 ) -> tokio::task::JoinHandle<()> {
-    let limiter = MultiWindow::new(&parts.config.rate_limits);
+    let limiter = parts.limiter.clone();
     let kinds = kinds(parts.provider.as_ref());
     let provider = parts.provider.clone();
     let m = parts
@@ -207,7 +212,7 @@ struct Dispatcher {
     /// This provider's metric handles, resolved once.
     m: ProviderMetrics,
     core: Core,
-    limiter: MultiWindow,
+    limiter: SharedWindows,
     /// Provider calls, parking publishes and dead-letter publishes under way.
     tasks: JoinSet<Outcome>,
     armed: Option<Armed>,

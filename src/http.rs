@@ -1,4 +1,5 @@
-//! `/metrics`, `/healthz` and `/readyz` (CONTRACT §5).
+//! `/metrics`, `/healthz`, `/readyz` (CONTRACT §5) and `/explain?url=` (the JSON of
+//! `purge-worker explain URL --json`; 400 on a URL the worker would refuse).
 //!
 //! `/healthz` is 200 while the process runs. `/readyz` is 200 only while RabbitMQ and Redis are
 //! connected, no provider has stopped calls after an authentication failure and no stage task has
@@ -7,14 +8,16 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{Metrics, READY_AMQP, READY_PROVIDERS, READY_REDIS, READY_STAGES};
+use crate::tracking::explain::{ExplainError, Explainer};
 
 /// The readiness inputs, set by the tasks that know them, and mirrored into
 /// `purge_ready{dependency}` as they change so "not ready" can be alerted on from metrics alone.
@@ -123,6 +126,36 @@ impl Readiness {
 struct AppState {
     metrics: Metrics,
     readiness: Arc<Readiness>,
+    explainer: Option<Explainer>,
+}
+
+#[derive(serde::Deserialize)]
+struct ExplainQuery {
+    url: Option<String>,
+}
+
+async fn explain(
+    State(s): State<AppState>,
+    Query(q): Query<ExplainQuery>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let err = |code: StatusCode, msg: String| (code, Json(serde_json::json!({ "error": msg })));
+    let Some(explainer) = &s.explainer else {
+        return err(StatusCode::NOT_FOUND, "explain is not served here".into());
+    };
+    let Some(url) = q.url.filter(|u| !u.is_empty()) else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "give the URL: /explain?url=https://...".into(),
+        );
+    };
+    match explainer.explain(&url).await {
+        Ok(e) => (
+            StatusCode::OK,
+            Json(serde_json::to_value(&e).unwrap_or_default()),
+        ),
+        Err(ExplainError::BadUrl(why)) => err(StatusCode::BAD_REQUEST, format!("url: {why}")),
+        Err(e) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
@@ -152,17 +185,24 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
 }
 
 /// Binds `listen` and serves until `shutdown`; returns the bound address (port 0 allowed).
+/// `/explain` answers 404 without an `explainer`.
 pub async fn serve(
     listen: SocketAddr,
     metrics: Metrics,
     readiness: Arc<Readiness>,
+    explainer: Option<Explainer>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let app = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, readiness });
+        .route("/explain", get(explain))
+        .with_state(AppState {
+            metrics,
+            readiness,
+            explainer,
+        });
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {

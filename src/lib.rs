@@ -33,6 +33,8 @@
 //! - [`dispatch`]: one task per provider. A pure core (`dispatch/core.rs`: lanes, gates, and
 //!   `dispatch/decide.rs`: what each provider answer means) under an I/O shell that reserves
 //!   quota, takes the rate permit, calls the provider and publishes dead letters and parked items.
+//! - [`tracking`]: follows accepted purge calls to completion at the CDN (task status polls
+//!   within the rate budget, time to fresh, re-purge of failed tasks), pending tasks in Redis.
 //! - [`backoff`]: the capped exponential backoff of provider retries and RabbitMQ reconnects.
 //! - [`ratelimit`]: governor quotas derived so no sliding window is ever exceeded.
 //! - [`quota`]: the daily or rolling-24-hour quota in Redis (atomic Lua reserve and refund).
@@ -93,4 +95,5 @@ pub mod ratelimit;
 pub mod relay;
 pub mod routing;
 pub mod secret;
+pub mod tracking;
 pub mod worker;

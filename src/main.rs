@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "emulator")]
 use purge_worker::commands::emulator;
-use purge_worker::commands::{self, check, dlq, parked, pause, publish, quota, run};
+use purge_worker::commands::{self, check, dlq, explain, parked, pause, publish, quota, run};
 use purge_worker::config::ConfigError;
 use purge_worker::logging::LogSink;
 
@@ -57,6 +57,8 @@ enum Command {
     Resume(pause::ResumeArgs),
     /// Each provider's state across the cluster: running, paused, auth-stopped, parked until.
     Status(pause::StatusArgs),
+    /// Show the purge history of one URL: events, calls, task states at the CDN, prefetch.
+    Explain(explain::ExplainArgs),
 }
 
 /// Longest wait for the last log lines at exit (stdout may be stalled).
@@ -189,6 +191,7 @@ fn main() -> ExitCode {
             Command::Pause(a) => pause::pause(a).await,
             Command::Resume(a) => pause::resume(a).await,
             Command::Status(a) => pause::status(a).await,
+            Command::Explain(a) => explain::run(a).await,
         }
     });
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);

@@ -99,6 +99,19 @@ pub struct Metrics {
     pub ready: IntGaugeVec,
     /// Pause and HTTP ingest metrics ([`ops`]).
     pub ops: OpsMetrics,
+    /// `purge_time_to_fresh_seconds{provider,kind}`: per cache key, from the earliest event
+    /// waiting on it to the worker seeing its purge task done.
+    pub time_to_fresh: HistogramVec,
+    /// `purge_tasks{provider,state}` (running | done | failed): cluster-wide, read with `max by`.
+    pub tasks: IntGaugeVec,
+    /// `purge_task_polls_total{provider,result}`: task status queries.
+    pub task_polls: IntCounterVec,
+    /// `purge_prefetches_total{provider,result}`: URLs prefetched after their purge was done
+    /// (`submitted`), or not (`quota`, `rate_limited`, `error`).
+    pub prefetches: IntCounterVec,
+    /// `purge_lineage_write_failures_total{reason}`: lineage notes not written (`busy`: the
+    /// writer's channel was full; `redis`: the write failed). The purges went on regardless.
+    pub lineage_write_failures: IntCounterVec,
 }
 
 /// `purge_queue_messages` label for the purge queue.
@@ -119,7 +132,14 @@ pub const READY_STAGES: &str = "stages";
 pub mod ops;
 mod provider;
 pub use ops::OpsMetrics;
+mod tracking;
 pub use provider::{KindMetrics, ProviderMetrics, RetryReason};
+pub use tracking::{LineageMetrics, POLL_RESULTS, PREFETCH_RESULTS, TrackerMetrics};
+
+/// Time to fresh: seconds (emulator) to an hour (a slow CDN; Tencent documents ~5 minutes).
+const TIME_TO_FRESH_BUCKETS: &[f64] = &[
+    0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -360,6 +380,37 @@ impl Metrics {
                 &["dependency"],
             ),
             ops: OpsMetrics::register(&r),
+            time_to_fresh: histogram(
+                &r,
+                "purge_time_to_fresh_seconds",
+                "Per cache key: from the earliest event waiting on it to its purge task seen done at the CDN.",
+                pk,
+                TIME_TO_FRESH_BUCKETS,
+            ),
+            tasks: gauge(
+                &r,
+                "purge_tasks",
+                "Purge tasks by state, cluster-wide (running: pending in Redis; done/failed: totals). Read with max by.",
+                &["provider", "state"],
+            ),
+            task_polls: counter(
+                &r,
+                "purge_task_polls_total",
+                "Purge task status queries by result.",
+                &["provider", "result"],
+            ),
+            prefetches: counter(
+                &r,
+                "purge_prefetches_total",
+                "URLs prefetched after their purge task was done (submitted), or not (quota, rate_limited, error).",
+                &["provider", "result"],
+            ),
+            lineage_write_failures: counter(
+                &r,
+                "purge_lineage_write_failures_total",
+                "Lineage notes for explain not written (busy: writer channel full; redis: write failed); purges are unaffected.",
+                &["reason"],
+            ),
             registry: r,
         };
         m.build_info

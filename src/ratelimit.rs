@@ -150,6 +150,37 @@ impl<C: Clock + Clone> MultiWindow<C> {
     }
 }
 
+/// One provider's windows shared by the stages that spend its call budget (the dispatcher, and
+/// the tracker where status queries count against it). Each caller holds the lock for one
+/// non-blocking check only.
+#[derive(Debug, Clone)]
+pub struct SharedWindows(std::sync::Arc<std::sync::Mutex<MultiWindow>>);
+
+impl SharedWindows {
+    /// Limiters for `limits` on tokio's clock.
+    pub fn new(limits: &[RateLimit]) -> Self {
+        SharedWindows(std::sync::Arc::new(std::sync::Mutex::new(
+            MultiWindow::new(limits),
+        )))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, MultiWindow> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`MultiWindow::try_acquire`].
+    pub fn try_acquire(&self) -> Result<(), Duration> {
+        self.lock().try_acquire()
+    }
+
+    /// [`MultiWindow::ready_at`].
+    pub fn ready_at(&self) -> Option<TokioInstant> {
+        self.lock().ready_at()
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

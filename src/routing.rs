@@ -24,6 +24,8 @@ pub struct DomainRule {
     /// Pending bulk URLs under one directory (never the host root) that are purged as that
     /// directory instead; 0 = never.
     pub dir_escalation: u32,
+    /// Prefetch (warm) the URL at the CDN once its purge task is done.
+    pub prefetch_after_purge: bool,
 }
 
 /// A validated `domains.host` value. Hosts are stored lower-cased and IDNA-encoded (punycode), the
@@ -181,6 +183,8 @@ pub struct Route {
     pub provider: usize,
     /// Strip the query string from the cache key.
     pub ignore_query: bool,
+    /// Prefetch the URL once its purge task is done.
+    pub prefetch: bool,
     /// The domain's `dir_escalation` (0 = off): pending bulk URLs per directory that make one
     /// directory purge worth it.
     pub dir_escalation: u32,
@@ -217,6 +221,7 @@ impl Router {
                 let route = Route {
                     provider,
                     ignore_query: rule.ignore_query,
+                    prefetch: rule.prefetch_after_purge,
                     dir_escalation: rule.dir_escalation,
                     caps: kind.capabilities(),
                     api: kind.as_str(),
@@ -250,6 +255,7 @@ impl Router {
                         host: HostPattern::parse(host).expect("test host pattern is valid"),
                         ignore_query: *ignore_query,
                         dir_escalation: 0,
+                        prefetch_after_purge: false,
                     })
                     .collect();
                 (*kind, rules)

@@ -30,8 +30,10 @@ use crate::metrics::Metrics;
 use crate::provider::{Provider, api};
 use crate::queue_depth::{self, ConnectionSlot};
 use crate::quota::QuotaStore;
+use crate::ratelimit::SharedWindows;
 use crate::ratelimit::shared::SharedRate;
 use crate::routing::Router;
+use crate::tracking;
 
 use supervisor::Supervisor;
 
@@ -96,10 +98,16 @@ impl Worker {
             ControlStore::connect(config.redis.url.expose(), &config.redis.key_prefix)
                 .context("redis.url is not a usable Redis URL")?;
         let http_shutdown = CancellationToken::new();
+        let explainer = tracking::explain::Explainer::connect(
+            config.redis.url.expose(),
+            config.explain_sources(),
+        )
+        .context("redis.url is not a usable Redis URL")?;
         let (http_addr, http_task) = http::serve(
             config.listen,
             metrics.clone(),
             readiness.clone(),
+            Some(explainer),
             http_shutdown.clone(),
         )
         .await
@@ -126,9 +134,15 @@ impl Worker {
         let sessions = crate::ledger::Sessions::default();
         stages.watch("ledger".into(), ledger_task);
         let publisher = Publisher::new(metrics.clone());
+        let (lineage, lineage_task) = lineage_writer(&config, &metrics)?;
+        // Ends once the consumer and the trackers (every handle) are gone.
+        stages.watch("lineage writer".into(), lineage_task);
+        let router = Arc::new(Router::new(
+            config.providers.iter().map(ProviderConfig::routes),
+        ));
         let mut senders = Vec::with_capacity(config.providers.len());
         let mut watched = Vec::with_capacity(config.providers.len());
-        for (p, provider) in config.providers.iter().zip(providers) {
+        for (index, (p, provider)) in config.providers.iter().zip(providers).enumerate() {
             let (tx, rx) = mpsc::channel::<Vec<Incoming>>(DISPATCH_CHANNEL);
             senders.push(tx);
             let (control_tx, control_rx) = watch::channel(Control::default());
@@ -139,6 +153,51 @@ impl Worker {
                 state: state_rx,
                 paused_queue: config.amqp.paused_queue(&p.name),
             });
+            let limiter = SharedWindows::new(&p.rate_limits);
+            let (tracker, tracker_rx) = tracking::TrackerHandle::channel(&p.name);
+            let store = tracking::store::TaskStore::connect(
+                config.redis.url.expose(),
+                &config.redis.key_prefix,
+                &p.name,
+            )
+            .context("redis.url is not a usable Redis URL")?;
+            let tracker_parts = tracking::TrackerParts {
+                name: p.name.clone(),
+                provider: provider.clone(),
+                settings: config.tracking.clone(),
+                store,
+                purge_limiter: limiter.clone(),
+                // Status queries have their own per-action limit where the API says so
+                // (Tencent: 20 req/s per action); the purge windows are the conservative bound.
+                status_limiter: SharedWindows::new(&p.rate_limits),
+                quota: quota.clone(),
+                shared_rate: Arc::new(tokio::sync::Mutex::new(SharedRate::new(
+                    &config.redis.key_prefix,
+                    &p.name,
+                    &p.rate_limits,
+                    config.redis.shared_rate_limits,
+                ))),
+                quota_limits: [p.urls_per_day, p.dirs_per_day],
+                quota_policy: p.quota_policy(),
+                interactive_reserve: p.interactive_reserve,
+                metrics: metrics.tracker(
+                    &p.name,
+                    if provider.capabilities().regex {
+                        &crate::provider::Kind::ALL[..]
+                    } else {
+                        &[crate::provider::Kind::Url, crate::provider::Kind::Dir]
+                    },
+                ),
+                publisher: publisher.clone(),
+                dead_letter_queue: config.amqp.dead_letter_queue.clone(),
+                lineage: lineage.clone(),
+                prefetch: prefetch_parts(p, index, &router, provider.as_ref(), &limiter),
+            };
+            // The tracker stops on the stop token; the dispatcher hands over until it drains.
+            stages.watch(
+                format!("tracker {}", p.name),
+                tracking::spawn(tracker_parts, tracker_rx, stop.clone()),
+            );
             let parts = DispatcherParts {
                 config: p.clone(),
                 provider,
@@ -153,6 +212,8 @@ impl Worker {
                 parking_queue: config.amqp.parking_queue(&p.name),
                 bulk_parking_queue: config.amqp.bulk_parking_queue(&p.name),
                 dead_letter_queue: config.amqp.dead_letter_queue.clone(),
+                limiter,
+                tracker: Some(tracker),
                 shared_rate: SharedRate::new(
                     &config.redis.key_prefix,
                     &p.name,
@@ -203,7 +264,8 @@ impl Worker {
             }
         };
         let ctx = consumer::Consumer {
-            router: Router::new(config.providers.iter().map(ProviderConfig::routes)),
+            router: (*router).clone(),
+            lineage,
             provider_names: config.providers.iter().map(|p| p.name.clone()).collect(),
             config: config.clone(),
             senders,
@@ -276,6 +338,67 @@ async fn drain(
         // whatever is unacked when the connection goes away.
         tracing::debug!(error = %e, "closing the RabbitMQ connection reported an error");
     }
+}
+
+/// The lineage writer for `explain` (its own Redis connection, made lazily).
+fn lineage_writer(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<(tracking::lineage::LineageHandle, JoinHandle<()>)> {
+    let client = redis::Client::open(config.redis.url.expose())
+        .context("redis.url is not a usable Redis URL")?;
+    let c = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1);
+    let conn = client
+        .get_connection_manager_lazy(c)
+        .context("redis.url is not a usable Redis URL")?;
+    Ok(tracking::lineage::spawn_writer(
+        conn,
+        tracking::lineage::LineageKeys::new(&config.redis.key_prefix),
+        tracking::lineage::WriterSettings {
+            ttl: config.tracking.lineage_ttl,
+            events_per_key: config.tracking.lineage_events_per_key,
+        },
+        metrics.lineage(),
+    ))
+}
+
+/// Prefetch after purge for provider `p`, when one of its domains asks for it and its API has
+/// prefetches. Wangsu's prefetches spend the one API budget; Tencent's `PushUrlsCache` has its
+/// own (the purge windows are the conservative bound).
+fn prefetch_parts(
+    p: &crate::config::ProviderConfig,
+    index: usize,
+    router: &Arc<Router>,
+    provider: &dyn Provider,
+    purge_limiter: &SharedWindows,
+) -> Option<tracking::PrefetchParts> {
+    let wanted = p.domains.iter().any(|d| d.prefetch_after_purge);
+    if !wanted || provider.prefetch_per_call() == 0 || p.prefetch_per_day == 0 {
+        return None;
+    }
+    let wangsu = provider.status_shares_purge_budget();
+    Some(tracking::PrefetchParts {
+        router: router.clone(),
+        index,
+        limiter: if wangsu {
+            purge_limiter.clone()
+        } else {
+            SharedWindows::new(&p.rate_limits)
+        },
+        per_day: p.prefetch_per_day,
+        policy: crate::quota::QuotaPolicy {
+            window: if wangsu {
+                crate::quota::QuotaWindow::Rolling24h
+            } else {
+                crate::quota::QuotaWindow::Day
+            },
+            // Tencent counts prefetches per UTC+8 day.
+            utc_offset_secs: 8 * 3600,
+        },
+    })
 }
 
 /// Runs the worker until `shutdown` is cancelled and the drain has finished.

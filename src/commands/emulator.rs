@@ -39,6 +39,15 @@ pub struct EmulatorArgs {
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub requests_per_second: u32,
 
+    /// Purge tasks stay `process` this many milliseconds before they finish (status queries:
+    /// DescribePurgeTasks, GetCdnRefreshLog, GET /cdn/purges/{id}).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub task_delay_ms: u64,
+
+    /// Every Nth purge task (across the APIs) ends failed at the CDN (0 = none).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub task_fail_every: u32,
+
     /// Fault: the first N purge calls answer InternalError (a transient failure).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub fail_first: u32,
@@ -167,6 +176,11 @@ impl EmulatorArgs {
             },
             tencent_v2: self.tencent_v2_limits(),
             wangsu: self.wangsu_limits(),
+            tasks: crate::emulator::TaskModel {
+                delay: Duration::from_millis(self.task_delay_ms),
+                fail_every: self.task_fail_every,
+            },
+            prefetch: crate::emulator::PrefetchLimits::default(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod check;
 pub mod dlq;
 #[cfg(feature = "emulator")]
 pub mod emulator;
+pub mod explain;
 pub mod parked;
 pub mod pause;
 pub mod publish;

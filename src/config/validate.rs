@@ -97,6 +97,16 @@ impl Config {
             )?,
         };
 
+        let t = &raw.tracking;
+        let tracking = crate::tracking::Settings::from_raw(
+            t.poll_interval_ms,
+            t.lineage_ttl_hours,
+            t.lineage_events_per_key,
+            t.lease_ms,
+            t.max_pending,
+        )
+        .map_err(|(key, reason)| invalid(key, reason))?;
+
         if raw.providers.is_empty() {
             return Err(invalid(
                 "providers",
@@ -127,6 +137,7 @@ impl Config {
             listen,
             ingest,
             batching,
+            tracking,
             providers,
         })
     }
@@ -144,6 +155,7 @@ impl Config {
                 domains: vec![RawDomain {
                     host: Some("*".into()),
                     ignore_query: false,
+                    prefetch_after_purge: false,
                     dir_escalation: None,
                 }],
                 ..Default::default()
@@ -287,6 +299,7 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         domains.push(DomainRule {
             host,
             ignore_query: dom.ignore_query,
+            prefetch_after_purge: dom.prefetch_after_purge,
             dir_escalation: u32::try_from(dir_escalation).unwrap_or(u32::MAX),
         });
     }
@@ -303,6 +316,7 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         regex_per_call: per_call("regex_per_call", p.regex_per_call, d.regex_per_call)?,
         urls_per_day: per_day("urls_per_day", p.urls_per_day, d.urls_per_day)?,
         dirs_per_day: per_day("dirs_per_day", p.dirs_per_day, d.dirs_per_day)?,
+        prefetch_per_day: per_day("prefetch_per_day", p.prefetch_per_day, d.prefetch_per_day)?,
         quota_utc_offset_secs,
         quota_window,
         options: parts.options,

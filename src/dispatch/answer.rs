@@ -80,6 +80,10 @@ impl Dispatcher {
         match &result {
             Ok(receipt) => {
                 info!(provider = %name, action, items = n, task_id = %receipt.task_id, "purge accepted");
+                if let Some(tracker) = &self.p.tracker {
+                    let key = &self.core.lanes[lane].key;
+                    tracker.accepted(receipt, key.kind, key.flush, key.headers(), &items);
+                }
             }
             Err(e) => {
                 if matches!(e, ProviderError::Auth { .. }) {

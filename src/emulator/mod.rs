@@ -12,11 +12,15 @@
 //! - `GET /_emulator/rejections` — refused calls ([`RejectedCall`]);
 //! - `POST /_emulator/faults` — replace the faults: `{"fail_first":N,"rate_limit_every":K,
 //!   "latency_ms":MS,"invalid_urls":[…]}` (missing fields mean "off");
-//! - `DELETE /_emulator/requests` — forget both record lists (quotas and rate windows stay).
+//! - `DELETE /_emulator/requests` — forget both record lists (quotas and rate windows stay);
+//! - `GET /_emulator/tasks`, `/_emulator/status_calls`, `/_emulator/prefetches` — purge tasks
+//!   with their final state ([`TaskRecord`], see [`TaskModel`]), status queries and prefetches.
 
 mod state;
+mod tasks;
 mod tencent_v2;
 mod tencent_v3;
+mod tencent_v3_tasks;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
 mod tests;
@@ -38,6 +42,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use state::State;
+pub use tasks::{ApiCall, Phase, PrefetchLimits, TaskModel, TaskRecord};
 pub use tencent_v2::V2Limits;
 pub use wangsu::{
     EMULATOR_WANGSU_ACCESS_KEY, EMULATOR_WANGSU_API_KEY, EMULATOR_WANGSU_SECRET_KEY,
@@ -75,6 +80,10 @@ pub struct EmulatorConfig {
     pub tencent_v2: V2Limits,
     /// Wangsu CDN Pro (`/cdn/purges`), with its own accounts.
     pub wangsu: WangsuLimits,
+    /// How purge tasks progress (delay, failing share) on every API.
+    pub tasks: TaskModel,
+    /// Prefetch allowances (Tencent `PushUrlsCache`, Wangsu `/cdn/prefetches`).
+    pub prefetch: PrefetchLimits,
 }
 
 impl Default for EmulatorConfig {
@@ -89,6 +98,8 @@ impl Default for EmulatorConfig {
             faults: Faults::default(),
             tencent_v2: V2Limits::default(),
             wangsu: WangsuLimits::default(),
+            tasks: TaskModel::default(),
+            prefetch: PrefetchLimits::default(),
         }
     }
 }
@@ -250,6 +261,18 @@ async fn list_rejections(AxumState(shared): AxumState<Arc<Shared>>) -> Json<Vec<
     Json(shared.lock().rejected())
 }
 
+async fn list_tasks(AxumState(shared): AxumState<Arc<Shared>>) -> Json<Vec<TaskRecord>> {
+    Json(shared.lock().tasks.tasks())
+}
+
+async fn list_status_calls(AxumState(shared): AxumState<Arc<Shared>>) -> Json<Vec<ApiCall>> {
+    Json(shared.lock().tasks.status_calls())
+}
+
+async fn list_prefetches(AxumState(shared): AxumState<Arc<Shared>>) -> Json<Vec<ApiCall>> {
+    Json(shared.lock().tasks.prefetches())
+}
+
 async fn clear_requests(AxumState(shared): AxumState<Arc<Shared>>) -> StatusCode {
     shared.lock().clear_records();
     StatusCode::NO_CONTENT
@@ -280,9 +303,17 @@ impl Emulator {
         let router = Router::new()
             .route("/", post(tencent_v3::api))
             .route("/v2/index.php", get(tencent_v2::api).post(tencent_v2::api))
-            .route("/cdn/purges", post(wangsu::create))
             .route("/cdn/purges/{id}", get(wangsu::status))
+            .route("/cdn/purges", post(wangsu::create).get(wangsu::list))
             .route("/cdn/purges/purgeTokens", get(wangsu::purge_tokens))
+            .route("/cdn/prefetches", post(wangsu::prefetch))
+            .route(
+                "/cdn/prefetches/prefetchTokens",
+                get(wangsu::prefetch_tokens),
+            )
+            .route("/_emulator/tasks", get(list_tasks))
+            .route("/_emulator/status_calls", get(list_status_calls))
+            .route("/_emulator/prefetches", get(list_prefetches))
             .route(
                 "/_emulator/requests",
                 get(list_requests).delete(clear_requests),
@@ -329,6 +360,22 @@ impl Emulator {
     /// Refused calls with their error codes, in arrival order.
     pub fn rejected(&self) -> Vec<RejectedCall> {
         self.shared.lock().rejected()
+    }
+
+    /// Every purge task, in acceptance order, with its final state and the polls it got.
+    pub fn tasks(&self) -> Vec<TaskRecord> {
+        self.shared.lock().tasks.tasks()
+    }
+
+    /// Status queries (`DescribePurgeTasks`, `GetCdnRefreshLog`, `GetPurge`, `ListPurges`), in
+    /// arrival order.
+    pub fn status_calls(&self) -> Vec<ApiCall> {
+        self.shared.lock().tasks.status_calls()
+    }
+
+    /// Accepted prefetches (`PushUrlsCache`, `CreatePrefetch`), in arrival order.
+    pub fn prefetches(&self) -> Vec<ApiCall> {
+        self.shared.lock().tasks.prefetches()
     }
 
     /// Replaces the injected faults; counting for `fail_first`/`rate_limit_every` restarts.

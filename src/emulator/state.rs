@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use super::tasks::TaskBook;
 use super::{EmulatorConfig, Faults, RecordedCall, RejectedCall};
 use crate::provider::Kind;
 
@@ -127,6 +128,8 @@ pub(crate) struct State {
     usage: DayQuotas,
     accepted: Vec<RecordedCall>,
     rejected: Vec<RejectedCall>,
+    /// Purge tasks, status queries and prefetches of every API.
+    pub(crate) tasks: TaskBook,
 }
 
 /// The quota day (days since the epoch, UTC+8) containing `now_ms`.
@@ -182,6 +185,44 @@ impl State {
                 Err(Refusal::new("RequestLimitExceeded", message))
             }
         }
+    }
+
+    /// Admits a call of an action with its own per-second limit (Tencent 3.0: every action has
+    /// its own 20 req/s, 228/31719), without counting it towards the purge faults.
+    pub(crate) fn admit_action(
+        &mut self,
+        config: &EmulatorConfig,
+        account: &str,
+        action: &str,
+        now_ms: i64,
+    ) -> Result<(), Refusal> {
+        let key = format!("{account}/{action}");
+        if self
+            .windows
+            .admit(&key, config.requests_per_second, RATE_WINDOW_MS, now_ms)
+        {
+            Ok(())
+        } else {
+            Err(Refusal::new(
+                "RequestLimitExceeded",
+                format!(
+                    "request rate exceeded: at most {} {action} calls per second",
+                    config.requests_per_second
+                ),
+            ))
+        }
+    }
+
+    /// Spends `n` of the account's daily prefetch allowance, or `Err(left)`.
+    pub(crate) fn take_push_quota(
+        &mut self,
+        account: &str,
+        n: u64,
+        limit: u64,
+        now_ms: i64,
+    ) -> Result<(), u64> {
+        self.usage
+            .take(&format!("{account}/push"), Kind::Url, n, limit, now_ms)
     }
 
     /// Counts one purge call that passed auth and the API's own rate limit, and says which

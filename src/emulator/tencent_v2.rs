@@ -318,6 +318,9 @@ fn handle(
     now_ms: i64,
 ) -> Result<Value, V2Refusal> {
     let account = authenticate(shared, method, uri, headers, params, now_ms)?;
+    if action == REFRESH_LOG {
+        return refresh_log(shared, &account, params, now_ms);
+    }
     let Some(kind) = kind else {
         return Err(V2Refusal::common(
             4000,
@@ -372,6 +375,7 @@ fn handle(
     }
     v2.take_quota(&account, kind, items.len() as u64, day_limit, now_ms)?;
     let count = items.len();
+    let items_for_task = items.clone();
     state.record_accepted(RecordedCall {
         action: action.to_string(),
         secret_id: account,
@@ -381,10 +385,78 @@ fn handle(
         wangsu: None,
     });
     let id = task_id();
+    state.tasks.add(
+        &shared.config.tasks,
+        &id,
+        "tencent-v2",
+        items_for_task,
+        now_ms,
+    );
     // RefreshCdnUrl answers `task_id`; RefreshCdnDir `log_id` (seed 000).
     let data = match kind {
         Kind::Url => json!({"count": count, "task_id": id}),
         Kind::Dir | Kind::Regex => json!({"count": count, "log_id": id}),
     };
     Ok(json!({"code": 0, "message": "", "codeDesc": "Success", "data": data}))
+}
+
+/// The status query of the API (214/3948).
+const REFRESH_LOG: &str = "GetCdnRefreshLog";
+
+/// `GetCdnRefreshLog` by `taskId` (214/3948): `data.logs[]` of `{id, host, type, status,
+/// url_list, datetime}` with `status` 1 done, 0 running, negative failed; its own limit of
+/// 1,000 calls per minute. Date-range queries are not emulated.
+fn refresh_log(
+    shared: &Shared,
+    account: &str,
+    params: &Params,
+    now_ms: i64,
+) -> Result<Value, V2Refusal> {
+    let mut state = shared.lock();
+    let mut v2 = shared
+        .v2
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let limits = V2Limits {
+        requests_per_minute: 1000,
+        ..shared.config.tencent_v2.clone()
+    };
+    v2.admit(&limits, &format!("{account}/{REFRESH_LOG}"), now_ms)?;
+    let Some(task_id) = param(params, "taskId") else {
+        return Err(V2Refusal::parameter(
+            "this emulator queries GetCdnRefreshLog by taskId only",
+        ));
+    };
+    let logs: Vec<Value> = match state.tasks.query(REFRESH_LOG, task_id, now_ms) {
+        None => Vec::new(),
+        Some(task) => {
+            let status = match task.phase(now_ms) {
+                super::tasks::Phase::Process => 0,
+                super::tasks::Phase::Done => 1,
+                super::tasks::Phase::Fail => -1,
+            };
+            let host = task
+                .items
+                .first()
+                .and_then(|u| url::Url::parse(u).ok())
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default();
+            let datetime =
+                chrono::DateTime::from_timestamp_millis(task.created_ms + 8 * 3600 * 1000)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default();
+            vec![json!({
+                "id": task.id,
+                "app_id": 1_250_000_000u64,
+                "project_id": 0,
+                "host": host,
+                "type": if task.items.iter().all(|i| i.ends_with('/')) { 1 } else { 0 },
+                "status": status,
+                "url_list": task.items,
+                "datetime": datetime,
+            })]
+        }
+    };
+    Ok(json!({"code": 0, "message": "", "codeDesc": "Success",
+        "data": {"total": logs.len(), "logs": logs}}))
 }

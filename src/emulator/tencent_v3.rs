@@ -1,5 +1,6 @@
 //! The server side of Tencent Cloud API 3.0 for CDN purges: `POST /` with `X-TC-Action`
-//! `PurgeUrlsCache`, `PurgePathCache` or `DescribePurgeQuota`.
+//! `PurgeUrlsCache`, `PurgePathCache`, `DescribePurgeQuota`, and (in `tencent_v3_tasks`)
+//! `DescribePurgeTasks` and `PushUrlsCache`.
 //!
 //! Checks run in the order a client would meet them at the real API: signature and clock
 //! (`AuthFailure.*`), action and version, then for purges the per-account rate limit, injected
@@ -55,6 +56,12 @@ fn answer(response: Value) -> Response {
         response.to_string(),
     )
         .into_response()
+}
+
+/// Adds the `RequestId` to a `{"Response": {…}}` answer.
+fn with_request_id(mut v: Value, id: String) -> Value {
+    v["Response"]["RequestId"] = json!(id);
+    v
 }
 
 fn error_body(refusal: &Refusal) -> Value {
@@ -285,6 +292,18 @@ fn handle(
             "RequestId": request_id(),
         }}));
     }
+    if action == "DescribePurgeTasks" {
+        return super::tencent_v3_tasks::describe_purge_tasks(shared, &account, body, now_ms)
+            .map(|v| with_request_id(v, request_id()));
+    }
+    if action == "PushUrlsCache" {
+        return super::tencent_v3_tasks::push_urls_cache(shared, &account, body, now_ms)
+            .map(|v| with_request_id(v, request_id()))
+            .map(|mut v| {
+                v["Response"]["TaskId"] = json!(task_id(now_ms));
+                v
+            });
+    }
     let Some(params) = params else {
         return Err(Refusal::new(
             "InvalidAction",
@@ -345,7 +364,15 @@ fn handle(
         at_ms: now_ms as f64,
         wangsu: None,
     });
-    Ok(json!({"Response": {"TaskId": task_id(now_ms), "RequestId": request_id()}}))
+    let id = task_id(now_ms);
+    state.tasks.add(
+        &config.tasks,
+        &id,
+        "tencent-v3",
+        params.items.clone(),
+        now_ms,
+    );
+    Ok(json!({"Response": {"TaskId": id, "RequestId": request_id()}}))
 }
 
 #[cfg(test)]

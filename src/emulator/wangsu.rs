@@ -1,5 +1,6 @@
 //! The server side of Wangsu CDN Pro purges (PROVIDERS.md §3): `POST /cdn/purges`,
-//! `GET /cdn/purges/{id}` and `GET /cdn/purges/purgeTokens?target=…`.
+//! `GET /cdn/purges/{id}` and `GET /cdn/purges/purgeTokens?target=…` (the task and prefetch calls
+//! in `wangsu/tasks.rs`).
 //!
 //! `POST` checks run in this order: credentials and clock (401 `AccessDenied`), the customer's
 //! token bucket (429 with `x-rate-limit-retry-after-seconds`; every authenticated call spends a
@@ -14,11 +15,13 @@
 //! documents no code, PROVIDERS.md §3.3), 429 `TooManyRequests` (empty bucket), 400
 //! `InvalidRequestBody`, `InvalidPurgeAction`, `NoPurgeEntries`, `InvalidFileHeader`. Simplified
 //! on purpose: one emulated customer for all accounts, no per-IP bucket for unauthenticated
-//! calls, GETs spend no tokens, every host counts as deployed, and purges finish at once.
+//! calls, every call (GETs too) spends a token, every host counts as deployed, and purges
+//! progress as the emulator's task model says (`emulator::TaskModel`).
 
 mod auth;
 mod body;
 mod state;
+mod tasks;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
 mod tests;
@@ -26,7 +29,7 @@ mod tests;
 use std::sync::{Arc, PoisonError};
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State as AxumState};
+use axum::extract::{Query, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use rand::Rng;
@@ -39,6 +42,7 @@ use super::state::InjectedFault;
 use super::{RecordedCall, RejectedCall, Shared, WangsuRequest, now_ms};
 pub(crate) use state::WangsuState;
 use state::{QuotaClass, Task};
+pub(crate) use tasks::{list, prefetch, prefetch_tokens, status};
 
 /// The username the emulator accepts by default for Wangsu's API-key scheme.
 pub const EMULATOR_WANGSU_USERNAME: &str = "emulator-user";
@@ -273,6 +277,13 @@ pub(crate) async fn create(
                 purge_id: id.clone(),
                 ..request
             };
+            state.tasks.add(
+                &shared.config.tasks,
+                &id,
+                "wangsu",
+                items.clone(),
+                received_ms,
+            );
             state.record_accepted(RecordedCall {
                 action: RECORD_ACTION.into(),
                 secret_id: account,
@@ -316,74 +327,36 @@ pub(crate) async fn create(
     response
 }
 
-/// Authenticates a GET (no token spent, no replay rule) and runs `answer` on the state.
+/// Authenticates a GET, spends one token of the customer's bucket (the API budget covers every
+/// call, status queries included) and runs `answer` on the state.
 fn authenticated_get(
     shared: &Shared,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
-    answer: impl FnOnce(&mut WangsuState, i64) -> Result<Value, Refusal>,
+    answer: impl FnOnce(&mut super::state::State, &mut WangsuState, i64) -> Result<Value, Refusal>,
 ) -> Response {
     let now = now_ms();
     let request_id = random_hex(32);
+    let mut state = shared.lock();
     let mut ws = shared.wangsu.lock().unwrap_or_else(PoisonError::into_inner);
-    let result = auth::authenticate(
-        &shared.config.wangsu,
-        &mut ws,
-        (method, uri, headers, &[]),
-        false,
-        now,
-    )
-    .and_then(|_account| answer(&mut ws, now));
+    let limits = &shared.config.wangsu;
+    let result = auth::authenticate(limits, &mut ws, (method, uri, headers, &[]), false, now)
+        .and_then(|_account| {
+            ws.take_token(limits.api_rate_per_min, limits.api_burst, now)
+                .map_err(|secs| {
+                    Refusal::throttled(
+                        "TooManyRequests",
+                        format!("API rate limit exceeded; retry after {secs} s"),
+                        secs,
+                    )
+                })
+        })
+        .and_then(|_| answer(&mut state, &mut ws, now));
     match result {
         Ok(body) => respond(StatusCode::OK, &request_id, &[], Some(body.to_string())),
         Err(refusal) => refusal_response(&refusal, &request_id),
     }
-}
-
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default()
-}
-
-/// `GET /cdn/purges/{id}`: the purge's status; every purge is finished at once.
-pub(crate) async fn status(
-    AxumState(shared): AxumState<Arc<Shared>>,
-    Path(id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    authenticated_get(&shared, &method, &uri, &headers, |ws, _| {
-        // One emulated customer: every account sees every purge.
-        let task = ws.task(&id).ok_or_else(|| {
-            Refusal::new(
-                StatusCode::NOT_FOUND,
-                "InvalidPurgeTaskId",
-                format!("The purge task '{id}' does not exist."),
-            )
-        })?;
-        let r = &task.request;
-        Ok(json!({
-            "purgeId": r.purge_id,
-            "status": "finished",
-            "successRate": 100,
-            "submissionTime": rfc3339(task.submitted_ms),
-            "finishTime": rfc3339(task.submitted_ms),
-            "action": r.action,
-            "target": r.target,
-            "name": r.name,
-            "fileUrls": r.file_urls,
-            "dirUrls": r.dir_urls,
-            "regexPatterns": r.regex_patterns,
-            "fileHeaders": r.file_headers,
-            "dirHeaders": [],
-            "apiRequestId": task.api_request_id,
-            "customerId": "emulator-customer",
-            "webhook": r.webhook,
-        }))
-    })
 }
 
 /// The query of `GET /cdn/purges/purgeTokens`.
@@ -401,7 +374,7 @@ pub(crate) async fn purge_tokens(
     headers: HeaderMap,
 ) -> Response {
     let limits = &shared.config.wangsu;
-    authenticated_get(&shared, &method, &uri, &headers, |ws, now| {
+    authenticated_get(&shared, &method, &uri, &headers, |_state, ws, now| {
         let target = query.target.as_deref().unwrap_or("production");
         if !matches!(target, "production" | "staging") {
             return Err(Refusal::bad(

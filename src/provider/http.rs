@@ -122,6 +122,27 @@ pub(crate) async fn exchange(
     result
 }
 
+/// Sends a status query or prefetch through [`send`] and maps the answer with `interpret`, like
+/// [`exchange`] does for purges; logs the outcome at debug level (never the body).
+pub(crate) async fn query<T>(
+    request: reqwest::RequestBuilder,
+    action: &'static str,
+    interpret: impl FnOnce(&Answer) -> Result<T, ProviderError>,
+) -> Result<T, ProviderError> {
+    let answer = send(request).await?;
+    let result = interpret(&answer);
+    match &result {
+        Ok(_) => tracing::debug!(action, status = answer.status, "query answered"),
+        Err(e) => tracing::debug!(
+            action,
+            status = answer.status,
+            code = e.code(),
+            "query refused"
+        ),
+    }
+    result
+}
+
 /// A request that could not be built (a body that does not serialize): nothing was sent.
 pub(crate) fn build_error(e: impl fmt::Display) -> ProviderError {
     ProviderError::Transient {

@@ -14,6 +14,7 @@ pub mod api;
 pub(crate) mod http;
 pub mod mac;
 pub mod qcloud_v2;
+pub mod task;
 pub mod tc3;
 pub mod tencent_v2;
 pub mod tencent_v3;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 pub use crate::purge::{Batch, FlushType, Header, Kind};
 pub use http::{MAX_ANSWER_BYTES, MAX_RETRY_AFTER, error_chain};
+pub use task::{PrefetchFuture, StatusFuture, TaskQuery, TaskReport, TaskState};
 
 use crate::quota::QuotaWindow;
 use crate::secret::Secret;
@@ -81,6 +83,8 @@ pub struct Limits {
     pub regex_per_call: usize,
     pub urls_per_day: u64,
     pub dirs_per_day: u64,
+    /// URLs prefetched per day, counted in a ledger of its own; 0 where the API has no prefetch.
+    pub prefetch_per_day: u64,
     /// Seconds east of UTC of the API's day boundary.
     pub quota_utc_offset_secs: i32,
     pub quota_window: QuotaWindow,
@@ -207,6 +211,23 @@ pub trait Provider: Send + Sync + fmt::Debug {
     fn action(&self, kind: Kind) -> &'static str;
     /// Submits one batch. Never retries by itself: the dispatcher owns retries.
     fn purge<'a>(&'a self, batch: &'a Batch) -> PurgeFuture<'a>;
+    /// Asks for the state of a purge task (one request). Clients without a status API refuse.
+    fn task_status<'a>(&'a self, _query: &'a TaskQuery) -> StatusFuture<'a> {
+        Box::pin(async { Err(task::unsupported("task status query")) })
+    }
+    /// Whether status queries spend the same call budget as purges (Wangsu: one API budget for
+    /// every call) rather than one of their own (Tencent: a limit per action).
+    fn status_shares_purge_budget(&self) -> bool {
+        false
+    }
+    /// Prefetches `urls` (one request, within the API's per-call cap).
+    fn prefetch<'a>(&'a self, _urls: &'a [String]) -> PrefetchFuture<'a> {
+        Box::pin(async { Err(task::unsupported("prefetch")) })
+    }
+    /// Most URLs in one prefetch call.
+    fn prefetch_per_call(&self) -> usize {
+        0
+    }
 }
 
 /// The refusal for a regex batch sent to a provider without regex purges. Routing validation

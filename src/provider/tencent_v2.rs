@@ -57,6 +57,8 @@ pub const DEFAULTS: Limits = Limits {
     regex_per_call: 1,
     urls_per_day: 10_000,
     dirs_per_day: 100,
+    // API 2.0 has no prefetch.
+    prefetch_per_day: 0,
     quota_utc_offset_secs: 8 * 3600,
     quota_window: QuotaWindow::Day,
 };
@@ -260,6 +262,13 @@ impl Provider for TencentV2 {
         );
         Box::pin(self.call(batch).instrument(span))
     }
+
+    fn task_status<'a>(
+        &'a self,
+        query: &'a crate::provider::TaskQuery,
+    ) -> crate::provider::StatusFuture<'a> {
+        Box::pin(self.status(query))
+    }
 }
 
 /// The API's answer envelope, as far as it could be read.
@@ -449,6 +458,8 @@ pub fn classify(code: i64, code_desc: &str, message: &str) -> ProviderError {
         _ => transient(code_s, message_s),
     }
 }
+
+pub mod status;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report

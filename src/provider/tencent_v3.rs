@@ -49,6 +49,8 @@ pub const DEFAULTS: Limits = Limits {
     regex_per_call: 1,
     urls_per_day: 10_000,
     dirs_per_day: 100,
+    // PushUrlsCache: 1,000 URLs per day per region (field-notes-2).
+    prefetch_per_day: 1000,
     quota_utc_offset_secs: 8 * 3600,
     quota_window: QuotaWindow::Day,
 };
@@ -186,6 +188,21 @@ impl Provider for TencentV3 {
             kind = %batch.kind,
         );
         Box::pin(self.call(batch).instrument(span))
+    }
+
+    fn task_status<'a>(
+        &'a self,
+        query: &'a crate::provider::TaskQuery,
+    ) -> crate::provider::StatusFuture<'a> {
+        Box::pin(self.status(query))
+    }
+
+    fn prefetch<'a>(&'a self, urls: &'a [String]) -> crate::provider::PrefetchFuture<'a> {
+        Box::pin(self.push(urls))
+    }
+
+    fn prefetch_per_call(&self) -> usize {
+        status::PREFETCH_PER_CALL
     }
 }
 
@@ -327,6 +344,8 @@ pub fn classify(code: &str, message: &str) -> ProviderError {
         maybe_applied: false,
     }
 }
+
+pub mod status;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report

@@ -81,6 +81,8 @@ pub const DEFAULTS: Limits = Limits {
     regex_per_call: 2,
     urls_per_day: 5000,
     dirs_per_day: 20,
+    // prefetchQuota: 5,000 per rolling 24 hours (field-notes-2).
+    prefetch_per_day: 5000,
     quota_utc_offset_secs: 0,
     quota_window: QuotaWindow::Rolling24h,
 };
@@ -374,9 +376,29 @@ impl Provider for Wangsu {
         );
         Box::pin(self.call(batch).instrument(span))
     }
+
+    fn task_status<'a>(
+        &'a self,
+        query: &'a crate::provider::TaskQuery,
+    ) -> crate::provider::StatusFuture<'a> {
+        Box::pin(self.status(query))
+    }
+
+    fn status_shares_purge_budget(&self) -> bool {
+        true
+    }
+
+    fn prefetch<'a>(&'a self, urls: &'a [String]) -> crate::provider::PrefetchFuture<'a> {
+        Box::pin(self.prefetch_urls(urls))
+    }
+
+    fn prefetch_per_call(&self) -> usize {
+        status::PREFETCH_PER_CALL
+    }
 }
 
 mod answer;
+pub mod status;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report

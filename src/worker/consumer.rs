@@ -39,6 +39,8 @@ const STATUS_EVERY: Duration = Duration::from_millis(250);
 /// The consumer's state; owned by the supervisor task.
 pub(super) struct Consumer {
     pub router: Router,
+    /// Where each accepted event's keys are noted for `explain`.
+    pub lineage: crate::tracking::lineage::LineageHandle,
     pub provider_names: Vec<String>,
     pub config: Config,
     pub senders: Vec<mpsc::Sender<Vec<Incoming>>>,
@@ -294,6 +296,11 @@ impl Consumer {
         let origin = Arc::new(Origin {
             id: ev.id,
             source: ev.source,
+        });
+        self.lineage.note(crate::tracking::lineage::Note::Event {
+            origin: origin.clone(),
+            at: crate::tracking::unix_ms(),
+            keys: items.iter().map(|it| it.key.clone()).collect(),
         });
         let mut per_provider: Vec<Vec<Incoming>> = vec![Vec::new(); self.senders.len()];
         // One shared copy of the event's headers for all its file purges.

@@ -35,6 +35,8 @@ const QUIET_ALERTS: &[&str] = &[
     "PurgeStalled",
     "PurgeQuotaExhaustionPredicted",
     "PurgeLaneParked",
+    "PurgeTasksFailingAtCdn",
+    "PurgeTimeToFreshSlow",
     "PurgeInteractiveParked",
 ];
 /// The alert the live worker's dead letter must trigger.

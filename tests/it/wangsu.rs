@@ -378,3 +378,59 @@ async fn a_429_retry_after_is_honoured() {
     env.cleanup().await;
     emu.shutdown().await;
 }
+
+/// A Wangsu task that ends under 100 % is purged again with its `fileHeaders`; when that fails
+/// too, the keys are dead-lettered as `purge_failed_at_cdn` (and counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_task_is_purged_again_with_its_file_headers() {
+    let emu = emulator(EmulatorConfig {
+        tasks: purge_worker::emulator::TaskModel {
+            delay: std::time::Duration::from_millis(200),
+            fail_every: 1,
+        },
+        ..Default::default()
+    })
+    .await;
+    let mut env = TestEnv::new("wangsu-repurge").await;
+    let config = env.config(
+        &[ProviderSpec {
+            name: "ws".into(),
+            endpoint: emu.endpoint(),
+            extra: fast_wangsu(),
+            domains: vec![("www.example.com".into(), false)],
+        }],
+        "max_linger_ms = 100\n[tracking]\npoll_interval_ms = 200\nlease_ms = 2000\n",
+    );
+    let w = Running::start(config).await;
+    env.publish_json(&json!({"urls": ["https://www.example.com/h.js"], "headers": [{"name": "X-Device", "value": "mobile"}]}))
+        .await;
+    wait_until("purged twice, then dead-lettered", TIMEOUT, || {
+        let env = &env;
+        let emu = &emu;
+        async move { emu.accepted().len() >= 2 && env.ready(&env.dlq).await >= 1 }
+    })
+    .await;
+    let calls = emu.accepted();
+    assert_eq!(calls.len(), 2, "one re-purge only");
+    for c in &calls {
+        assert_eq!(
+            shape(c).2,
+            vec![header("x-device", "mobile")],
+            "the re-purge carries the task's fileHeaders"
+        );
+    }
+    let dead = env.drain(&env.dlq).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1.as_deref(), Some("purge_failed_at_cdn"));
+    assert_eq!(
+        w.worker
+            .metrics
+            .dead_letters
+            .with_label_values(&["purge_failed_at_cdn"])
+            .get(),
+        1
+    );
+    w.stop().await;
+    env.cleanup().await;
+    emu.shutdown().await;
+}

@@ -157,3 +157,23 @@ fn item_host(item: &str) -> Option<String> {
         _ => wangsu_rules::regex_host(item),
     }
 }
+
+/// A status or prefetch answer: the JSON body (`null` when empty) of a 2xx, else the classified
+/// error (404 `InvalidPurgeTaskId` included, as an item error).
+pub(super) fn interpret_query(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<serde_json::Value, ProviderError> {
+    if (200..300).contains(&status) {
+        if body.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        return serde_json::from_slice(body)
+            .map_err(|_| http::malformed(format!("HTTP {status} answer is not JSON")));
+    }
+    match interpret(status, headers, body, &[]) {
+        Err(e) => Err(e),
+        Ok(_) => Err(http::malformed(format!("HTTP {status}"))),
+    }
+}
