@@ -314,6 +314,25 @@ impl ProviderConfig {
         }
     }
 
+    /// What its dispatcher needs of it.
+    pub fn dispatch_limits(&self) -> crate::dispatch::Limits {
+        crate::dispatch::Limits {
+            name: self.name.clone(),
+            kind: self.kind,
+            urls_per_call: self.urls_per_call,
+            dirs_per_call: self.dirs_per_call,
+            regex_per_call: self.regex_per_call,
+            urls_per_day: self.urls_per_day,
+            dirs_per_day: self.dirs_per_day,
+            quota: self.quota_policy(),
+            retry: self.retry,
+            max_in_flight: self.max_in_flight,
+            max_attempts: self.max_attempts,
+            interactive_reserve: self.interactive_reserve,
+            escalates: self.domains.iter().any(|d| d.dir_escalation > 0),
+        }
+    }
+
     /// What routing needs of it: its API family and its hosts.
     pub fn routes(&self) -> (ProviderKind, &[DomainRule]) {
         (self.kind, &self.domains)

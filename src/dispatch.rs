@@ -10,10 +10,12 @@
 //! governor spaces them. governor paces each replica burst-free and keeps it from asking Redis for
 //! grants it could not use; the script is the authority across replicas.
 
+mod admit;
 mod answer;
 mod control;
 mod core;
 mod decide;
+mod limits;
 mod publish;
 
 use std::sync::Arc;
@@ -26,14 +28,13 @@ use tracing::{info, warn};
 use crate::amqp::Publisher;
 use crate::cache_key::CacheKey;
 use crate::coalesce::{HeaderSet, Origin, PendingItem, escalate};
-use crate::config::ProviderConfig;
 use crate::event::Priority;
 use crate::http::Readiness;
 use crate::ledger::{DeliveryId, LedgerHandle, Sessions};
 use crate::metrics::{Metrics, ProviderMetrics};
 use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
 use crate::quota::QuotaWindow;
-use crate::quota::{Admission, QuotaStore, Reservation, Want, bulk_limit, unix_now};
+use crate::quota::{QuotaStore, Reservation, bulk_limit, unix_now};
 use crate::ratelimit::SharedWindows;
 use crate::ratelimit::shared::SharedRate;
 
@@ -41,6 +42,7 @@ pub use self::control::{Control, DispatchState};
 pub use self::core::AUTH_PROBE_INTERVAL;
 use self::core::{Core, Next, Settings, later};
 use self::decide::RetryPolicy;
+pub use self::limits::Limits;
 
 /// Input messages taken at once before batches are formed (bounds the time between pumps).
 const MAX_DRAIN_PER_PUMP: usize = 4096;
@@ -67,7 +69,7 @@ pub struct Incoming {
 /// Everything a dispatcher needs, injected.
 #[derive(Clone)]
 pub struct DispatcherParts {
-    pub config: ProviderConfig,
+    pub limits: Limits,
     pub provider: Arc<dyn Provider>,
     pub quota: QuotaStore,
     pub ledger: LedgerHandle,
@@ -157,19 +159,19 @@ pub fn spawn(
     let provider = parts.provider.clone();
     let m = parts
         .metrics
-        .provider(&parts.config.name, kinds, |k| provider.action(k));
+        .provider(&parts.limits.name, kinds, |k| provider.action(k));
     for ((gauge, reserve), limit) in m
         .quota_limit
         .iter()
         .zip(&m.quota_reserve_left)
-        .zip([parts.config.urls_per_day, parts.config.dirs_per_day])
+        .zip([parts.limits.urls_per_day, parts.limits.dirs_per_day])
     {
         gauge.set(limit.min(i64::MAX as u64) as i64);
         // Until the first reservation reads the window: the whole reserve.
-        let kept = limit - bulk_limit(limit, parts.config.interactive_reserve);
+        let kept = limit - bulk_limit(limit, parts.limits.interactive_reserve);
         reserve.set(kept.min(i64::MAX as u64) as i64);
     }
-    let c = &parts.config;
+    let c = &parts.limits;
     let caps = parts.provider.capabilities();
     let settings = Settings {
         linger: parts.linger,
@@ -182,9 +184,7 @@ pub fn spawn(
         url_flush: caps.url_flush_type,
         dir_flush: caps.dir_flush_type,
         escalation_min_urls: c
-            .domains
-            .iter()
-            .any(|d| d.dir_escalation > 0)
+            .escalates
             .then(|| escalate::min_urls(c.urls_per_day, c.dirs_per_day))
             .flatten(),
     };
@@ -203,7 +203,7 @@ pub fn spawn(
         release: None,
         pause_parking: 0,
     };
-    let span = tracing::info_span!("dispatcher", provider = %d.p.config.name, kind = d.p.config.kind.as_str());
+    let span = tracing::info_span!("dispatcher", provider = %d.p.limits.name, kind = d.p.limits.kind.as_str());
     tokio::spawn(tracing::Instrument::instrument(d.run(input), span))
 }
 
@@ -251,7 +251,7 @@ impl Dispatcher {
                     // accounting can no longer be trusted: die, so the supervisor ends the
                     // process and the broker redelivers what was not acked.
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    Err(e) => warn!(provider = %self.p.config.name, error = %e, "dispatcher task failed"),
+                    Err(e) => warn!(provider = %self.p.limits.name, error = %e, "dispatcher task failed"),
                 },
                 msg = input.recv(), if input_open => match msg {
                     Some(items) => {
@@ -282,7 +282,7 @@ impl Dispatcher {
                 },
                 _ = sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {}
                 _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
-                    warn!(provider = %self.p.config.name, items = self.core.items(),
+                    warn!(provider = %self.p.limits.name, items = self.core.items(),
                         "drain deadline reached; unfinished items stay unacked and will be redelivered");
                     break;
                 }
@@ -323,7 +323,7 @@ impl Dispatcher {
             let sessions = self.p.sessions.clone();
             let dropped = self.core.prune(|d| sessions.is_live(d));
             if dropped > 0 {
-                info!(provider = %self.p.config.name, items = dropped,
+                info!(provider = %self.p.limits.name, items = dropped,
                     "dropped items only deliveries of a lost channel waited for; the broker redelivers them");
             }
         }
@@ -386,124 +386,6 @@ impl Dispatcher {
         }
     }
 
-    /// Asks the admission script for a batch (interactive items first, as [`Core::next`] forms
-    /// it): one script checks the cluster-wide rate windows and grants each class its part of the
-    /// quota; what is not granted is given back, a class that got nothing parks (bulk alone when
-    /// only its share is spent), and a full cluster-wide window makes the batch wait.
-    async fn admit(&mut self, lane: usize, mut items: Vec<PendingItem>, now: Instant) -> Admit {
-        let kind = self.core.lanes[lane].key.kind.quota_kind();
-        let c = &self.p.config;
-        let limit = c.per_day(kind);
-        let interactive = items
-            .iter()
-            .take_while(|i| i.priority == Priority::Interactive)
-            .count();
-        let want = Want {
-            interactive: interactive as u64,
-            bulk: (items.len() - interactive) as u64,
-            bulk_limit: bulk_limit(limit, c.interactive_reserve),
-        };
-        let now_unix = unix_now();
-        let policy = c.quota_policy();
-        let admitted = self
-            .p
-            .quota
-            .admit(
-                &mut self.p.shared_rate,
-                &c.name,
-                kind,
-                limit,
-                want,
-                now_unix,
-                policy,
-            )
-            .await;
-        let r = match admitted {
-            Err(e) => {
-                self.p.metrics.quota_errors.inc();
-                warn!(provider = %c.name, error = %e, "cannot reach Redis for a call grant; holding calls (fail closed)");
-                self.core.restore(lane, items, now);
-                self.core.hold(later(now, QUOTA_RETRY));
-                return Admit::Next;
-            }
-            Ok(Admission::Wait(wait)) => {
-                // Other replicas took the window (or the provider asked everyone to wait): try
-                // again when it frees, with a little jitter so replicas do not ask in lockstep.
-                let jitter = Duration::from_micros(rand::random::<u64>() % 5_000);
-                let at = later(later(now, wait), jitter);
-                self.shared_ready_at = Some(at);
-                self.core.restore(lane, items, now);
-                self.rate_waiting_since.get_or_insert(now);
-                self.wake(at);
-                return Admit::Wait;
-            }
-            Ok(Admission::Reserved(r)) => r,
-        };
-        let q = kind.index();
-        self.m.quota_used[q].set(r.used.min(i64::MAX as u64) as i64);
-        let reserve_left = limit.saturating_sub(r.used.max(want.bulk_limit));
-        self.m.quota_reserve_left[q].set(reserve_left.min(i64::MAX as u64) as i64);
-        let until = r.free_at.max(now_unix + 1);
-        let granted_i = r.granted - r.granted_bulk;
-        if granted_i == 0 && want.interactive > 0 {
-            self.park(kind, Priority::Interactive, until, now, now_unix);
-        }
-        if r.granted_bulk == 0 && want.bulk > 0 {
-            self.park(kind, Priority::Bulk, until, now, now_unix);
-        }
-        if r.granted == 0 {
-            self.core.restore(lane, items, now);
-            return Admit::Next;
-        }
-        // Keep the granted head of each class; give the rest back.
-        let mut bulk = items.split_off(interactive);
-        let rest_bulk = bulk.split_off(r.granted_bulk as usize);
-        let mut rest = items.split_off(granted_i as usize);
-        rest.extend(rest_bulk);
-        items.extend(bulk);
-        if !rest.is_empty() {
-            self.core.give_back(lane, rest, now);
-        }
-        Admit::Send(Armed {
-            lane,
-            items,
-            reservation: r,
-        })
-    }
-
-    /// Parks a class of a quota kind (its lanes' items of that class move to the parking queue
-    /// on the next pump).
-    fn park(&mut self, kind: Kind, priority: Priority, until: i64, now: Instant, now_unix: i64) {
-        if !self.core.park_class(kind, priority, until, now, now_unix) {
-            return;
-        }
-        let at = chrono::DateTime::from_timestamp(until, 0).map(|d| d.to_rfc3339());
-        let window = self.p.config.quota_window.as_str();
-        let provider = &self.p.config.name;
-        match priority {
-            Priority::Interactive => {
-                warn!(%provider, kind = %kind, until = at.as_deref().unwrap_or("?"), window,
-                "quota spent: this kind is parked until quota comes back; its items move to the parking queue")
-            }
-            Priority::Bulk => {
-                info!(%provider, kind = %kind, until = at.as_deref().unwrap_or("?"), window,
-                reserve = self.p.config.interactive_reserve,
-                "bulk share of the quota spent: bulk items of this kind wait in the bulk parking queue; interactive items keep flowing")
-            }
-        }
-    }
-
-    /// Parks every class of a quota kind (the provider says the quota is spent).
-    fn park_all(&mut self, kind: Kind, until: i64, now: Instant, now_unix: i64) {
-        if !self.core.park(kind, until, now, now_unix) {
-            return;
-        }
-        let at = chrono::DateTime::from_timestamp(until, 0).map(|d| d.to_rfc3339());
-        warn!(provider = %self.p.config.name, kind = %kind, until = at.as_deref().unwrap_or("?"),
-            window = self.p.config.quota_window.as_str(),
-            "the provider says the quota is spent: this kind is parked until quota comes back; its items move to the parking queue");
-    }
-
     /// Sends an armed batch: the in-process permit was just granted.
     fn send(&mut self, a: Armed, now: Instant) {
         if let Some(since) = self.rate_waiting_since.take() {
@@ -558,15 +440,15 @@ impl Dispatcher {
             let cap = lanes()
                 .map(|l| l.cap)
                 .max()
-                .unwrap_or(self.p.config.per_call(kind));
+                .unwrap_or(self.p.limits.per_call(kind));
             m.batch_limit.set(cap as i64);
             let oldest = lanes().filter_map(|l| l.oldest_since()).min();
             m.oldest_pending
                 .set(oldest.map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64()));
             // A calendar day always has a reset ahead; a rolling window frees up when a parked
             // kind's `until` comes (nothing to wait for otherwise).
-            let reset = match self.p.config.quota_window {
-                QuotaWindow::Day => Some(self.p.config.quota_policy().next_reset(now_unix)),
+            let reset = match self.p.limits.quota_window() {
+                QuotaWindow::Day => Some(self.p.limits.quota_policy().next_reset(now_unix)),
                 QuotaWindow::Rolling24h => self.core.parked_until_unix(kind),
             };
             m.quota_reset

@@ -199,7 +199,7 @@ impl Worker {
                 tracking::spawn(tracker_parts, tracker_rx, stop.clone()),
             );
             let parts = DispatcherParts {
-                config: p.clone(),
+                limits: p.dispatch_limits(),
                 provider,
                 quota: quota.clone(),
                 ledger: ledger.clone(),

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 use super::*;
 use crate::cache_key::CacheKey;
+use crate::provider::{FlushType, Header, Kind};
 
 fn key(s: &str) -> CacheKey {
     CacheKey::from_normalized(s)

@@ -13,7 +13,7 @@ use crate::quota::{Reservation, unix_now};
 impl Dispatcher {
     pub(super) async fn refund(&self, reservation: &Reservation, n: usize) {
         if let Err(e) = self.p.quota.refund(reservation, n as u64).await {
-            warn!(provider = %self.p.config.name, error = %e, "quota refund failed; the window's count stays higher than used");
+            warn!(provider = %self.p.limits.name, error = %e, "quota refund failed; the window's count stays higher than used");
         }
     }
 
@@ -61,7 +61,7 @@ impl Dispatcher {
         result: Result<Receipt, ProviderError>,
         elapsed: Duration,
     ) {
-        let name = self.p.config.name.clone();
+        let name = self.p.limits.name.clone();
         let kind = self.core.lanes[lane].key.kind;
         let action = self.p.provider.action(kind);
         let n = items.len();
@@ -121,13 +121,13 @@ impl Dispatcher {
     /// take turns hitting the provider's limit.
     async fn share_backoff(&self, wait: Duration) {
         if let Err(e) = self.p.quota.hold_provider(&self.p.shared_rate, wait).await {
-            warn!(provider = %self.p.config.name, error = %e,
+            warn!(provider = %self.p.limits.name, error = %e,
                 "could not share the provider's rate-limit answer with other replicas");
         }
     }
 
     async fn apply(&mut self, effect: Effect) {
-        let name = self.p.config.name.clone();
+        let name = self.p.limits.name.clone();
         match effect {
             Effect::Done(waiters) => self.p.ledger.done(waiters).await,
             Effect::DeadLetter {
@@ -138,7 +138,7 @@ impl Dispatcher {
                 message,
             } => self.spawn_dead_letter(lane, items, error, &code, &message),
             Effect::QuotaExhausted { kind } => {
-                let c = &self.p.config;
+                let c = &self.p.limits;
                 let policy = c.quota_policy();
                 let now_unix = unix_now();
                 let until = match self

@@ -33,7 +33,7 @@ pub struct DispatchState {
 impl Dispatcher {
     /// Applies the operator's latest [`Control`].
     pub(super) async fn apply_control(&mut self, c: Control) {
-        let name = self.p.config.name.clone();
+        let name = self.p.limits.name.clone();
         if self.core.set_paused(c.paused) {
             self.m.paused.set(i64::from(c.paused));
             if c.paused {

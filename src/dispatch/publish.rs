@@ -55,7 +55,7 @@ impl Dispatcher {
             return;
         }
         let key = self.core.lanes[lane].key.clone();
-        let name = self.p.config.name.clone();
+        let name = self.p.limits.name.clone();
         if let Some(m) = self.m.kind(key.kind) {
             for it in &items {
                 m.failed[it.priority.index()].inc();
@@ -121,7 +121,7 @@ impl Dispatcher {
         let mut headers = FieldTable::default();
         headers.insert(
             "x-purge-provider".into(),
-            AMQPValue::LongString(LongString::from(self.p.config.name.clone())),
+            AMQPValue::LongString(LongString::from(self.p.limits.name.clone())),
         );
         headers.insert(
             "x-purge-priority".into(),
