@@ -15,6 +15,7 @@ mod control;
 mod core;
 mod decide;
 mod publish;
+mod sync;
 
 use std::sync::Arc;
 
@@ -31,7 +32,7 @@ use crate::event::Priority;
 use crate::http::Readiness;
 use crate::ledger::{DeliveryId, LedgerHandle, Sessions};
 use crate::metrics::{Metrics, ProviderMetrics};
-use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
+use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, ProviderQuota, Receipt};
 use crate::quota::QuotaWindow;
 use crate::quota::{Admission, QuotaStore, Reservation, Want, bulk_limit, unix_now};
 use crate::ratelimit::MultiWindow;
@@ -39,6 +40,7 @@ use crate::ratelimit::shared::SharedRate;
 
 pub use self::control::{Control, DispatchState};
 pub use self::core::AUTH_PROBE_INTERVAL;
+pub use self::sync::QuotaSync;
 use self::core::{Core, Next, Settings, later};
 use self::decide::RetryPolicy;
 
@@ -122,6 +124,8 @@ enum Outcome {
         pause: bool,
         failed: Vec<PendingItem>,
     },
+    /// The provider's own quota figures ([`sync`]).
+    Quota(Result<ProviderQuota, ProviderError>),
 }
 
 /// A batch granted by the admission script, with its quota reserved, waiting only for the
@@ -183,7 +187,12 @@ pub fn spawn(
             .then(|| escalate::min_urls(c.urls_per_day, c.dirs_per_day))
             .flatten(),
     };
+    let sync = sync::SyncState::new(
+        parts.provider.quota_action().is_some(),
+        [parts.config.urls_per_day, parts.config.dirs_per_day],
+    );
     let d = Dispatcher {
+        sync,
         epoch: parts.sessions.epoch(),
         p: parts,
         m,
@@ -223,6 +232,8 @@ struct Dispatcher {
     release: Option<u64>,
     /// Items in moves to the paused queue under way.
     pause_parking: usize,
+    /// Following the provider's own quota figures.
+    sync: sync::SyncState,
 }
 
 impl Dispatcher {
@@ -233,12 +244,14 @@ impl Dispatcher {
         let mut control_open = true;
         loop {
             self.pump().await;
+            self.maybe_sync();
             self.update_gauges();
             self.publish_state();
             if !input_open && self.core.is_idle() && self.armed.is_none() {
                 break;
             }
             let wake = self.wake_at;
+            let sync_at = self.sync.wake_at().filter(|_| input_open);
             tokio::select! {
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => match joined {
                     Ok(outcome) => self.handle(outcome).await,
@@ -276,6 +289,7 @@ impl Dispatcher {
                     Err(_) => control_open = false,
                 },
                 _ = sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {}
+                _ = sleep_until(sync_at.unwrap_or_else(far_future)), if sync_at.is_some() => {}
                 _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                     warn!(provider = %self.p.config.name, items = self.core.items(),
                         "drain deadline reached; unfinished items stay unacked and will be redelivered");
@@ -387,8 +401,8 @@ impl Dispatcher {
     /// only its share is spent), and a full cluster-wide window makes the batch wait.
     async fn admit(&mut self, lane: usize, mut items: Vec<PendingItem>, now: Instant) -> Admit {
         let kind = self.core.lanes[lane].key.kind.quota_kind();
+        let limit = self.limit(kind);
         let c = &self.p.config;
-        let limit = c.per_day(kind);
         let interactive = items
             .iter()
             .take_while(|i| i.priority == Priority::Interactive)
@@ -524,6 +538,7 @@ impl Dispatcher {
                 .collect(),
             headers: key.headers().to_vec(),
         };
+        self.sync.in_flight[key.kind.quota_kind().index()] += a.items.len() as u64;
         let provider = self.p.provider.clone();
         self.tasks.spawn(async move {
             let start = Instant::now();

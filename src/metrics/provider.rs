@@ -79,6 +79,8 @@ pub struct ProviderMetrics {
     pub quota_limit: [IntGauge; 2],
     /// `purge_quota_reserve_left` by quota kind (url, dir).
     pub quota_reserve_left: [IntGauge; 2],
+    /// `purge_quota_drift` by quota kind (url, dir).
+    pub quota_drift: [IntGauge; 2],
     /// `purge_escalations_total`.
     pub escalations: IntCounter,
     retries: [IntCounter; 4],
@@ -158,6 +160,7 @@ impl Metrics {
             quota_used: quota(&self.quota_used),
             quota_limit: quota(&self.quota_limit),
             quota_reserve_left: quota(&self.quota_reserve_left),
+            quota_drift: quota(&self.quota_drift),
             escalations: self.escalations.with_label_values(&[name]),
             retries: RetryReason::ALL.map(|r| self.retries.with_label_values(&[name, r.as_str()])),
             auth_failures: self.auth_failures.with_label_values(&[name]),

@@ -62,6 +62,15 @@ impl Endpoint {
         }
         request.body(signed.body)
     }
+
+    /// A GET of `url` (on this endpoint's host) with exactly the signed headers.
+    pub fn get(&self, url: url::Url, headers: Vec<(&'static str, String)>) -> reqwest::RequestBuilder {
+        let mut request = self.client.get(url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request
+    }
 }
 
 /// One signed POST, ready to send: the body bytes and the headers that sign them. The body is
@@ -118,6 +127,26 @@ pub(crate) async fn exchange(
                 .unwrap_or(""),
             "purge refused"
         ),
+    }
+    result
+}
+
+/// A read-only call (a quota query): sends `request` through [`send`], maps the answer with the
+/// API's `interpret`, and logs a refusal at debug level (never the body).
+pub(crate) async fn query<T>(
+    request: reqwest::RequestBuilder,
+    action: &'static str,
+    interpret: impl FnOnce(&Answer) -> Result<T, ProviderError>,
+) -> Result<T, ProviderError> {
+    let answer = send(request).await?;
+    let result = interpret(&answer);
+    if let Err(e) = &result {
+        tracing::debug!(
+            action,
+            status = answer.status,
+            code = e.code(),
+            "quota query refused"
+        );
     }
     result
 }

@@ -35,7 +35,7 @@ use super::http::{self, CallLog, Endpoint, SignedPost};
 use super::wangsu_sign::{self, AKSK_AUTH_METHOD, AkSkInput};
 use super::{
     Account, Batch, Capabilities, FlushType, Header, Kind, Limits, Provider, ProviderError,
-    PurgeFuture, Receipt,
+    PurgeFuture, QuotaFuture, Receipt,
 };
 use crate::quota::QuotaWindow;
 
@@ -374,9 +374,19 @@ impl Provider for Wangsu {
         );
         Box::pin(self.call(batch).instrument(span))
     }
+
+    fn quota_action(&self) -> Option<&'static str> {
+        Some(quota::ACTION_TOKENS)
+    }
+
+    fn quota(&self) -> Option<QuotaFuture<'_>> {
+        let span = tracing::debug_span!("wangsu.quota", provider = %self.endpoint.name);
+        Some(Box::pin(self.read_tokens().instrument(span)))
+    }
 }
 
 mod answer;
+mod quota;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is the test failure report
