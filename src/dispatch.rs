@@ -40,9 +40,9 @@ use crate::ratelimit::shared::SharedRate;
 
 pub use self::control::{Control, DispatchState};
 pub use self::core::AUTH_PROBE_INTERVAL;
-pub use self::sync::QuotaSync;
 use self::core::{Core, Next, Settings, later};
 use self::decide::RetryPolicy;
+pub use self::sync::QuotaSync;
 
 /// Input messages taken at once before batches are formed (bounds the time between pumps).
 const MAX_DRAIN_PER_PUMP: usize = 4096;

@@ -125,7 +125,11 @@ pub(super) fn kind_parts(
     let (secret_id, secret_key, options) = match kind {
         ProviderKind::TencentV3 => {
             let (id, key) = tencent_credentials(p)?;
-            (id, key, ApiSettings::TencentV3(tencent_v3::Settings { quota_area }))
+            (
+                id,
+                key,
+                ApiSettings::TencentV3(tencent_v3::Settings { quota_area }),
+            )
         }
         ProviderKind::TencentV2 => {
             let (id, key) = tencent_credentials(p)?;

@@ -3,9 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::bounds::{
-    DEFAULT_QUOTA_SYNC_INTERVAL_MS, MIN_QUOTA_SYNC_INTERVAL_MS, in_range, millis,
-};
+use super::bounds::{DEFAULT_QUOTA_SYNC_INTERVAL_MS, MIN_QUOTA_SYNC_INTERVAL_MS, in_range, millis};
 use super::env::{from_env, literal_or_env};
 use super::*;
 use crate::routing::HostPattern;

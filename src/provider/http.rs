@@ -64,7 +64,11 @@ impl Endpoint {
     }
 
     /// A GET of `url` (on this endpoint's host) with exactly the signed headers.
-    pub fn get(&self, url: url::Url, headers: Vec<(&'static str, String)>) -> reqwest::RequestBuilder {
+    pub fn get(
+        &self,
+        url: url::Url,
+        headers: Vec<(&'static str, String)>,
+    ) -> reqwest::RequestBuilder {
         let mut request = self.client.get(url);
         for (name, value) in headers {
             request = request.header(name, value);

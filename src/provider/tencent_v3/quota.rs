@@ -56,7 +56,8 @@ fn element(
         if e.area.as_deref() != Some(area) {
             continue;
         }
-        let (Some(total), Some(available)) = (figure(e.total.as_ref()), figure(e.available.as_ref()))
+        let (Some(total), Some(available)) =
+            (figure(e.total.as_ref()), figure(e.available.as_ref()))
         else {
             return Err(http::malformed(format!(
                 "{list} of area {area}: Total and Available must be integers from 0 to {MAX_QUOTA_FIGURE}"
@@ -120,9 +121,11 @@ mod tests {
         assert_eq!(q.urls.unwrap().used(0), 0);
         assert_eq!(q.dirs, None, "no PathPurge element for that area");
 
-        let huge = br#"{"Response":{"UrlPurge":[{"Total":1e30,"Available":-1,"Area":"mainland"}]}}"#;
+        let huge =
+            br#"{"Response":{"UrlPurge":[{"Total":1e30,"Available":-1,"Area":"mainland"}]}}"#;
         assert!(interpret(200, huge, "mainland").is_err());
-        let err = br#"{"Response":{"Error":{"Code":"ResourceNotFound.CdnUserNotExists","Message":"x"}}}"#;
+        let err =
+            br#"{"Response":{"Error":{"Code":"ResourceNotFound.CdnUserNotExists","Message":"x"}}}"#;
         assert!(matches!(
             interpret(200, err, "mainland"),
             Err(ProviderError::Auth { .. })

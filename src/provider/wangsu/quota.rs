@@ -113,7 +113,11 @@ mod tests {
         let h = reqwest::header::HeaderMap::new();
         let q = interpret(200, &h, br#"{"filePurgeTokens":200,"dirPurgeTokens":7}"#).unwrap();
         assert_eq!(q.urls.unwrap().used(5000), 4800);
-        assert_eq!(q.dirs.unwrap().used(5), 0, "more tokens than the limit is no use");
+        assert_eq!(
+            q.dirs.unwrap().used(5),
+            0,
+            "more tokens than the limit is no use"
+        );
         for bad in [
             &br#"{"filePurgeTokens":-1,"dirPurgeTokens":7}"#[..],
             br#"{"filePurgeTokens":1e300,"dirPurgeTokens":7}"#,
