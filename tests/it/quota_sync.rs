@@ -199,3 +199,76 @@ async fn the_raise_script_never_lowers_a_counter() {
         store.reset("p", now).await.unwrap();
     }
 }
+
+/// `purge-worker check` on `toml_text`: exit code and stdout + stderr.
+fn check(toml_text: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("purge-worker.toml");
+    std::fs::write(&path, toml_text).expect("write config");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_purge-worker"))
+        .args(["check", "--config", path.to_str().expect("utf-8 path")])
+        .env_remove("PURGE_WORKER_CONFIG")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run purge-worker");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.code(), text)
+}
+
+fn one_provider(kind: &str, lines: &str) -> String {
+    format!(
+        "[[providers]]\nname = \"p\"\n{}{lines}\n[[providers.domains]]\nhost = \"www.example.com\"\n",
+        kind_lines(kind)
+    )
+}
+
+#[test]
+fn check_says_how_each_provider_follows_its_quota() {
+    let (code, text) = check(&one_provider(
+        "tencent-v3",
+        "quota_area = \"overseas\"\nurls_per_day = 500",
+    ));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(
+            "quota sync: DescribePurgeQuota (area overseas) at start and every 300000 ms"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("urls_per_day as configured, dirs_per_day follows the provider's Total"),
+        "{text}"
+    );
+    let (code, text) = check(&one_provider("tencent-v2", ""));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("quota sync: none: API 2.0 has no quota query"),
+        "{text}"
+    );
+    let (code, text) = check(&one_provider("wangsu", "quota_sync_interval_ms = 60000"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("quota sync: purgeTokens (target production) at start and every 60000 ms"),
+        "{text}"
+    );
+
+    let (code, text) = check(&one_provider("tencent-v3", "quota_area = \"moon\""));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("quota_area") && text.contains("\"mainland\" or \"overseas\""),
+        "{text}"
+    );
+    let (code, text) = check(&one_provider("wangsu", "quota_area = \"mainland\""));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("is a tencent-v3 setting"), "{text}");
+    let (code, text) = check(&one_provider("tencent-v3", "quota_sync_interval_ms = 10"));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("quota_sync_interval_ms") && text.contains("between 1000 and 86400000"),
+        "{text}"
+    );
+}
