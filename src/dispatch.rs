@@ -188,7 +188,10 @@ pub fn spawn(
             .flatten(),
     };
     let sync = sync::SyncState::new(
-        parts.provider.quota_action().is_some(),
+        parts
+            .provider
+            .quota_action()
+            .map(|action| parts.metrics.quota_query(&parts.config.name, action)),
         [parts.config.urls_per_day, parts.config.dirs_per_day],
     );
     let d = Dispatcher {

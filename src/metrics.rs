@@ -122,7 +122,7 @@ pub const READY_STAGES: &str = "stages";
 pub mod ops;
 mod provider;
 pub use ops::OpsMetrics;
-pub use provider::{KindMetrics, ProviderMetrics, RetryReason};
+pub use provider::{KindMetrics, ProviderMetrics, QuotaQueryMetrics, RetryReason};
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

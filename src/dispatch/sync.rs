@@ -20,6 +20,7 @@ use tokio::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::{Dispatcher, Outcome, later};
+use crate::metrics::QuotaQueryMetrics;
 use crate::provider::{Kind, ProviderError, ProviderQuota};
 use crate::quota::unix_now;
 
@@ -46,7 +47,6 @@ impl Default for QuotaSync {
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 /// The dispatcher's sync state.
-#[derive(Debug)]
 pub(super) struct SyncState {
     /// When the next query is due (`None`: the API has no quota call).
     pub next_at: Option<Instant>,
@@ -56,15 +56,19 @@ pub(super) struct SyncState {
     pub in_flight: [u64; 2],
     /// The limit reserved against, by quota kind: the configured one or the adopted `Total`.
     pub limits: [u64; 2],
+    /// The query's call metrics (`None`: the API has no quota call).
+    metrics: Option<QuotaQueryMetrics>,
 }
 
 impl SyncState {
-    pub(super) fn new(supported: bool, limits: [u64; 2]) -> Self {
+    /// `metrics` are the query's, when the API has one.
+    pub(super) fn new(metrics: Option<QuotaQueryMetrics>, limits: [u64; 2]) -> Self {
         SyncState {
-            next_at: supported.then(Instant::now),
+            next_at: metrics.as_ref().map(|_| Instant::now()),
             busy: false,
             in_flight: [0; 2],
             limits,
+            metrics,
         }
     }
 
@@ -83,7 +87,9 @@ impl Dispatcher {
         }
         self.sync.busy = true;
         let provider = self.p.provider.clone();
+        let metrics = self.sync.metrics.clone();
         self.tasks.spawn(async move {
+            let start = Instant::now();
             let result = match provider.quota() {
                 Some(query) => query.await,
                 None => Err(ProviderError::InvalidItems {
@@ -92,6 +98,13 @@ impl Dispatcher {
                     items: None,
                 }),
             };
+            if let Some(m) = metrics {
+                m.duration.observe(start.elapsed().as_secs_f64());
+                let label = result
+                    .as_ref()
+                    .map_or_else(ProviderError::result_label, |_| "ok");
+                m.api(label).inc();
+            }
             Outcome::Quota(result)
         });
     }

@@ -184,3 +184,30 @@ mod tests {
         );
     }
 }
+
+/// The series of a provider's quota query (`purge_api_requests_total` and
+/// `purge_api_request_duration_seconds` with the query's `action`).
+#[derive(Clone)]
+pub struct QuotaQueryMetrics {
+    api: [IntCounter; 5],
+    pub duration: Histogram,
+}
+
+impl QuotaQueryMetrics {
+    /// `purge_api_requests_total` of the query by result label (unknown labels count as
+    /// `permanent_error`).
+    pub fn api(&self, result: &str) -> &IntCounter {
+        let i = API_RESULTS.iter().position(|r| *r == result).unwrap_or(4);
+        &self.api[i]
+    }
+}
+
+impl Metrics {
+    /// Resolves the quota query's handles of provider `name`, whose query is named `action`.
+    pub fn quota_query(&self, name: &str, action: &str) -> QuotaQueryMetrics {
+        QuotaQueryMetrics {
+            api: API_RESULTS.map(|r| self.api_requests.with_label_values(&[name, action, r])),
+            duration: self.api_duration.with_label_values(&[name, action]),
+        }
+    }
+}

@@ -83,6 +83,13 @@ async fn spend_elsewhere_is_followed_and_the_worker_purges_only_what_is_left() {
         metric(&m, "purge_quota_drift{kind=\"dir\",provider=\"cdn\"}"),
         0.0
     );
+    assert!(
+        metric(
+            &m,
+            "purge_api_requests_total{action=\"DescribePurgeQuota\",provider=\"cdn\",result=\"ok\"}"
+        ) >= 1.0,
+        "the quota query is counted like every call: {m}"
+    );
     w.stop().await;
     env.cleanup().await;
 }
