@@ -193,6 +193,9 @@ pub struct RawProvider {
     pub max_in_flight: Option<usize>,
     pub max_attempts: Option<u32>,
     pub interactive_reserve: Option<f64>,
+    pub quota_sync_interval_ms: Option<u64>,
+    /// tencent-v3: which `Area` of `DescribePurgeQuota` the account spends.
+    pub quota_area: Option<String>,
     /// tencent-v2: `POST` (default) or `GET`.
     pub http_method: Option<String>,
     /// tencent-v2: `HmacSHA1` (default) or `HmacSHA256`.
@@ -298,6 +301,8 @@ pub struct ProviderConfig {
     pub max_attempts: u32,
     /// Share of every quota window bulk items never spend (0 to 0.9).
     pub interactive_reserve: f64,
+    /// How the ledger follows the provider's own quota figures.
+    pub quota_sync: crate::dispatch::QuotaSync,
     pub domains: Vec<DomainRule>,
 }
 
@@ -330,6 +335,7 @@ impl ProviderConfig {
             max_attempts: self.max_attempts,
             interactive_reserve: self.interactive_reserve,
             escalates: self.domains.iter().any(|d| d.dir_escalation > 0),
+            quota_sync: self.quota_sync,
         }
     }
 

@@ -17,6 +17,7 @@ mod core;
 mod decide;
 mod limits;
 mod publish;
+mod sync;
 
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ use crate::event::Priority;
 use crate::http::Readiness;
 use crate::ledger::{DeliveryId, LedgerHandle, Sessions};
 use crate::metrics::{Metrics, ProviderMetrics};
-use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, Receipt};
+use crate::provider::{Batch, FlushType, Kind, Provider, ProviderError, ProviderQuota, Receipt};
 use crate::quota::QuotaWindow;
 use crate::quota::{QuotaStore, Reservation, bulk_limit, unix_now};
 use crate::ratelimit::SharedWindows;
@@ -43,6 +44,7 @@ pub use self::core::AUTH_PROBE_INTERVAL;
 use self::core::{Core, Next, Settings, later};
 use self::decide::RetryPolicy;
 pub use self::limits::Limits;
+pub use self::sync::QuotaSync;
 
 /// Input messages taken at once before batches are formed (bounds the time between pumps).
 const MAX_DRAIN_PER_PUMP: usize = 4096;
@@ -129,6 +131,8 @@ enum Outcome {
         pause: bool,
         failed: Vec<PendingItem>,
     },
+    /// The provider's own quota figures ([`sync`]).
+    Quota(Result<ProviderQuota, ProviderError>),
 }
 
 /// A batch granted by the admission script, with its quota reserved, waiting only for the
@@ -188,7 +192,15 @@ pub fn spawn(
             .then(|| escalate::min_urls(c.urls_per_day, c.dirs_per_day))
             .flatten(),
     };
+    let sync = sync::SyncState::new(
+        parts
+            .provider
+            .quota_action()
+            .map(|action| parts.metrics.quota_query(&parts.limits.name, action)),
+        [parts.limits.urls_per_day, parts.limits.dirs_per_day],
+    );
     let d = Dispatcher {
+        sync,
         epoch: parts.sessions.epoch(),
         p: parts,
         m,
@@ -228,6 +240,8 @@ struct Dispatcher {
     release: Option<u64>,
     /// Items in moves to the paused queue under way.
     pause_parking: usize,
+    /// Following the provider's own quota figures.
+    sync: sync::SyncState,
 }
 
 impl Dispatcher {
@@ -238,12 +252,14 @@ impl Dispatcher {
         let mut control_open = true;
         loop {
             self.pump().await;
+            self.maybe_sync();
             self.update_gauges();
             self.publish_state();
             if !input_open && self.core.is_idle() && self.armed.is_none() {
                 break;
             }
             let wake = self.wake_at;
+            let sync_at = self.sync.wake_at().filter(|_| input_open);
             tokio::select! {
                 Some(joined) = self.tasks.join_next(), if !self.tasks.is_empty() => match joined {
                     Ok(outcome) => self.handle(outcome).await,
@@ -281,6 +297,7 @@ impl Dispatcher {
                     Err(_) => control_open = false,
                 },
                 _ = sleep_until(wake.unwrap_or_else(far_future)), if wake.is_some() => {}
+                _ = sleep_until(sync_at.unwrap_or_else(far_future)), if sync_at.is_some() => {}
                 _ = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                     warn!(provider = %self.p.limits.name, items = self.core.items(),
                         "drain deadline reached; unfinished items stay unacked and will be redelivered");
@@ -411,6 +428,7 @@ impl Dispatcher {
                 .collect(),
             headers: key.headers().to_vec(),
         };
+        self.sync.in_flight[key.kind.quota_kind().index()] += a.items.len() as u64;
         let provider = self.p.provider.clone();
         self.tasks.spawn(async move {
             let start = Instant::now();

@@ -73,6 +73,9 @@ pub struct Metrics {
     /// `purge_quota_reserve_left{provider,kind}`: what is left of the interactive reserve in the
     /// current window (`limit − max(used, bulk limit)`), as of the last reservation.
     pub quota_reserve_left: IntGaugeVec,
+    /// `purge_quota_drift{provider,kind}`: at the last quota sync, the provider's own figure of
+    /// the window's use minus ours (positive: other tools spent the account's quota).
+    pub quota_drift: IntGaugeVec,
     /// `purge_build_info{version}` = 1.
     pub build_info: IntGaugeVec,
     /// `purge_amqp_publish_seconds`: dead-letter and parking publishes, confirm included.
@@ -133,7 +136,7 @@ pub mod ops;
 mod provider;
 pub use ops::OpsMetrics;
 mod tracking;
-pub use provider::{KindMetrics, ProviderMetrics, RetryReason};
+pub use provider::{KindMetrics, ProviderMetrics, QuotaQueryMetrics, RetryReason};
 pub use tracking::{LineageMetrics, POLL_RESULTS, PREFETCH_RESULTS, TrackerMetrics};
 
 /// Time to fresh: seconds (emulator) to an hour (a slow CDN; Tencent documents ~5 minutes).
@@ -340,6 +343,12 @@ impl Metrics {
                 &r,
                 "purge_quota_reserve_left",
                 "Units of the interactive reserve left in the current quota window.",
+                &["provider", "kind"],
+            ),
+            quota_drift: gauge(
+                &r,
+                "purge_quota_drift",
+                "At the last quota sync: the provider's own use of the window minus the ledger's.",
                 &["provider", "kind"],
             ),
             build_info: gauge(

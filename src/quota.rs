@@ -19,13 +19,22 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
-use self::lua::{EXHAUST_LUA, REFUND_LUA, RESERVE_LUA, ROLLING_REFUND_LUA, ROLLING_RESERVE_LUA};
+use self::lua::{
+    EXHAUST_LUA, RAISE_LUA, REFUND_LUA, RESERVE_LUA, ROLLING_RAISE_LUA, ROLLING_REFUND_LUA,
+    ROLLING_RESERVE_LUA,
+};
 use crate::purge::Kind;
 
 mod lua;
 
 mod admit;
 pub use admit::Admission;
+
+mod raise;
+pub use raise::Raised;
+
+/// The largest count a raise sets (2^53: Lua's numbers are doubles, exact up to there).
+const MAX_COUNT: u64 = 1 << 53;
 
 const SECS_PER_DAY: i64 = 86_400;
 /// Bucket width of the rolling window.
@@ -169,6 +178,8 @@ pub struct QuotaStore {
     exhaust: Script,
     rolling_reserve: Script,
     rolling_refund: Script,
+    raise: Script,
+    rolling_raise: Script,
     admit: admit::AdmitScripts,
 }
 
@@ -206,6 +217,8 @@ impl QuotaStore {
             exhaust: Script::new(EXHAUST_LUA),
             rolling_reserve: Script::new(ROLLING_RESERVE_LUA),
             rolling_refund: Script::new(ROLLING_REFUND_LUA),
+            raise: Script::new(RAISE_LUA),
+            rolling_raise: Script::new(ROLLING_RAISE_LUA),
             admit: admit::AdmitScripts::new(),
         })
     }

@@ -77,13 +77,30 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             p.retry.max().as_millis(),
             p.max_attempts,
         );
+        let every = p.quota_sync.interval.as_millis();
+        let adopt = |q: usize, key: &str| {
+            if p.quota_sync.adopt_total[q] {
+                format!("{key} follows the provider's Total")
+            } else {
+                format!("{key} as configured")
+            }
+        };
+        let adopted = format!("{}, {}", adopt(0, "urls_per_day"), adopt(1, "dirs_per_day"));
         match &p.options {
-            ApiSettings::TencentV3(_) => {}
-            ApiSettings::TencentV2(s) => out!(
-                "  {} requests signed with {}",
-                s.http_method.as_str(),
-                s.signature_method.as_str()
+            ApiSettings::TencentV3(s) => out!(
+                "  quota sync: DescribePurgeQuota (area {}) at start and every {every} ms raises the ledger to the provider's figure; {adopted}",
+                s.quota_area
             ),
+            ApiSettings::TencentV2(s) => {
+                out!(
+                    "  {} requests signed with {}",
+                    s.http_method.as_str(),
+                    s.signature_method.as_str()
+                );
+                out!(
+                    "  quota sync: none: API 2.0 has no quota query, so the ledger counts only this worker's own spending (spend by other tools shows up as the provider's quota refusals)"
+                );
+            }
             ApiSettings::Wangsu(s) => out!(
                 "  {} auth, target {}, {} regex/call{}{}",
                 s.auth.as_str(),
@@ -98,6 +115,12 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
                     .map(|n| format!(", task name `{n}`"))
                     .unwrap_or_default(),
             ),
+        }
+        if let ApiSettings::Wangsu(s) = &p.options {
+            out!(
+                "  quota sync: purgeTokens (target {}) at start and every {every} ms raises the ledger to the provider's figure; the limits stay as configured (purgeTokens names no total)",
+                s.target
+            );
         }
         for d in &p.domains {
             out!(

@@ -23,6 +23,10 @@ pub const MAX_IN_FLIGHT: usize = 10_000;
 pub const MAX_ATTEMPTS: u32 = 1000;
 /// Largest `batching.max_event_bytes`: RabbitMQ's own hard ceiling on a message (512 MiB).
 pub const MAX_EVENT_BYTES: usize = 512 << 20;
+/// `quota_sync_interval_ms` unless configured (5 minutes).
+pub const DEFAULT_QUOTA_SYNC_INTERVAL_MS: u64 = 300_000;
+/// Shortest `quota_sync_interval_ms`: the quota query spends the API's rate budget too.
+pub const MIN_QUOTA_SYNC_INTERVAL_MS: u64 = 1_000;
 
 /// `value` (or `default` when unset) if it lies in `min..=max`, else an error naming `key` and
 /// the allowed range.

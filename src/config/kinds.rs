@@ -80,6 +80,22 @@ pub(super) fn kind_parts(
             "tencent-v2",
         )?;
     }
+    if kind != ProviderKind::TencentV3 {
+        reject(at, "quota_area", &p.quota_area, kind, "tencent-v3")?;
+    }
+    let quota_area = match p.quota_area.take() {
+        None => tencent_v3::DEFAULT_QUOTA_AREA.to_string(),
+        Some(a) if matches!(a.as_str(), "mainland" | "overseas") => a,
+        Some(a) => {
+            return Err(invalid(
+                at("quota_area"),
+                format!(
+                    "`{}` is not an Area of DescribePurgeQuota: use \"mainland\" or \"overseas\" (where the account's domains are accelerated)",
+                    a.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+    };
     if kind != ProviderKind::Wangsu {
         for (key, v) in [
             ("auth_scheme", &p.auth_scheme),
@@ -109,7 +125,11 @@ pub(super) fn kind_parts(
     let (secret_id, secret_key, options) = match kind {
         ProviderKind::TencentV3 => {
             let (id, key) = tencent_credentials(p)?;
-            (id, key, ApiSettings::TencentV3(tencent_v3::Settings {}))
+            (
+                id,
+                key,
+                ApiSettings::TencentV3(tencent_v3::Settings { quota_area }),
+            )
         }
         ProviderKind::TencentV2 => {
             let (id, key) = tencent_credentials(p)?;

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::bounds::{in_range, millis};
+use super::bounds::{DEFAULT_QUOTA_SYNC_INTERVAL_MS, MIN_QUOTA_SYNC_INTERVAL_MS, in_range, millis};
 use super::env::{from_env, literal_or_env};
 use super::*;
 use crate::routing::HostPattern;
@@ -314,6 +314,15 @@ fn provider_from_raw(i: usize, mut p: RawProvider) -> Result<ProviderConfig, Con
         urls_per_call: per_call("urls_per_call", p.urls_per_call, d.urls_per_call)?,
         dirs_per_call: per_call("dirs_per_call", p.dirs_per_call, d.dirs_per_call)?,
         regex_per_call: per_call("regex_per_call", p.regex_per_call, d.regex_per_call)?,
+        quota_sync: crate::dispatch::QuotaSync {
+            interval: millis(
+                &at("quota_sync_interval_ms"),
+                p.quota_sync_interval_ms,
+                DEFAULT_QUOTA_SYNC_INTERVAL_MS,
+                MIN_QUOTA_SYNC_INTERVAL_MS,
+            )?,
+            adopt_total: [p.urls_per_day.is_none(), p.dirs_per_day.is_none()],
+        },
         urls_per_day: per_day("urls_per_day", p.urls_per_day, d.urls_per_day)?,
         dirs_per_day: per_day("dirs_per_day", p.dirs_per_day, d.dirs_per_day)?,
         prefetch_per_day: per_day("prefetch_per_day", p.prefetch_per_day, d.prefetch_per_day)?,

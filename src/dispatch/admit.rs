@@ -23,8 +23,8 @@ impl Dispatcher {
         now: Instant,
     ) -> Admit {
         let kind = self.core.lanes[lane].key.kind.quota_kind();
+        let limit = self.limit(kind);
         let c = &self.p.limits;
-        let limit = c.per_day(kind);
         let interactive = items
             .iter()
             .take_while(|i| i.priority == Priority::Interactive)

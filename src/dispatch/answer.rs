@@ -26,9 +26,12 @@ impl Dispatcher {
                 result,
                 elapsed,
             } => {
+                let q = self.core.lanes[lane].key.kind.quota_kind().index();
+                self.sync.in_flight[q] = self.sync.in_flight[q].saturating_sub(items.len() as u64);
                 self.handle_call(lane, items, reservation, result, elapsed)
                     .await
             }
+            Outcome::Quota(result) => self.synced(result).await,
             Outcome::Published {
                 lane,
                 done,

@@ -30,6 +30,8 @@ pub struct Limits {
     pub interactive_reserve: f64,
     /// Whether any of its domains escalates bulk URLs to directory purges.
     pub escalates: bool,
+    /// How the ledger follows the provider's own quota figures.
+    pub quota_sync: super::QuotaSync,
 }
 
 impl Limits {

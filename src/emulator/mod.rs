@@ -383,6 +383,26 @@ impl Emulator {
         self.shared.lock().set_faults(faults);
     }
 
+    /// Tencent API 3.0: spends `n` of today's `kind` quota of `secret_id` as another tool of the
+    /// same account would (the console, tccli, another team's script). `DescribePurgeQuota`
+    /// shows it; the worker's ledger learns of it only from there.
+    pub fn spend_elsewhere(&self, secret_id: &str, kind: crate::provider::Kind, n: u64) {
+        self.shared
+            .lock()
+            .spend_elsewhere(secret_id, kind.quota_kind(), n, now_ms());
+    }
+
+    /// Wangsu: spends `n` entries of `target`'s rolling `kind` quota as another tool of the same
+    /// customer would; `purgeTokens` shows it.
+    pub fn wangsu_spend_elsewhere(&self, target: &str, kind: crate::provider::Kind, n: u64) {
+        let mut ws = self
+            .shared
+            .wangsu
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        ws.spend_elsewhere(target, kind, n, now_ms());
+    }
+
     /// Stops accepting connections and waits (up to a few seconds) for open ones to finish.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();

@@ -300,6 +300,15 @@ impl State {
         self.usage.available(account, kind, limit, now_ms)
     }
 
+    /// Spends up to `n` of today's quota as another tool of the same account would (the console,
+    /// tccli): what the worker's ledger does not know about until it reads the provider's figure.
+    pub(crate) fn spend_elsewhere(&mut self, account: &str, kind: Kind, n: u64, now_ms: i64) {
+        let left = self.usage.available(account, kind, u64::MAX, now_ms);
+        let _ = self
+            .usage
+            .take(account, kind, n.min(left), u64::MAX, now_ms);
+    }
+
     /// Spends `n` of today's quota, or refuses the whole call if fewer are left (Tencent does
     /// not partially accept a batch).
     pub(crate) fn take_quota(

@@ -4,8 +4,10 @@
 //!
 //! Checks run in the order a client would meet them at the real API: signature and clock
 //! (`AuthFailure.*`), action and version, then for purges the per-account rate limit, injected
-//! faults, parameters, the per-call cap, the "invalid URL" fault and the daily quota. Every answer
-//! is HTTP 200 with the real JSON envelope, because that is what the client has to cope with.
+//! faults, parameters, the per-call cap, the "invalid URL" fault and the daily quota. The quota
+//! query meets no injected fault and is not recorded: faults and records are about purges. Every
+//! answer is HTTP 200 with the real JSON envelope, because that is what the client has to cope
+//! with.
 
 use std::sync::Arc;
 
@@ -197,7 +199,11 @@ pub(crate) async fn api(
         _ => None,
     };
     let params = kind.map(|k| purge_params(k, &body));
-    let gateway = {
+    // The quota query is no purge call: injected faults and the call records are about purges.
+    let quota_query = action == "DescribePurgeQuota";
+    let gateway = if quota_query {
+        None
+    } else {
         let mut state = shared.lock();
         let answer = state.gateway_429();
         if answer.is_some() {
@@ -231,6 +237,7 @@ pub(crate) async fn api(
         let mut state = shared.lock();
         let response = match result {
             Ok(response) => response,
+            Err(refusal) if quota_query => error_body(&refusal),
             Err(refusal) => {
                 state.record_rejected(RejectedCall {
                     action: action.clone(),

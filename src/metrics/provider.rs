@@ -79,6 +79,8 @@ pub struct ProviderMetrics {
     pub quota_limit: [IntGauge; 2],
     /// `purge_quota_reserve_left` by quota kind (url, dir).
     pub quota_reserve_left: [IntGauge; 2],
+    /// `purge_quota_drift` by quota kind (url, dir).
+    pub quota_drift: [IntGauge; 2],
     /// `purge_escalations_total`.
     pub escalations: IntCounter,
     retries: [IntCounter; 4],
@@ -158,6 +160,7 @@ impl Metrics {
             quota_used: quota(&self.quota_used),
             quota_limit: quota(&self.quota_limit),
             quota_reserve_left: quota(&self.quota_reserve_left),
+            quota_drift: quota(&self.quota_drift),
             escalations: self.escalations.with_label_values(&[name]),
             retries: RetryReason::ALL.map(|r| self.retries.with_label_values(&[name, r.as_str()])),
             auth_failures: self.auth_failures.with_label_values(&[name]),
@@ -179,5 +182,32 @@ mod tests {
             labels,
             ["rate_limited", "transient", "batch_too_large", "isolate"]
         );
+    }
+}
+
+/// The series of a provider's quota query (`purge_api_requests_total` and
+/// `purge_api_request_duration_seconds` with the query's `action`).
+#[derive(Clone)]
+pub struct QuotaQueryMetrics {
+    api: [IntCounter; 5],
+    pub duration: Histogram,
+}
+
+impl QuotaQueryMetrics {
+    /// `purge_api_requests_total` of the query by result label (unknown labels count as
+    /// `permanent_error`).
+    pub fn api(&self, result: &str) -> &IntCounter {
+        let i = API_RESULTS.iter().position(|r| *r == result).unwrap_or(4);
+        &self.api[i]
+    }
+}
+
+impl Metrics {
+    /// Resolves the quota query's handles of provider `name`, whose query is named `action`.
+    pub fn quota_query(&self, name: &str, action: &str) -> QuotaQueryMetrics {
+        QuotaQueryMetrics {
+            api: API_RESULTS.map(|r| self.api_requests.with_label_values(&[name, action, r])),
+            duration: self.api_duration.with_label_values(&[name, action]),
+        }
     }
 }

@@ -62,6 +62,19 @@ impl Endpoint {
         }
         request.body(signed.body)
     }
+
+    /// A GET of `url` (on this endpoint's host) with exactly the signed headers.
+    pub fn get(
+        &self,
+        url: url::Url,
+        headers: Vec<(&'static str, String)>,
+    ) -> reqwest::RequestBuilder {
+        let mut request = self.client.get(url);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request
+    }
 }
 
 /// One signed POST, ready to send: the body bytes and the headers that sign them. The body is
@@ -122,8 +135,9 @@ pub(crate) async fn exchange(
     result
 }
 
-/// Sends a status query or prefetch through [`send`] and maps the answer with `interpret`, like
-/// [`exchange`] does for purges; logs the outcome at debug level (never the body).
+/// A read-only call (a status query, a prefetch, a quota query): sends `request` through [`send`],
+/// maps the answer with `interpret`, like [`exchange`] does for purges; logs the outcome at debug
+/// level (never the body).
 pub(crate) async fn query<T>(
     request: reqwest::RequestBuilder,
     action: &'static str,

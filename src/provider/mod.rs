@@ -202,6 +202,48 @@ pub enum UrlRules {
 pub type PurgeFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Receipt, ProviderError>> + Send + 'a>>;
 
+/// One quota kind's figure as the provider reports it, bounded by [`MAX_QUOTA_FIGURE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaFigure {
+    /// The window's allowance, when the API says it (Tencent `Total`; Wangsu does not).
+    pub total: Option<u64>,
+    /// What is left of the window now (Tencent `Available`, Wangsu `filePurgeTokens`).
+    pub available: u64,
+}
+
+impl QuotaFigure {
+    /// What the provider counts as spent: its total (or `limit` when it names none) minus what is
+    /// left, never below zero.
+    pub fn used(&self, limit: u64) -> u64 {
+        self.total.unwrap_or(limit).saturating_sub(self.available)
+    }
+}
+
+/// The provider's own quota figures, by quota kind; `None` for a kind the answer did not cover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProviderQuota {
+    pub urls: Option<QuotaFigure>,
+    pub dirs: Option<QuotaFigure>,
+}
+
+impl ProviderQuota {
+    /// The figure of a quota kind (regex purges spend the directory one).
+    pub fn figure(&self, kind: Kind) -> Option<QuotaFigure> {
+        match kind {
+            Kind::Url => self.urls,
+            Kind::Dir | Kind::Regex => self.dirs,
+        }
+    }
+}
+
+/// Largest quota figure read from a provider (10^9 units a day): anything larger is not a
+/// figure this account can have, and the answer is treated as malformed.
+pub const MAX_QUOTA_FIGURE: u64 = 1_000_000_000;
+
+/// The boxed future of a quota query.
+pub type QuotaFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ProviderQuota, ProviderError>> + Send + 'a>>;
+
 /// One CDN purge API. Implementations are cheap to share (`Arc<dyn Provider>`) and make exactly
 /// one HTTP request per `purge` call, signed afresh, with connect and request timeouts.
 pub trait Provider: Send + Sync + fmt::Debug {
@@ -227,6 +269,16 @@ pub trait Provider: Send + Sync + fmt::Debug {
     /// Most URLs in one prefetch call.
     fn prefetch_per_call(&self) -> usize {
         0
+    }
+    /// The API action that reads the account's own quota figures (the `action` label), when the
+    /// API has one.
+    fn quota_action(&self) -> Option<&'static str> {
+        None
+    }
+    /// Reads the account's own quota figures (one signed request through the one HTTP path);
+    /// `None` when the API has no such call (tencent-v2).
+    fn quota(&self) -> Option<QuotaFuture<'_>> {
+        None
     }
 }
 

@@ -20,7 +20,8 @@ use tracing::Instrument;
 use super::http::{self, CallLog, Endpoint, SignedPost};
 use super::tc3;
 use super::{
-    Account, Batch, Capabilities, Kind, Limits, Provider, ProviderError, PurgeFuture, Receipt,
+    Account, Batch, Capabilities, Kind, Limits, Provider, ProviderError, PurgeFuture, QuotaFuture,
+    Receipt,
 };
 use crate::quota::QuotaWindow;
 
@@ -55,14 +56,28 @@ pub const DEFAULTS: Limits = Limits {
     quota_window: QuotaWindow::Day,
 };
 
-/// What only API 3.0 would take: nothing yet. It exists so that every API family is built the
-/// same way, from an [`Account`] and its own settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Settings {}
+/// What only API 3.0 takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Which `Area` of `DescribePurgeQuota` this account spends (`quota_area`).
+    pub quota_area: String,
+}
+
+/// The `quota_area` unless configured.
+pub const DEFAULT_QUOTA_AREA: &str = "mainland";
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            quota_area: DEFAULT_QUOTA_AREA.to_string(),
+        }
+    }
+}
 
 /// A Tencent Cloud API 3.0 CDN account. Cheap to share; holds a pooled HTTP client.
 pub struct TencentV3 {
     endpoint: Endpoint,
+    quota_area: String,
 }
 
 impl fmt::Debug for TencentV3 {
@@ -90,9 +105,10 @@ struct PurgePathsBody<'a> {
 impl TencentV3 {
     /// Builds the client of `account`, with its connect and whole-request timeouts, so a hung
     /// API cannot hold a dispatch slot forever.
-    pub fn new(account: &Account, _settings: &Settings) -> Result<Self, reqwest::Error> {
+    pub fn new(account: &Account, settings: &Settings) -> Result<Self, reqwest::Error> {
         Ok(TencentV3 {
             endpoint: Endpoint::new(account, account.endpoint.clone())?,
+            quota_area: settings.quota_area.clone(),
         })
     }
 
@@ -106,6 +122,11 @@ impl TencentV3 {
                 flush_type: batch.flush_type.as_str(),
             })?,
         };
+        Ok(self.signed(action, body, timestamp))
+    }
+
+    /// Signs `body` for `action` at `timestamp`: the headers of one API 3.0 POST.
+    pub(super) fn signed(&self, action: &'static str, body: Vec<u8>, timestamp: i64) -> SignedPost {
         let endpoint = &self.endpoint;
         let signed = tc3::sign(&tc3::SignInput {
             method: "POST",
@@ -128,11 +149,11 @@ impl TencentV3 {
             ("X-TC-Language", LANGUAGE.to_string()),
             ("Authorization", signed.authorization),
         ];
-        Ok(SignedPost {
+        SignedPost {
             action,
             body,
             headers,
-        })
+        }
     }
 
     async fn call(&self, batch: &Batch) -> Result<Receipt, ProviderError> {
@@ -204,7 +225,18 @@ impl Provider for TencentV3 {
     fn prefetch_per_call(&self) -> usize {
         status::PREFETCH_PER_CALL
     }
+
+    fn quota_action(&self) -> Option<&'static str> {
+        Some(quota::ACTION_QUOTA)
+    }
+
+    fn quota(&self) -> Option<QuotaFuture<'_>> {
+        let span = tracing::debug_span!("tencent_v3.quota", provider = %self.endpoint.name);
+        Some(Box::pin(self.read_quota().instrument(span)))
+    }
 }
+
+mod quota;
 
 /// Turns an HTTP answer into a receipt or a classified error. `Response.Error` wins whatever the
 /// status; a body without the API envelope is a gateway or network problem.

@@ -35,7 +35,7 @@ use super::http::{self, CallLog, Endpoint, SignedPost};
 use super::wangsu_sign::{self, AKSK_AUTH_METHOD, AkSkInput};
 use super::{
     Account, Batch, Capabilities, FlushType, Header, Kind, Limits, Provider, ProviderError,
-    PurgeFuture, Receipt,
+    PurgeFuture, QuotaFuture, Receipt,
 };
 use crate::quota::QuotaWindow;
 
@@ -395,9 +395,19 @@ impl Provider for Wangsu {
     fn prefetch_per_call(&self) -> usize {
         status::PREFETCH_PER_CALL
     }
+
+    fn quota_action(&self) -> Option<&'static str> {
+        Some(quota::ACTION_TOKENS)
+    }
+
+    fn quota(&self) -> Option<QuotaFuture<'_>> {
+        let span = tracing::debug_span!("wangsu.quota", provider = %self.endpoint.name);
+        Some(Box::pin(self.read_tokens().instrument(span)))
+    }
 }
 
 mod answer;
+mod quota;
 pub mod status;
 
 #[cfg(test)]

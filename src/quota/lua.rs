@@ -98,3 +98,48 @@ if used < limit then
 end
 return used
 "#;
+
+/// Raise a calendar-day counter to at least ARGV[1] (the provider's own figure plus what is in
+/// flight); it never goes down. ARGV: target, expire_at. Returns {before, after}.
+pub(super) const RAISE_LUA: &str = r#"
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local target = tonumber(ARGV[1])
+local before = used
+if target > used then
+  redis.call('SET', KEYS[1], target)
+  redis.call('EXPIREAT', KEYS[1], ARGV[2])
+  used = target
+end
+return {before, used}
+"#;
+
+/// Raise a rolling window's sum to at least ARGV[1]: buckets that no longer count are dropped as
+/// in [`ROLLING_RESERVE_LUA`], and the difference goes into the current bucket, so it stops
+/// counting 24 hours from now (the latest the provider's own spending can stop counting). It
+/// never goes down. ARGV: target, now, bucket width, window. Returns {before, after}.
+pub(super) const ROLLING_RAISE_LUA: &str = r#"
+local target = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+local b = tonumber(ARGV[3])
+local w = tonumber(ARGV[4])
+local horizon = now - w - b
+local used = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local start = tonumber(all[i])
+  local n = tonumber(all[i + 1])
+  if start <= horizon or n <= 0 then
+    redis.call('HDEL', KEYS[1], all[i])
+  else
+    used = used + n
+  end
+end
+local before = used
+if target > used then
+  local cur = now - (now % b)
+  redis.call('HINCRBY', KEYS[1], cur, target - used)
+  redis.call('EXPIRE', KEYS[1], w + 2 * b)
+  used = target
+end
+return {before, used}
+"#;

@@ -32,6 +32,7 @@ mod provider_http;
 mod queue_depth;
 mod quota;
 mod quota_rolling;
+mod quota_sync;
 mod rate_jitter;
 mod rate_limit;
 mod reconnect_memory;

@@ -105,17 +105,28 @@ async fn follow_500(replicas: usize) {
     // Every key of a failed task is purged again once, or was in a re-purge that failed too.
     let twice_failed = fail_keys - again;
     assert_eq!(again + twice_failed, fail_keys);
+    // The dead letters of different tasks arrive apart: collect them until all are in.
+    let dead_keys = std::cell::Cell::new(0usize);
+    let dead_records = std::cell::Cell::new(0u64);
     wait_until("dead letters of keys that failed twice", TIMEOUT, || {
-        let env = &env;
-        async move { env.ready(&env.dlq).await as usize >= twice_failed.min(1) }
+        let (env, dead_keys, dead_records) = (&env, &dead_keys, &dead_records);
+        async move {
+            let dead = env.drain(&env.dlq).await;
+            let mine: Vec<_> = dead
+                .iter()
+                .filter(|(_, code)| code.as_deref() == Some("purge_failed_at_cdn"))
+                .collect();
+            let n: usize = mine
+                .iter()
+                .map(|(b, _)| b["event"]["urls"].as_array().map_or(0, Vec::len))
+                .sum();
+            dead_keys.set(dead_keys.get() + n);
+            dead_records.set(dead_records.get() + mine.len() as u64);
+            dead_keys.get() >= twice_failed
+        }
     })
     .await;
-    let dead = env.drain(&env.dlq).await;
-    let dead_keys: usize = dead
-        .iter()
-        .filter(|(_, code)| code.as_deref() == Some("purge_failed_at_cdn"))
-        .map(|(b, _)| b["event"]["urls"].as_array().map_or(0, Vec::len))
-        .sum();
+    let dead_keys = dead_keys.get();
     assert_eq!(
         dead_keys, twice_failed,
         "keys failing twice are dead-lettered"
@@ -125,10 +136,7 @@ async fn follow_500(replicas: usize) {
         500,
         "every key ends done or dead-lettered"
     );
-    let dead_records = dead
-        .iter()
-        .filter(|(_, code)| code.as_deref() == Some("purge_failed_at_cdn"))
-        .count() as u64;
+    let dead_records = dead_records.get();
     let counted: u64 = workers
         .iter()
         .map(|r| {

@@ -154,6 +154,24 @@ impl WangsuState {
         Ok(())
     }
 
+    /// Spends `n` entries of `target`'s rolling quota of `kind` from outside the API (another
+    /// tool of the same customer).
+    pub(crate) fn spend_elsewhere(
+        &mut self,
+        target: &str,
+        kind: crate::provider::Kind,
+        n: u64,
+        now_ms: i64,
+    ) {
+        let class = match kind {
+            crate::provider::Kind::Url => QuotaClass::Files,
+            _ => QuotaClass::Dirs,
+        };
+        if n > 0 {
+            self.window(target, class, now_ms).push_back((now_ms, n));
+        }
+    }
+
     /// Stores an accepted purge under its id.
     pub(crate) fn add_task(&mut self, task: Task) {
         self.tasks.insert(task.request.purge_id.clone(), task);

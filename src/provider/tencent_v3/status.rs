@@ -4,10 +4,10 @@
 
 use serde_json::{Value, json};
 
-use super::{API_VERSION, CONTENT_TYPE, LANGUAGE, SERVICE, TencentV3, classify};
-use crate::provider::http::{self, SignedPost};
+use super::{TencentV3, classify};
+use crate::provider::ProviderError;
+use crate::provider::http;
 use crate::provider::task::{TaskQuery, TaskReport, TaskState};
-use crate::provider::{ProviderError, tc3};
 
 /// The status action.
 pub const ACTION_STATUS: &str = "DescribePurgeTasks";
@@ -19,36 +19,6 @@ pub const PREFETCH_PER_CALL: usize = 500;
 const MAX_LOGS: usize = 1000;
 
 impl TencentV3 {
-    /// Signs `body` as `action` for `timestamp`.
-    fn signed(&self, action: &'static str, body: Vec<u8>, timestamp: i64) -> SignedPost {
-        let endpoint = &self.endpoint;
-        let signed = tc3::sign(&tc3::SignInput {
-            method: "POST",
-            host: &endpoint.host,
-            path: endpoint.url.path(),
-            query: endpoint.url.query().unwrap_or(""),
-            content_type: CONTENT_TYPE,
-            extra_headers: &[],
-            payload: &body,
-            timestamp,
-            service: SERVICE,
-            secret_id: endpoint.secret_id.expose(),
-            secret_key: endpoint.secret_key.expose(),
-        });
-        SignedPost {
-            action,
-            body,
-            headers: vec![
-                ("Content-Type", CONTENT_TYPE.to_string()),
-                ("X-TC-Action", action.to_string()),
-                ("X-TC-Version", API_VERSION.to_string()),
-                ("X-TC-Timestamp", timestamp.to_string()),
-                ("X-TC-Language", LANGUAGE.to_string()),
-                ("Authorization", signed.authorization),
-            ],
-        }
-    }
-
     /// One `DescribePurgeTasks` by `TaskId`.
     pub(super) async fn status(&self, q: &TaskQuery) -> Result<TaskReport, ProviderError> {
         let body = json!({"TaskId": q.task_id, "Limit": q.items.clamp(1, MAX_LOGS)});
