@@ -8,6 +8,7 @@ pub mod dlq;
 pub mod emulator;
 pub mod parked;
 pub mod pause;
+pub mod plan;
 pub mod publish;
 pub mod quota;
 pub mod run;
