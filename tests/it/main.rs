@@ -24,6 +24,7 @@ mod faults;
 mod ingest;
 mod liveness;
 mod pause;
+mod plan;
 mod priority;
 mod prometheus;
 mod provider_http;
