@@ -274,6 +274,13 @@ pub fn validate(event: &Event, router: &Router) -> (Vec<RoutedItem>, Vec<Rejecte
     (routed, rejected)
 }
 
+/// Validates one URL (file purge, no headers) exactly as [`validate`] does for an event's
+/// `urls`: its provider, cache key and the domain's `dir_escalation`. For `purge-worker plan`.
+pub fn route_url(raw: &str, router: &Router) -> Result<(usize, CacheKey, u32), ItemError> {
+    cache_key::normalize(raw, router)
+        .and_then(|(route, key)| fit_provider(Kind::Url, false, route, key))
+}
+
 /// Routes a regex pattern by its host and checks it by the rules of its provider.
 fn route_regex(raw: &str, router: &Router) -> Result<(usize, CacheKey), ItemError> {
     let check = |r: Result<(), String>| {

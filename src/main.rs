@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 #[cfg(feature = "emulator")]
 use purge_worker::commands::emulator;
-use purge_worker::commands::{self, check, dlq, explain, parked, pause, publish, quota, run};
+use purge_worker::commands::{self, check, dlq, explain, parked, pause, plan, publish, quota, run};
 use purge_worker::config::ConfigError;
 use purge_worker::logging::LogSink;
 
@@ -47,6 +47,8 @@ enum Command {
     Quota(quota::QuotaArgs),
     /// Validate the configuration and say exactly what is wrong.
     Check(check::CheckArgs),
+    /// Preview a bulk job without publishing: keys, calls, quota units, what fits today, days.
+    Plan(plan::PlanArgs),
     /// Inspect the dead-letter queue and replay its events (with confirms) once the cause is fixed.
     Dlq(dlq::DlqArgs),
     /// What waits for quota or a resume, and releasing it now (after a quota increase).
@@ -186,6 +188,7 @@ fn main() -> ExitCode {
             Command::Publish(a) => publish::run(a).await,
             Command::Quota(a) => quota::run(a).await,
             Command::Check(a) => check::run(a),
+            Command::Plan(a) => plan::run(a).await,
             Command::Dlq(a) => dlq::run(a).await,
             Command::Parked(a) => parked::run(a).await,
             Command::Pause(a) => pause::pause(a).await,

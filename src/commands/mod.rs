@@ -9,6 +9,7 @@ pub mod emulator;
 pub mod explain;
 pub mod parked;
 pub mod pause;
+pub mod plan;
 pub mod publish;
 pub mod quota;
 pub mod run;

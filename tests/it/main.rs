@@ -25,6 +25,7 @@ mod faults;
 mod ingest;
 mod liveness;
 mod pause;
+mod plan;
 mod prefetch;
 mod priority;
 mod prometheus;
