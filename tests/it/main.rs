@@ -43,4 +43,5 @@ mod signing_v2;
 mod signing_wangsu;
 mod tencent_v2;
 mod tracking;
+mod tracking_apis;
 mod wangsu;
