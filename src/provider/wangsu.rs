@@ -243,11 +243,12 @@ impl Wangsu {
     /// memory ([`Wangsu::fresh_timestamp`]).
     fn prepare(&self, batch: &Batch, now: i64) -> Result<SignedPost, serde_json::Error> {
         let body = self.body(batch)?;
-        let timestamp = match self.auth {
-            WangsuAuth::AkSk => self.fresh_timestamp(now, &body),
-            WangsuAuth::ApiKey => now,
-        };
-        Ok(self.sign(batch.kind, body, timestamp))
+        let headers = self.auth_headers("POST", &self.endpoint.url, &body, Some(&body), now);
+        Ok(SignedPost {
+            action: action_for(batch.kind),
+            body,
+            headers,
+        })
     }
 
     /// The JSON body for `batch`: serialized once, and exactly these bytes are signed and sent.
@@ -278,8 +279,18 @@ impl Wangsu {
         })
     }
 
-    /// The headers that sign `body` at `now` with the configured scheme.
-    fn sign(&self, kind: Kind, body: Vec<u8>, now: i64) -> SignedPost {
+    /// The signing headers of a `method` request to `url` carrying `body`, with the configured
+    /// scheme; every Wangsu call signs through here. An AK/SK signature depends only on its
+    /// timestamp and the request, so with a `replay_key` (the request bytes a repeat would share)
+    /// its timestamp comes from [`Wangsu::fresh_timestamp`]; the API key's `Date` is `now`.
+    fn auth_headers(
+        &self,
+        method: &str,
+        url: &url::Url,
+        body: &[u8],
+        replay_key: Option<&[u8]>,
+        now: i64,
+    ) -> Vec<(&'static str, String)> {
         let endpoint = &self.endpoint;
         let mut headers = vec![
             ("Content-Type", CONTENT_TYPE.to_string()),
@@ -299,13 +310,14 @@ impl Wangsu {
                 headers.push(("Authorization", signed.authorization));
             }
             WangsuAuth::AkSk => {
+                let now = replay_key.map_or(now, |key| self.fresh_timestamp(now, key));
                 let signed = wangsu_sign::sign_aksk(&AkSkInput {
-                    method: "POST",
+                    method,
                     host: &endpoint.host,
-                    path: endpoint.url.path(),
-                    query: "",
+                    path: url.path(),
+                    query: url.query().unwrap_or(""),
                     content_type: CONTENT_TYPE,
-                    payload: &body,
+                    payload: body,
                     timestamp: now,
                     access_key: endpoint.secret_id.expose(),
                     secret_key: endpoint.secret_key.expose(),
@@ -316,11 +328,7 @@ impl Wangsu {
                 headers.push(("Authorization", signed.authorization));
             }
         }
-        SignedPost {
-            action: action_for(kind),
-            body,
-            headers,
-        }
+        headers
     }
 
     /// The AK/SK timestamp for `body`: `now`, unless this client already signed the same body

@@ -4,8 +4,7 @@
 //! stands and the used figure is `limit − tokens`. Signed like every call, with the configured
 //! scheme; the numbers are bounded by [`MAX_QUOTA_FIGURE`] before they are used.
 
-use super::{AKSK_AUTH_METHOD, AkSkInput, CONTENT_TYPE, Wangsu, wangsu_sign};
-use super::{WangsuAuth, answer};
+use super::{Wangsu, answer};
 use crate::provider::http;
 use crate::provider::{MAX_QUOTA_FIGURE, ProviderError, ProviderQuota, QuotaFigure};
 
@@ -26,41 +25,8 @@ impl Wangsu {
         let url = self.tokens_url();
         let now = chrono::Utc::now().timestamp();
         let endpoint = &self.endpoint;
-        let mut headers = vec![
-            ("Content-Type", CONTENT_TYPE.to_string()),
-            ("Accept", CONTENT_TYPE.to_string()),
-        ];
-        match self.auth {
-            WangsuAuth::ApiKey => {
-                let date = wangsu_sign::http_date(now).unwrap_or_default();
-                let signed = wangsu_sign::sign_api_key(
-                    endpoint.secret_id.expose(),
-                    endpoint.secret_key.expose(),
-                    &date,
-                );
-                headers.push(("Date", date));
-                headers.push(("Authorization", signed.authorization));
-            }
-            WangsuAuth::AkSk => {
-                let query = url.query().unwrap_or("");
-                let ts = self.fresh_timestamp(now, url.as_str().as_bytes());
-                let signed = wangsu_sign::sign_aksk(&AkSkInput {
-                    method: "GET",
-                    host: &endpoint.host,
-                    path: url.path(),
-                    query,
-                    content_type: CONTENT_TYPE,
-                    payload: &[],
-                    timestamp: ts,
-                    access_key: endpoint.secret_id.expose(),
-                    secret_key: endpoint.secret_key.expose(),
-                });
-                headers.push(("x-cnc-accessKey", endpoint.secret_id.expose().to_string()));
-                headers.push(("x-cnc-timestamp", ts.to_string()));
-                headers.push(("x-cnc-auth-method", AKSK_AUTH_METHOD.to_string()));
-                headers.push(("Authorization", signed.authorization));
-            }
-        }
+        // A second read within the same second would repeat the signature: keyed by the URL.
+        let headers = self.auth_headers("GET", &url, &[], Some(url.as_str().as_bytes()), now);
         http::query(endpoint.get(url, headers), ACTION_TOKENS, |a| {
             interpret(a.status, &a.headers, &a.body)
         })

@@ -6,11 +6,9 @@
 
 use serde_json::{Value, json};
 
-use super::WangsuAuth;
+use super::Wangsu;
 use super::answer::interpret_query;
-use super::{CONTENT_TYPE, Wangsu};
 use crate::provider::task::{TaskQuery, TaskReport, TaskState};
-use crate::provider::wangsu_sign::{self, AKSK_AUTH_METHOD, AkSkInput};
 use crate::provider::{ProviderError, http};
 
 /// The status action (metric and log label).
@@ -34,53 +32,6 @@ impl Wangsu {
         url
     }
 
-    /// The signing headers of a request to `url` with `body`, at `now`.
-    fn auth_headers(
-        &self,
-        method: &str,
-        url: &url::Url,
-        body: &[u8],
-        now: i64,
-    ) -> Vec<(&'static str, String)> {
-        let e = &self.endpoint;
-        let mut headers = vec![
-            ("Content-Type", CONTENT_TYPE.to_string()),
-            ("Accept", CONTENT_TYPE.to_string()),
-        ];
-        match self.auth {
-            WangsuAuth::ApiKey => {
-                let date = wangsu_sign::http_date(now).unwrap_or_default();
-                let signed =
-                    wangsu_sign::sign_api_key(e.secret_id.expose(), e.secret_key.expose(), &date);
-                headers.push(("Date", date));
-                headers.push(("Authorization", signed.authorization));
-            }
-            WangsuAuth::AkSk => {
-                let now = if method == "POST" {
-                    self.fresh_timestamp(now, body)
-                } else {
-                    now
-                };
-                let signed = wangsu_sign::sign_aksk(&AkSkInput {
-                    method,
-                    host: &e.host,
-                    path: url.path(),
-                    query: url.query().unwrap_or(""),
-                    content_type: CONTENT_TYPE,
-                    payload: body,
-                    timestamp: now,
-                    access_key: e.secret_id.expose(),
-                    secret_key: e.secret_key.expose(),
-                });
-                headers.push(("x-cnc-accessKey", e.secret_id.expose().to_string()));
-                headers.push(("x-cnc-timestamp", now.to_string()));
-                headers.push(("x-cnc-auth-method", AKSK_AUTH_METHOD.to_string()));
-                headers.push(("Authorization", signed.authorization));
-            }
-        }
-        headers
-    }
-
     /// One `GET /cdn/purges/{id}`.
     pub(super) async fn status(&self, q: &TaskQuery) -> Result<TaskReport, ProviderError> {
         let id: String = q
@@ -92,7 +43,7 @@ impl Wangsu {
         let url = self.url_for(&format!("{}/{id}", super::PATH));
         let now = chrono::Utc::now().timestamp();
         let mut request = self.endpoint.client.get(url.clone());
-        for (name, value) in self.auth_headers("GET", &url, b"", now) {
+        for (name, value) in self.auth_headers("GET", &url, b"", None, now) {
             request = request.header(name, value);
         }
         http::query(request, ACTION_STATUS, |a| {
@@ -109,7 +60,7 @@ impl Wangsu {
         let url = self.url_for("cdn/prefetches");
         let now = chrono::Utc::now().timestamp();
         let mut request = self.endpoint.client.post(url.clone());
-        for (name, value) in self.auth_headers("POST", &url, &body, now) {
+        for (name, value) in self.auth_headers("POST", &url, &body, Some(&body), now) {
             request = request.header(name, value);
         }
         http::query(request.body(body), ACTION_PREFETCH, |a| {
