@@ -238,13 +238,37 @@ impl Provider for TencentV3 {
 
 mod quota;
 
-/// Turns an HTTP answer into a receipt or a classified error. `Response.Error` wins whatever the
-/// status; a body without the API envelope is a gateway or network problem.
+/// Turns an HTTP answer into a receipt or a classified error ([`response`]).
 fn interpret(
     status: u16,
     body: &[u8],
     retry_after: Option<Duration>,
 ) -> Result<Receipt, ProviderError> {
+    let response = response(status, body, retry_after)?;
+    let request_id = response
+        .get("RequestId")
+        .and_then(|r| r.as_str())
+        .map(str::to_string);
+    match response.get("TaskId").and_then(|t| t.as_str()) {
+        Some(task_id) => Ok(Receipt {
+            task_id: task_id.to_string(),
+            request_id,
+        }),
+        None => Err(http::malformed("success response without Response.TaskId")),
+    }
+}
+
+/// What a non-API answer lacks (an HTTP 200 without it may still have purged).
+const ENVELOPE: &str = "a Response envelope";
+
+/// The `Response` object of a successful answer of any action, or the classified error:
+/// `Response.Error` wins whatever the status; a body without the API envelope, or a non-200
+/// without an error, is a gateway or network problem.
+pub(super) fn response(
+    status: u16,
+    body: &[u8],
+    retry_after: Option<Duration>,
+) -> Result<serde_json::Value, ProviderError> {
     let envelope = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|mut v| v.get_mut("Response").map(serde_json::Value::take))
@@ -263,21 +287,8 @@ fn interpret(
     if status != 200 {
         return Err(http::non_api_answer(status, retry_after, ENVELOPE));
     }
-    let request_id = response
-        .get("RequestId")
-        .and_then(|r| r.as_str())
-        .map(str::to_string);
-    match response.get("TaskId").and_then(|t| t.as_str()) {
-        Some(task_id) => Ok(Receipt {
-            task_id: task_id.to_string(),
-            request_id,
-        }),
-        None => Err(http::malformed("success response without Response.TaskId")),
-    }
+    Ok(response)
 }
-
-/// What a non-API answer lacks (an HTTP 200 without it may still have purged).
-const ENVELOPE: &str = "a Response envelope";
 
 /// Whether `code` is `family` itself or one of its dotted sub-codes (`InternalError.ProxyServer`).
 fn in_family(code: &str, family: &str) -> bool {

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use super::{ENVELOPE, TencentV3, classify};
+use super::{TencentV3, response};
 use crate::provider::http;
 use crate::provider::{MAX_QUOTA_FIGURE, ProviderError, ProviderQuota, QuotaFigure};
 
@@ -77,21 +77,7 @@ pub(super) fn interpret(
     body: &[u8],
     area: &str,
 ) -> Result<ProviderQuota, ProviderError> {
-    let response = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|mut v| v.get_mut("Response").map(serde_json::Value::take))
-        .filter(serde_json::Value::is_object);
-    let Some(response) = response else {
-        return Err(http::non_api_answer(status, None, ENVELOPE));
-    };
-    if let Some(error) = response.get("Error") {
-        let code = error
-            .get("Code")
-            .and_then(|c| c.as_str())
-            .unwrap_or("UnknownError");
-        let message = error.get("Message").and_then(|m| m.as_str()).unwrap_or("");
-        return Err(classify(code, message));
-    }
+    let response = response(status, body, None)?;
     Ok(ProviderQuota {
         urls: element(&response, "UrlPurge", area)?,
         dirs: element(&response, "PathPurge", area)?,

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use super::{TencentV3, classify};
+use super::{TencentV3, response};
 use crate::provider::ProviderError;
 use crate::provider::http;
 use crate::provider::task::{TaskQuery, TaskReport, TaskState};
@@ -43,41 +43,6 @@ impl TencentV3 {
         })
         .await
     }
-}
-
-/// The `Response` object of a successful answer, or the classified error.
-fn response(
-    status: u16,
-    body: &[u8],
-    retry_after: Option<std::time::Duration>,
-) -> Result<Value, ProviderError> {
-    let envelope = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|mut v| v.get_mut("Response").map(Value::take))
-        .filter(Value::is_object);
-    let Some(response) = envelope else {
-        return Err(http::non_api_answer(
-            status,
-            retry_after,
-            "a Response envelope",
-        ));
-    };
-    if let Some(error) = response.get("Error") {
-        let code = error
-            .get("Code")
-            .and_then(Value::as_str)
-            .unwrap_or("UnknownError");
-        let message = error.get("Message").and_then(Value::as_str).unwrap_or("");
-        return Err(classify(code, message));
-    }
-    if status != 200 {
-        return Err(http::non_api_answer(
-            status,
-            retry_after,
-            "a Response envelope",
-        ));
-    }
-    Ok(response)
 }
 
 /// `PurgeLogs[]` → one report: any `process` keeps the task running; else any `fail` fails it,
